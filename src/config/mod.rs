@@ -1,0 +1,466 @@
+//! Loading a config repository snapshot into the typed model, with every problem reported as a
+//! [`Diagnostic`] carrying file, line, column and field.
+//!
+//! Steps per file: YAML parse (duplicate keys, alias bombs, depth limits) → kind and location
+//! check → JSON Schema → typed deserialization. Then [`validate::check`] runs the rules that
+//! span documents. Positions are computed lazily, only for documents that have a problem.
+
+pub mod instantiate;
+mod locate;
+pub mod model;
+pub mod schema;
+pub mod validate;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, pointer_to_field};
+use crate::source::Snapshot;
+pub use locate::LocationIndex;
+pub use model::*;
+pub use schema::Kind;
+
+/// Root document path.
+pub use crate::source::ROOT_FILE;
+
+/// A parsed document together with where it came from, able to locate its fields.
+#[derive(Debug)]
+pub struct Document<T> {
+    /// Path relative to the repository root.
+    pub file: String,
+    /// The typed document.
+    pub doc: T,
+    /// The document as parsed, before typing (for pointers into it).
+    pub raw: Value,
+    source: Arc<str>,
+    index: OnceLock<LocationIndex>,
+}
+
+impl<T> Document<T> {
+    /// Line and column of the node at a JSON pointer (or its nearest existing ancestor).
+    pub fn position(&self, pointer: &str) -> (usize, usize) {
+        self.index
+            .get_or_init(|| LocationIndex::build(&self.source))
+            .locate(pointer)
+    }
+
+    /// An error about the field at `pointer`.
+    pub fn error(&self, pointer: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = self.position(pointer);
+        Diagnostic::error(
+            self.file.clone(),
+            line,
+            column,
+            pointer_to_field(pointer),
+            message,
+        )
+    }
+
+    /// A warning about the field at `pointer`.
+    pub fn warning(&self, pointer: &str, message: impl Into<String>) -> Diagnostic {
+        self.error(pointer, message).into_warning()
+    }
+
+    /// The YAML source text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// Manifest templates of one application, by path.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    /// `apps/<app>/manifests/...` paths with their text, sorted by path.
+    pub files: Vec<(String, Arc<str>)>,
+}
+
+/// A loaded config repository. Documents that failed to load are absent; their problems are in
+/// the diagnostics returned by [`load`].
+#[derive(Debug, Default)]
+pub struct ConfigRepo {
+    /// `bowline.yaml`, when it loaded.
+    pub repository: Option<Document<Repository>>,
+    /// Applications by name (= directory under `apps/`).
+    pub apps: BTreeMap<String, Document<Application>>,
+    /// Manifest templates by application directory.
+    pub manifests: BTreeMap<String, Manifests>,
+    /// Pipeline templates by name.
+    pub pipelines: BTreeMap<String, Document<PipelineTemplate>>,
+    /// Canary configs by name.
+    pub canaries: BTreeMap<String, Document<CanaryConfig>>,
+    /// Application directories without a loadable app.yaml (so references to them are not
+    /// reported again as unknown).
+    pub broken_apps: Vec<String>,
+    /// Names of pipeline templates and canary configs whose file failed to load, when the name
+    /// could still be read.
+    pub broken_names: Vec<String>,
+}
+
+impl ConfigRepo {
+    /// The environment called `name`.
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.repository
+            .as_ref()?
+            .doc
+            .spec
+            .environments
+            .iter()
+            .find(|e| e.name == name)
+    }
+
+    /// Environment names in promotion order.
+    pub fn environment_names(&self) -> Vec<&str> {
+        self.repository
+            .as_ref()
+            .map(|r| {
+                r.doc
+                    .spec
+                    .environments
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The environments an application deploys to, in promotion order (unknown ones skipped).
+    pub fn app_environments(&self, app: &Application) -> Vec<&Environment> {
+        self.repository
+            .as_ref()
+            .map(|r| {
+                r.doc
+                    .spec
+                    .environments
+                    .iter()
+                    .filter(|e| app.spec.environments.contains_key(&e.name))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The pipeline template an application runs: its own or the repository default.
+    pub fn pipeline_of<'a>(&'a self, app: &'a Application) -> Option<&'a str> {
+        app.spec
+            .pipeline
+            .as_ref()
+            .map(|p| p.template.as_str())
+            .or_else(|| {
+                self.repository
+                    .as_ref()
+                    .and_then(|r| r.doc.spec.defaults.pipeline.as_deref())
+            })
+    }
+}
+
+/// Where a file sits in the repository layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    Repository,
+    Application { dir: String },
+    Manifest { dir: String },
+    Pipeline,
+    Canary,
+    Policy,
+    Ignored(&'static str),
+}
+
+fn role_of(path: &str) -> Role {
+    let parts: Vec<&str> = path.split('/').collect();
+    let yaml = path.ends_with(".yaml") || path.ends_with(".yml");
+    match parts.as_slice() {
+        [f] if *f == ROOT_FILE => Role::Repository,
+        ["apps", dir, f] if *f == "app.yaml" || *f == "app.yml" => Role::Application {
+            dir: (*dir).to_string(),
+        },
+        ["apps", dir, "manifests", ..] if yaml => Role::Manifest {
+            dir: (*dir).to_string(),
+        },
+        ["apps", ..] => Role::Ignored("apps/<app>/ holds app.yaml and manifests/"),
+        ["pipelines", _] if yaml => Role::Pipeline,
+        ["pipelines", ..] => Role::Ignored(
+            "pipelines/ holds one PipelineTemplate per .yaml file, not subdirectories",
+        ),
+        ["canary", _] if yaml => Role::Canary,
+        ["canary", ..] => {
+            Role::Ignored("canary/ holds one CanaryConfig per .yaml file, not subdirectories")
+        }
+        ["policies", ..] => Role::Policy,
+        _ => Role::Ignored("not part of the config repository layout"),
+    }
+}
+
+enum Loaded {
+    Repository(Document<Repository>),
+    Application(String, Document<Application>),
+    Pipeline(Document<PipelineTemplate>),
+    Canary(Document<CanaryConfig>),
+}
+
+/// Loads every document of a snapshot and runs the cross-document checks.
+#[tracing::instrument(level = "info", skip_all, fields(files = snapshot.len()))]
+pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
+    let mut repo = ConfigRepo::default();
+    let mut diagnostics = Vec::new();
+    let mut work = Vec::new();
+    let mut app_dirs_with_manifests = Vec::new();
+    for (path, text) in snapshot.files() {
+        match role_of(path) {
+            Role::Manifest { dir } => {
+                if app_dirs_with_manifests.last() != Some(&dir) {
+                    app_dirs_with_manifests.push(dir.clone());
+                }
+                repo.manifests
+                    .entry(dir)
+                    .or_default()
+                    .files
+                    .push((path.to_string(), text.clone()));
+            }
+            Role::Policy => {}
+            Role::Ignored(why) => {
+                if path.ends_with(".yaml") || path.ends_with(".yml") {
+                    diagnostics.push(
+                        Diagnostic::file_error(path, format!("file is ignored: {why}"))
+                            .into_warning(),
+                    );
+                }
+            }
+            role => work.push((path.to_string(), text.clone(), role)),
+        }
+    }
+
+    let results: Vec<(Option<Loaded>, Vec<Diagnostic>, Option<String>)> = work
+        .into_par_iter()
+        .map(|(path, text, role)| load_file(path, text, role))
+        .collect();
+
+    let mut seen: BTreeMap<(Kind, String), String> = BTreeMap::new();
+    for (loaded, diags, broken) in results {
+        diagnostics.extend(diags);
+        if let Some(name) = broken {
+            repo.broken_names.push(name);
+        }
+        let Some(loaded) = loaded else { continue };
+        let (kind, name, file) = match &loaded {
+            Loaded::Repository(d) => (
+                Kind::Repository,
+                d.doc.metadata.name.clone(),
+                d.file.clone(),
+            ),
+            Loaded::Application(_, d) => (
+                Kind::Application,
+                d.doc.metadata.name.clone(),
+                d.file.clone(),
+            ),
+            Loaded::Pipeline(d) => (
+                Kind::PipelineTemplate,
+                d.doc.metadata.name.clone(),
+                d.file.clone(),
+            ),
+            Loaded::Canary(d) => (
+                Kind::CanaryConfig,
+                d.doc.metadata.name.clone(),
+                d.file.clone(),
+            ),
+        };
+        if let Some(first) = seen.get(&(kind, name.clone())) {
+            let message = format!(
+                "duplicate {} name \"{name}\": also defined in {first}",
+                kind.as_str()
+            );
+            let error = match &loaded {
+                Loaded::Repository(d) => d.error("/metadata/name", message),
+                Loaded::Application(_, d) => d.error("/metadata/name", message),
+                Loaded::Pipeline(d) => d.error("/metadata/name", message),
+                Loaded::Canary(d) => d.error("/metadata/name", message),
+            };
+            diagnostics.push(error);
+            continue;
+        }
+        seen.insert((kind, name.clone()), file);
+        match loaded {
+            Loaded::Repository(d) => repo.repository = Some(d),
+            Loaded::Application(dir, d) => {
+                repo.apps.insert(dir, d);
+            }
+            Loaded::Pipeline(d) => {
+                repo.pipelines.insert(name, d);
+            }
+            Loaded::Canary(d) => {
+                repo.canaries.insert(name, d);
+            }
+        }
+    }
+
+    for dir in app_dirs_with_manifests {
+        let has_app_file = snapshot.get(&format!("apps/{dir}/app.yaml")).is_some()
+            || snapshot.get(&format!("apps/{dir}/app.yml")).is_some();
+        if !has_app_file {
+            diagnostics.push(Diagnostic::file_error(
+                format!("apps/{dir}/app.yaml"),
+                format!("missing: apps/{dir}/manifests/ exists but there is no app.yaml (kind: Application) next to it"),
+            ));
+        }
+        if !repo.apps.contains_key(&dir) {
+            repo.broken_apps.push(dir);
+        }
+    }
+    for (path, _) in snapshot.files_under("apps/") {
+        if let Role::Application { dir } = role_of(path) {
+            if !repo.apps.contains_key(&dir) && !repo.broken_apps.contains(&dir) {
+                repo.broken_apps.push(dir);
+            }
+        }
+    }
+
+    diagnostics.extend(validate::check(&repo));
+    (repo, diagnostics)
+}
+
+fn load_file(
+    path: String,
+    text: Arc<str>,
+    role: Role,
+) -> (Option<Loaded>, Vec<Diagnostic>, Option<String>) {
+    let kind = match role {
+        Role::Repository => Kind::Repository,
+        Role::Application { .. } => Kind::Application,
+        Role::Pipeline => Kind::PipelineTemplate,
+        Role::Canary => Kind::CanaryConfig,
+        _ => return (None, Vec::new(), None),
+    };
+    match parse_document(&path, &text, kind) {
+        Err((diags, name)) => (None, diags, name),
+        Ok(raw) => {
+            let result = match role {
+                Role::Repository => typed::<Repository>(path, text, raw).map(Loaded::Repository),
+                Role::Application { dir } => typed::<Application>(path, text, raw).and_then(|d| {
+                    if d.doc.metadata.name == dir {
+                        Ok(Loaded::Application(dir, d))
+                    } else {
+                        let message = format!(
+                            "metadata.name \"{}\" must equal the directory name \"{dir}\"",
+                            d.doc.metadata.name
+                        );
+                        Err(vec![d.error("/metadata/name", message)])
+                    }
+                }),
+                Role::Pipeline => typed::<PipelineTemplate>(path, text, raw).map(Loaded::Pipeline),
+                Role::Canary => typed::<CanaryConfig>(path, text, raw).map(Loaded::Canary),
+                _ => Err(Vec::new()),
+            };
+            match result {
+                Ok(l) => (Some(l), Vec::new(), None),
+                Err(d) => (None, d, None),
+            }
+        }
+    }
+}
+
+/// Parses and schema-checks one document. On failure returns the diagnostics and, when it
+/// could be read, the document's `metadata.name`.
+fn parse_document(
+    path: &str,
+    text: &Arc<str>,
+    kind: Kind,
+) -> Result<Value, (Vec<Diagnostic>, Option<String>)> {
+    let value = yaml::parse_single(text).map_err(|e| {
+        (
+            vec![Diagnostic::error(path, e.line, e.column, "", e.message)],
+            None,
+        )
+    })?;
+    let doc = Document {
+        file: path.to_string(),
+        doc: (),
+        raw: Value::Null,
+        source: text.clone(),
+        index: OnceLock::new(),
+    };
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if !value.is_object() {
+        return Err((
+            vec![doc.error(
+                "",
+                "expected a mapping with apiVersion, kind, metadata and spec",
+            )],
+            name,
+        ));
+    }
+    if let Some(found) = value.get("kind").and_then(Value::as_str) {
+        if found != kind.as_str() {
+            return Err((
+                vec![doc.error(
+                    "/kind",
+                    format!(
+                        "kind \"{found}\" does not belong here: {} holds kind {}",
+                        expected_place(kind),
+                        kind.as_str()
+                    ),
+                )],
+                name,
+            ));
+        }
+    }
+    let violations = schema::validate(kind, &value);
+    if violations.is_empty() {
+        Ok(value)
+    } else {
+        Err((
+            violations
+                .into_iter()
+                .map(|v| doc.error(&v.pointer, v.message))
+                .collect(),
+            name,
+        ))
+    }
+}
+
+fn expected_place(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Repository => "bowline.yaml",
+        Kind::Application => "apps/<app>/app.yaml",
+        Kind::PipelineTemplate => "pipelines/<name>.yaml",
+        Kind::CanaryConfig => "canary/<name>.yaml",
+    }
+}
+
+fn typed<T: DeserializeOwned>(
+    path: String,
+    text: Arc<str>,
+    raw: Value,
+) -> Result<Document<T>, Vec<Diagnostic>> {
+    match T::deserialize(&raw) {
+        Ok(doc) => Ok(Document {
+            file: path,
+            doc,
+            raw,
+            source: text,
+            index: OnceLock::new(),
+        }),
+        Err(e) => {
+            // The schema admits only what the types accept; reaching this is a schema gap,
+            // reported like any other problem rather than hidden.
+            Err(vec![Diagnostic::file_error(
+                path,
+                format!("invalid document: {e}"),
+            )])
+        }
+    }
+}
+
+/// A document built from a value that did not come from a file (tests, generated input).
+pub fn document_from_value<T: DeserializeOwned>(
+    file: &str,
+    source: &str,
+    raw: Value,
+) -> Result<Document<T>, Vec<Diagnostic>> {
+    typed(file.to_string(), Arc::from(source), raw)
+}

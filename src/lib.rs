@@ -1,0 +1,14 @@
+//! bowline: a GitOps reconciler and promotion engine for Kubernetes.
+//!
+//! The crate follows the data flow of the daemon, one module per step:
+//! [`source`] (the repository snapshot) → [`config`] (typed, validated documents) →
+//! [`render`] (Kubernetes objects per application and environment) → [`plan`] (what would
+//! happen). [`diagnostic`] is the shared error report for user input.
+
+pub mod config;
+pub mod diagnostic;
+pub mod plan;
+pub mod render;
+pub mod source;
+pub mod telemetry;
+pub mod template;

@@ -1,0 +1,246 @@
+//! The `bowline` command line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use bowline::config::{self, ConfigRepo};
+use bowline::diagnostic::{self, Diagnostic};
+use bowline::plan;
+use bowline::render::{self, Rendered};
+use bowline::source::{Limits, Snapshot};
+use bowline::telemetry::{self, LogFormat};
+
+/// bowline: GitOps reconciler and promotion engine for Kubernetes.
+#[derive(Parser)]
+#[command(name = "bowline", version, about, long_about = None)]
+struct Cli {
+    /// Log level when RUST_LOG is not set (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn", env = "BOWLINE_LOG_LEVEL")]
+    log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text, env = "BOWLINE_LOG_FORMAT")]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RepoArgs {
+    /// Path of the config repository (the directory holding bowline.yaml).
+    repo: PathBuf,
+    /// Largest file read from the repository, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_file_bytes)]
+    max_file_size: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every document, reference and manifest; report all problems with file:line:column.
+    Validate {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Print the rendered Kubernetes objects as a YAML stream.
+    Render {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Only this application.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Show, per application and environment, validity, object count and pipeline stages.
+    Plan {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(
+        &cli.log_level,
+        match cli.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+    );
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bowline: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Everything `validate`, `render` and `plan` share: the loaded repository, its diagnostics
+/// (including render errors) and the rendered output.
+struct Loaded {
+    repo: ConfigRepo,
+    diagnostics: Vec<Diagnostic>,
+    rendered: Vec<Rendered>,
+}
+
+fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Result<Loaded> {
+    let limits = Limits {
+        max_file_bytes: args.max_file_size,
+        ..Limits::default()
+    };
+    let (snapshot, mut diagnostics) = Snapshot::from_dir(&args.repo, &limits)?;
+    let (repo, config_diagnostics) = config::load(&snapshot);
+    diagnostics.extend(config_diagnostics);
+    let rendered = render::render_repo(&repo, app, env);
+    for r in &rendered {
+        if let Err(errors) = &r.result {
+            diagnostics.extend(errors.iter().cloned());
+        }
+    }
+    diagnostic::sort_and_dedup(&mut diagnostics);
+    Ok(Loaded {
+        repo,
+        diagnostics,
+        rendered,
+    })
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        Command::Validate { repo, format } => {
+            let loaded = load(&repo, None, None)?;
+            let errors = diagnostic::error_count(&loaded.diagnostics);
+            let warnings = loaded.diagnostics.len() - errors;
+            match format {
+                OutputFormat::Json => {
+                    let report = serde_json::json!({
+                        "valid": errors == 0,
+                        "errors": errors,
+                        "warnings": warnings,
+                        "diagnostics": loaded.diagnostics,
+                    });
+                    serde_json::to_writer_pretty(&mut stdout, &report)?;
+                    writeln!(stdout)?;
+                }
+                OutputFormat::Text => {
+                    for d in &loaded.diagnostics {
+                        writeln!(stdout, "{d}")?;
+                    }
+                    writeln!(stdout, "{}", summary(&repo.repo, &loaded, errors, warnings))?;
+                }
+            }
+            Ok(exit_for(errors))
+        }
+        Command::Render { repo, app, env } => {
+            let loaded = load(&repo, app.as_deref(), env.as_deref())?;
+            check_selection(&loaded.repo, app.as_deref(), env.as_deref())?;
+            let errors = diagnostic::error_count(&loaded.diagnostics);
+            let mut stderr = std::io::stderr().lock();
+            for d in &loaded.diagnostics {
+                writeln!(stderr, "{d}")?;
+            }
+            if errors > 0 {
+                writeln!(
+                    stderr,
+                    "render failed: {errors} errors in the config repository"
+                )?;
+                return Ok(exit_for(errors));
+            }
+            for r in &loaded.rendered {
+                if let Ok(objects) = &r.result {
+                    write!(stdout, "{}", render::to_yaml_stream(objects))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { repo, format } => {
+            let loaded = load(&repo, None, None)?;
+            let plan = plan::build(&loaded.repo, &loaded.diagnostics, &loaded.rendered);
+            match format {
+                OutputFormat::Json => {
+                    serde_json::to_writer_pretty(&mut stdout, &plan)?;
+                    writeln!(stdout)?;
+                }
+                OutputFormat::Text => {
+                    for d in &loaded.diagnostics {
+                        writeln!(stdout, "{d}")?;
+                    }
+                    if !loaded.diagnostics.is_empty() {
+                        writeln!(stdout)?;
+                    }
+                    write!(stdout, "{}", plan::to_table(&plan))?;
+                }
+            }
+            Ok(exit_for(plan.errors))
+        }
+    }
+}
+
+fn exit_for(errors: usize) -> ExitCode {
+    if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn check_selection(repo: &ConfigRepo, app: Option<&str>, env: Option<&str>) -> anyhow::Result<()> {
+    if let Some(app) = app {
+        anyhow::ensure!(
+            repo.apps.contains_key(app),
+            "unknown application \"{app}\" (known: {})",
+            repo.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(env) = env {
+        let known = repo.environment_names();
+        anyhow::ensure!(
+            known.contains(&env),
+            "unknown environment \"{env}\" (known: {})",
+            known.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn summary(path: &Path, loaded: &Loaded, errors: usize, warnings: usize) -> String {
+    let repo = &loaded.repo;
+    let renders = loaded.rendered.len();
+    let objects: usize = loaded
+        .rendered
+        .iter()
+        .filter_map(|r| r.result.as_ref().ok())
+        .map(Vec::len)
+        .sum();
+    let verdict = if errors == 0 { "valid" } else { "invalid" };
+    format!(
+        "{}: {verdict}: {errors} errors, {warnings} warnings ({} apps, {} pipeline templates, {} canary configs; {renders} app/environment renders, {objects} objects)",
+        path.display(),
+        repo.apps.len(),
+        repo.pipelines.len(),
+        repo.canaries.len()
+    )
+}

@@ -1,0 +1,289 @@
+//! `bowline plan`: per application and environment, whether it validates, how many objects it
+//! renders to, and which pipeline stages would run there.
+//!
+//! The live diff is not part of the plan yet: objects are counted, not compared with a cluster.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::config::instantiate::instantiate;
+use crate::config::{ConfigRepo, Stage, StageAction};
+use crate::diagnostic::Diagnostic;
+use crate::render::Rendered;
+
+/// One stage as shown in a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedStage {
+    /// Stage name.
+    pub name: String,
+    /// Type, with the strategy for deploy stages (`deploy/canary`).
+    pub kind: String,
+    /// Run condition, when the stage has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// One row of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanRow {
+    /// Application.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Target namespace.
+    pub namespace: String,
+    /// Clusters as `name (wave N)`.
+    pub clusters: Vec<String>,
+    /// Errors that concern this application in this environment.
+    pub errors: usize,
+    /// Rendered objects (none when rendering failed).
+    pub objects: Option<usize>,
+    /// Pipeline template, if any.
+    pub pipeline: Option<String>,
+    /// Stages that run for this environment, in dependency order.
+    pub stages: Vec<PlannedStage>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Rows in application, then promotion order.
+    pub rows: Vec<PlanRow>,
+    /// Errors in the repository as a whole.
+    pub errors: usize,
+    /// Warnings.
+    pub warnings: usize,
+}
+
+/// Builds the plan from a loaded repository, its diagnostics and its rendered output.
+pub fn build(repo: &ConfigRepo, diagnostics: &[Diagnostic], rendered: &[Rendered]) -> Plan {
+    let by_target: HashMap<(&str, &str), &Rendered> = rendered
+        .iter()
+        .map(|r| ((r.app.as_str(), r.environment.as_str()), r))
+        .collect();
+    let mut rows = Vec::new();
+    for (name, app) in &repo.apps {
+        let pipeline = repo.pipeline_of(&app.doc).map(str::to_string);
+        let template = pipeline.as_deref().and_then(|p| repo.pipelines.get(p));
+        let stages = template.and_then(|t| instantiate(&t.doc, &app.doc).ok());
+        let environments = repo.app_environments(&app.doc);
+        let first_env = environments.first().map(|e| e.name.clone());
+        let attributed = stages
+            .as_ref()
+            .map(|s| attribute(s, first_env.as_deref()))
+            .unwrap_or_default();
+        let own_files: Vec<String> = std::iter::once(format!("apps/{name}/"))
+            .chain(template.map(|t| t.file.clone()))
+            .chain(
+                app.doc
+                    .spec
+                    .canary
+                    .as_ref()
+                    .and_then(|c| repo.canaries.get(&c.config))
+                    .map(|c| c.file.clone()),
+            )
+            .collect();
+        let file_errors = diagnostics
+            .iter()
+            .filter(|d| d.is_error() && own_files.iter().any(|f| d.file.starts_with(f.as_str())))
+            .filter(|d| {
+                !d.message.starts_with("environment ")
+                    || d.file.starts_with(&format!("apps/{name}/"))
+            })
+            .count();
+        for env in environments {
+            let rendered = by_target.get(&(name.as_str(), env.name.as_str()));
+            let (objects, render_errors) = match rendered.map(|r| &r.result) {
+                Some(Ok(objects)) => (Some(objects.len()), 0),
+                Some(Err(errors)) => (None, errors.len()),
+                None => (None, 0),
+            };
+            let namespace = app
+                .doc
+                .spec
+                .environments
+                .get(&env.name)
+                .and_then(|e| e.as_ref())
+                .and_then(|e| e.namespace.clone())
+                .unwrap_or_else(|| env.namespace.clone());
+            let stages = attributed
+                .iter()
+                .filter(|(e, _)| e.as_deref() == Some(env.name.as_str()))
+                .map(|(_, s)| s.clone())
+                .collect();
+            rows.push(PlanRow {
+                app: name.clone(),
+                environment: env.name.clone(),
+                namespace,
+                clusters: env
+                    .clusters
+                    .iter()
+                    .map(|c| format!("{} (wave {})", c.name, c.wave))
+                    .collect(),
+                errors: file_errors + render_errors,
+                objects,
+                pipeline: pipeline.clone(),
+                stages,
+            });
+        }
+    }
+    Plan {
+        rows,
+        errors: crate::diagnostic::error_count(diagnostics),
+        warnings: diagnostics.len() - crate::diagnostic::error_count(diagnostics),
+    }
+}
+
+/// Stages in dependency order (declaration order among independent ones), each with the
+/// environment it belongs to: its own, else that of the nearest stage depending on it, else
+/// that of the nearest stage it depends on, else `fallback`.
+fn attribute(stages: &[Stage], fallback: Option<&str>) -> Vec<(Option<String>, PlannedStage)> {
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    let mut indegree = vec![0usize; stages.len()];
+    for (i, s) in stages.iter().enumerate() {
+        for d in &s.depends_on {
+            if let Some(&j) = index.get(d.as_str()) {
+                dependents[j].push(i);
+                indegree[i] += 1;
+            }
+        }
+    }
+    // Kahn's algorithm; a BTreeMap keyed by index keeps declaration order among ready stages.
+    let mut ready: BTreeMap<usize, ()> = (0..stages.len())
+        .filter(|&i| indegree[i] == 0)
+        .map(|i| (i, ()))
+        .collect();
+    let mut order = Vec::new();
+    while let Some((i, ())) = ready.pop_first() {
+        order.push(i);
+        for &k in &dependents[i] {
+            indegree[k] -= 1;
+            if indegree[k] == 0 {
+                ready.insert(k, ());
+            }
+        }
+    }
+    let nearest = |start: usize, forward: bool| -> Option<String> {
+        let mut queue = VecDeque::from([start]);
+        let mut seen = vec![false; stages.len()];
+        while let Some(i) = queue.pop_front() {
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            if let Some(env) = &stages[i].environment {
+                return Some(env.clone());
+            }
+            if forward {
+                queue.extend(dependents[i].iter().copied());
+            } else {
+                queue.extend(
+                    stages[i]
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| index.get(d.as_str()).copied()),
+                );
+            }
+        }
+        None
+    };
+    order
+        .into_iter()
+        .map(|i| {
+            let s = &stages[i];
+            let env = nearest(i, true)
+                .or_else(|| nearest(i, false))
+                .or_else(|| fallback.map(str::to_string));
+            let kind = match &s.action {
+                StageAction::Deploy(d) => format!("deploy/{}", d.strategy.as_str()),
+                other => other.stage_type().as_str().to_string(),
+            };
+            (
+                env,
+                PlannedStage {
+                    name: s.name.clone(),
+                    kind,
+                    when: s.when.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The plan as an aligned text table.
+pub fn to_table(plan: &Plan) -> String {
+    let header = [
+        "APP",
+        "ENVIRONMENT",
+        "NAMESPACE",
+        "CLUSTERS",
+        "VALID",
+        "OBJECTS",
+        "STAGES",
+    ];
+    let mut lines: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    for row in &plan.rows {
+        let stages = if row.stages.is_empty() {
+            match &row.pipeline {
+                Some(_) => "-".to_string(),
+                None => "(sync only, no pipeline)".to_string(),
+            }
+        } else {
+            row.stages
+                .iter()
+                .map(|s| match &s.when {
+                    Some(w) => format!("{} [{}, when {w}]", s.name, s.kind),
+                    None => format!("{} [{}]", s.name, s.kind),
+                })
+                .collect::<Vec<_>>()
+                .join(" → ")
+        };
+        lines.push([
+            row.app.clone(),
+            row.environment.clone(),
+            row.namespace.clone(),
+            row.clusters.join(", "),
+            if row.errors == 0 {
+                "ok".to_string()
+            } else {
+                format!("{} errors", row.errors)
+            },
+            row.objects.map_or("-".to_string(), |n| n.to_string()),
+            stages,
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in &lines {
+        let mut text = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            if i + 1 == line.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                text.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    let objects: usize = plan.rows.iter().filter_map(|r| r.objects).sum();
+    out.push_str(&format!(
+        "\n{} app/environment pairs, {objects} objects; {} errors, {} warnings.\nLive state was not compared: no cluster is configured for plan, so every object counts as new.\n",
+        plan.rows.len(),
+        plan.errors,
+        plan.warnings
+    ));
+    out
+}

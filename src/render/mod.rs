@@ -1,0 +1,390 @@
+//! Rendering: (application, environment) → the sorted list of Kubernetes objects to apply.
+//!
+//! Manifests under `apps/<app>/manifests/` are MiniJinja templates (sandboxed, see
+//! [`crate::template`]) with `app`, `env`, `namespace`, `image` and `parameters` in the
+//! context; files whose name starts with `_` are partials, only used through `{% include %}`.
+//! bowline's labels and annotations are added, namespaced objects get the app's namespace when
+//! they name none, and objects are sorted by [`order`]. The output is deterministic byte for
+//! byte: keys are sorted and so are objects.
+
+pub mod order;
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::{Application, ConfigRepo, Document, Environment, yaml};
+use crate::diagnostic::Diagnostic;
+use crate::template;
+
+/// Label on every object bowline manages.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "bowline";
+/// Label and annotation naming the application an object belongs to (pruning deletes only
+/// objects carrying it for that app).
+pub const APP_KEY: &str = "bowline.dev/app";
+/// Label and annotation naming the environment.
+pub const ENV_KEY: &str = "bowline.dev/environment";
+
+/// One rendered Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RenderedObject {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.namespace`, absent for cluster-scoped objects.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+    /// The manifest file it came from.
+    pub source: String,
+    /// The whole object.
+    pub object: Value,
+}
+
+impl RenderedObject {
+    /// `kind/namespace/name` (or `kind/name`), for messages and tables.
+    pub fn id(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{ns}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+
+    fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+}
+
+/// The manifests of one application compiled once, ready to render for each environment.
+pub struct AppRenderer<'r> {
+    app: &'r Document<Application>,
+    env: minijinja::Environment<'static>,
+    roots: Vec<String>,
+}
+
+impl<'r> AppRenderer<'r> {
+    /// Compiles the manifest templates of `app`; syntax errors come back with file and line.
+    pub fn new(repo: &ConfigRepo, app: &'r Document<Application>) -> Result<Self, Vec<Diagnostic>> {
+        let mut env = template::sandbox();
+        let mut roots = Vec::new();
+        let mut errors = Vec::new();
+        if let Some(manifests) = repo.manifests.get(&app.doc.metadata.name) {
+            for (path, text) in &manifests.files {
+                if let Err(e) = env.add_template_owned(path.clone(), text.to_string()) {
+                    errors.push(template_error(path, &e));
+                    continue;
+                }
+                let partial = path.rsplit('/').next().is_some_and(|f| f.starts_with('_'));
+                if !partial {
+                    roots.push(path.clone());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(AppRenderer { app, env, roots })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Renders every manifest for `environment`, sorted in apply order.
+    pub fn render(
+        &self,
+        environment: &Environment,
+    ) -> Result<Vec<RenderedObject>, Vec<Diagnostic>> {
+        let app = &self.app.doc;
+        let env_values = app
+            .spec
+            .environments
+            .get(&environment.name)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        let namespace = env_values
+            .namespace
+            .clone()
+            .unwrap_or_else(|| environment.namespace.clone());
+        let image = match &env_values.image {
+            Some(over) => app.spec.image.overlay(over),
+            None => app.spec.image.clone(),
+        };
+        let mut parameters = Value::Object(app.spec.parameters.clone());
+        merge(
+            &mut parameters,
+            &Value::Object(env_values.parameters.clone()),
+        );
+        let context = serde_json::json!({
+            "app": {
+                "name": app.metadata.name,
+                "labels": app.metadata.labels,
+                "image": image,
+            },
+            "env": {
+                "name": environment.name,
+                "clusters": environment.clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            },
+            "namespace": namespace,
+            "image": image.reference(),
+            "parameters": parameters,
+        });
+        let ctx = minijinja::Value::from(minijinja::value::Serde(&context));
+
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for path in &self.roots {
+            let rendered = self.env.get_template(path).and_then(|t| t.render(&ctx));
+            let text = match rendered {
+                Ok(text) => text,
+                Err(e) => {
+                    let mut d = template_error(path, &e);
+                    d.message = format!("environment {}: {}", environment.name, d.message);
+                    errors.push(d);
+                    continue;
+                }
+            };
+            match yaml::parse_stream(&text) {
+                Ok(docs) => {
+                    for (n, ((line, _), value)) in docs.into_iter().enumerate() {
+                        match self.object(path, n + 1, line, value, &namespace, &environment.name) {
+                            Ok(o) => objects.push(o),
+                            Err(d) => errors.push(d),
+                        }
+                    }
+                }
+                Err(e) => errors.push(Diagnostic::error(
+                    path,
+                    e.line,
+                    e.column,
+                    "",
+                    format!(
+                        "environment {}: rendered output is not valid YAML (line {} of the output): {}",
+                        environment.name, e.line, e.message
+                    ),
+                )),
+            }
+        }
+        let mut seen: BTreeMap<(String, String, Option<String>, String), String> = BTreeMap::new();
+        for o in &objects {
+            let key = (
+                o.group().to_string(),
+                o.kind.clone(),
+                o.namespace.clone(),
+                o.name.clone(),
+            );
+            if let Some(first) = seen.insert(key, o.source.clone()) {
+                errors.push(Diagnostic::file_error(
+                    &o.source,
+                    format!(
+                        "environment {}: {} is defined twice (also in {first})",
+                        environment.name,
+                        o.id()
+                    ),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        objects.sort_by(|a, b| {
+            (
+                order::kind_rank(&a.kind),
+                &a.kind,
+                &a.namespace,
+                &a.name,
+                &a.api_version,
+            )
+                .cmp(&(
+                    order::kind_rank(&b.kind),
+                    &b.kind,
+                    &b.namespace,
+                    &b.name,
+                    &b.api_version,
+                ))
+        });
+        Ok(objects)
+    }
+
+    /// Checks one rendered document and adds bowline's metadata.
+    fn object(
+        &self,
+        path: &str,
+        number: usize,
+        line: usize,
+        mut value: Value,
+        namespace: &str,
+        environment: &str,
+    ) -> Result<RenderedObject, Diagnostic> {
+        let fail = |message: String| {
+            Diagnostic::error(
+                path,
+                line,
+                1,
+                "",
+                format!("environment {environment}: document {number}: {message}"),
+            )
+        };
+        let Some(obj) = value.as_object_mut() else {
+            return Err(fail("expected a Kubernetes object (a mapping)".to_string()));
+        };
+        let api_version = match obj.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if !v.is_empty() => v.to_string(),
+            _ => return Err(fail("missing apiVersion".to_string())),
+        };
+        let kind = match obj.get("kind").and_then(Value::as_str) {
+            Some(k) if !k.is_empty() => k.to_string(),
+            _ => return Err(fail("missing kind".to_string())),
+        };
+        let metadata = obj
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Some(metadata) = metadata.as_object_mut() else {
+            return Err(fail("metadata must be a mapping".to_string()));
+        };
+        let name = match metadata.get("name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => return Err(fail(format!("{kind} has no metadata.name"))),
+        };
+        let namespace = if order::is_cluster_scoped(&kind) {
+            None
+        } else {
+            match metadata.get("namespace") {
+                Some(Value::String(ns)) => Some(ns.clone()),
+                Some(_) => return Err(fail("metadata.namespace must be a string".to_string())),
+                None => {
+                    metadata.insert("namespace".into(), Value::String(namespace.to_string()));
+                    Some(namespace.to_string())
+                }
+            }
+        };
+        let app = self.app.doc.metadata.name.as_str();
+        let labels: &[(&str, &str)] = &[
+            (MANAGED_BY_LABEL, MANAGED_BY),
+            (APP_KEY, app),
+            (ENV_KEY, environment),
+        ];
+        let annotations: &[(&str, &str)] = &[(APP_KEY, app), (ENV_KEY, environment)];
+        for (field, entries) in [("labels", labels), ("annotations", annotations)] {
+            let map = metadata
+                .entry(field)
+                .or_insert_with(|| Value::Object(Map::new()));
+            let Some(map) = map.as_object_mut() else {
+                return Err(fail(format!("metadata.{field} must be a mapping")));
+            };
+            for (k, v) in entries {
+                map.insert((*k).to_string(), Value::String((*v).to_string()));
+            }
+        }
+        Ok(RenderedObject {
+            api_version,
+            kind,
+            namespace,
+            name,
+            source: path.to_string(),
+            object: value,
+        })
+    }
+}
+
+/// Result of rendering one application in one environment.
+#[derive(Debug)]
+pub struct Rendered {
+    /// Application name.
+    pub app: String,
+    /// Environment name.
+    pub environment: String,
+    /// Objects, or the problems that prevented rendering.
+    pub result: Result<Vec<RenderedObject>, Vec<Diagnostic>>,
+}
+
+/// Renders the selected applications for the selected environments (all when `None`), in
+/// parallel, in application then promotion order.
+#[tracing::instrument(level = "info", skip(repo))]
+pub fn render_repo(
+    repo: &ConfigRepo,
+    app_filter: Option<&str>,
+    env_filter: Option<&str>,
+) -> Vec<Rendered> {
+    let apps: Vec<&Document<Application>> = repo
+        .apps
+        .values()
+        .filter(|a| app_filter.is_none_or(|f| a.doc.metadata.name == f))
+        .collect();
+    apps.par_iter()
+        .flat_map_iter(|app| {
+            let environments: Vec<&Environment> = repo
+                .app_environments(&app.doc)
+                .into_iter()
+                .filter(|e| env_filter.is_none_or(|f| e.name == f))
+                .collect();
+            let renderer = AppRenderer::new(repo, app);
+            environments
+                .into_iter()
+                .map(|e| Rendered {
+                    app: app.doc.metadata.name.clone(),
+                    environment: e.name.clone(),
+                    result: match &renderer {
+                        Ok(r) => r.render(e),
+                        Err(errors) => Err(errors.clone()),
+                    },
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The YAML stream of `objects`: one document each, preceded by a `# Source:` comment.
+pub fn to_yaml_stream(objects: &[RenderedObject]) -> String {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n# Source: ");
+        out.push_str(&o.source);
+        out.push('\n');
+        // Serializing a serde_json::Value to YAML cannot fail: keys are strings, values plain.
+        match serde_yaml::to_string(&o.object) {
+            Ok(text) => out.push_str(&text),
+            Err(e) => out.push_str(&format!("# unserializable object: {e}\n")),
+        }
+    }
+    out
+}
+
+/// Deep merge: mappings merge key by key, anything else in `over` replaces.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn template_error(path: &str, e: &minijinja::Error) -> Diagnostic {
+    let file = e.name().unwrap_or(path).to_string();
+    let line = e.line().unwrap_or(1);
+    Diagnostic::error(file, line, 1, "", template::error_message(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_is_deep_for_maps_only() {
+        let mut base = json!({"a": {"x": 1, "y": 2}, "b": [1, 2]});
+        merge(&mut base, &json!({"a": {"y": 3}, "b": [9]}));
+        assert_eq!(base, json!({"a": {"x": 1, "y": 3}, "b": [9]}));
+    }
+}

@@ -1,0 +1,366 @@
+//! An immutable, size-limited, UTF-8 copy of the files of a config repository.
+//!
+//! The config repository is untrusted input: reading it here enforces the limits (file size,
+//! file count, total size), refuses symlinks that leave the repository, and rejects files that
+//! are not UTF-8 — each as a [`Diagnostic`], so one run reports them all. Everything after this
+//! step works on the snapshot and does no file I/O.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::diagnostic::Diagnostic;
+
+/// Top-level entries of a config repository that bowline reads.
+const READ_DIRS: &[&str] = &["apps", "pipelines", "canary", "policies"];
+/// The root document.
+pub const ROOT_FILE: &str = "bowline.yaml";
+/// File endings bowline reads inside [`READ_DIRS`]; other files (README.md, ...) are ignored.
+const READ_EXTENSIONS: &[&str] = &["yaml", "yml", "rego"];
+/// Deepest directory nesting followed, a guard against symlink loops.
+const MAX_DEPTH: usize = 16;
+
+/// Limits applied while reading a repository.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest file read, in bytes.
+    pub max_file_bytes: u64,
+    /// Most files read.
+    pub max_files: usize,
+    /// Most bytes read in all.
+    pub max_total_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 1024 * 1024,
+            max_files: 50_000,
+            max_total_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// A failure that prevents reading the repository at all (as opposed to a problem in a file).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The path given is not a readable directory.
+    #[error("cannot read config repository {path}: {source}")]
+    Root {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The path exists but is not a directory.
+    #[error("config repository {0} is not a directory")]
+    NotADirectory(PathBuf),
+}
+
+/// The files of a config repository at one point in time, keyed by relative path (`/`-separated).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    files: BTreeMap<String, Arc<str>>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from in-memory files (tests, Git trees).
+    pub fn from_files<I, P, C>(files: I) -> Self
+    where
+        I: IntoIterator<Item = (P, C)>,
+        P: Into<String>,
+        C: Into<Arc<str>>,
+    {
+        Snapshot {
+            files: files
+                .into_iter()
+                .map(|(p, c)| (p.into(), c.into()))
+                .collect(),
+        }
+    }
+
+    /// Reads the config repository at `root`, applying `limits`. Problems with single files are
+    /// returned as diagnostics next to the snapshot of the files that could be read.
+    #[tracing::instrument(level = "debug", skip(limits), fields(root = %root.display()))]
+    pub fn from_dir(root: &Path, limits: &Limits) -> Result<(Self, Vec<Diagnostic>), SourceError> {
+        let meta = fs::metadata(root).map_err(|source| SourceError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(SourceError::NotADirectory(root.to_path_buf()));
+        }
+        let canonical_root = fs::canonicalize(root).map_err(|source| SourceError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let mut reader = Reader {
+            root: canonical_root,
+            limits: *limits,
+            files: BTreeMap::new(),
+            diagnostics: Vec::new(),
+            total_bytes: 0,
+            visited_dirs: HashSet::new(),
+            truncated: false,
+        };
+        reader.visit_entry(&root.join(ROOT_FILE), ROOT_FILE.to_string(), 0, true);
+        for dir in READ_DIRS {
+            let path = root.join(dir);
+            if fs::symlink_metadata(&path).is_ok() {
+                reader.visit_entry(&path, (*dir).to_string(), 0, false);
+            }
+        }
+        tracing::debug!(
+            files = reader.files.len(),
+            bytes = reader.total_bytes,
+            "snapshot read"
+        );
+        Ok((
+            Snapshot {
+                files: reader.files,
+            },
+            reader.diagnostics,
+        ))
+    }
+
+    /// The text of one file.
+    pub fn get(&self, path: &str) -> Option<&Arc<str>> {
+        self.files.get(path)
+    }
+
+    /// All files, sorted by path.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &Arc<str>)> {
+        self.files.iter().map(|(p, c)| (p.as_str(), c))
+    }
+
+    /// Files whose path starts with `prefix`, sorted by path.
+    pub fn files_under<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Arc<str>)> + 'a {
+        self.files
+            .range(prefix.to_string()..)
+            .take_while(move |(p, _)| p.starts_with(prefix))
+            .map(|(p, c)| (p.as_str(), c))
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when no file was read.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+struct Reader {
+    root: PathBuf,
+    limits: Limits,
+    files: BTreeMap<String, Arc<str>>,
+    diagnostics: Vec<Diagnostic>,
+    total_bytes: u64,
+    visited_dirs: HashSet<PathBuf>,
+    truncated: bool,
+}
+
+impl Reader {
+    fn visit_entry(&mut self, path: &Path, rel: String, depth: usize, required: bool) {
+        let link_meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if required {
+                    self.diagnostics.push(Diagnostic::file_error(
+                        rel,
+                        "missing: a config repository has a bowline.yaml (kind: Repository) at its root",
+                    ));
+                }
+                return;
+            }
+            Err(e) => {
+                self.diagnostics
+                    .push(Diagnostic::file_error(rel, format!("cannot read: {e}")));
+                return;
+            }
+        };
+        let (target, meta) = if link_meta.file_type().is_symlink() {
+            match fs::canonicalize(path) {
+                Ok(target) if target.starts_with(&self.root) => match fs::metadata(&target) {
+                    Ok(m) => (target, m),
+                    Err(e) => {
+                        self.diagnostics
+                            .push(Diagnostic::file_error(rel, format!("cannot read: {e}")));
+                        return;
+                    }
+                },
+                Ok(_) => {
+                    self.diagnostics.push(Diagnostic::file_error(
+                        rel,
+                        "symlink points outside the repository; bowline only follows links that stay inside it",
+                    ));
+                    return;
+                }
+                Err(_) => {
+                    self.diagnostics.push(Diagnostic::file_error(
+                        rel,
+                        "broken symlink: its target does not exist",
+                    ));
+                    return;
+                }
+            }
+        } else {
+            (path.to_path_buf(), link_meta)
+        };
+
+        if meta.is_dir() {
+            self.visit_dir(&target, &rel, depth);
+        } else if meta.is_file() {
+            let wanted = required
+                || Path::new(&rel)
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| READ_EXTENSIONS.contains(&e));
+            if wanted {
+                self.read_file(&target, rel, meta.len());
+            }
+        }
+    }
+
+    fn visit_dir(&mut self, dir: &Path, rel: &str, depth: usize) {
+        if depth >= MAX_DEPTH {
+            self.diagnostics.push(Diagnostic::file_error(
+                rel,
+                format!("directories nested deeper than {MAX_DEPTH} levels are not read"),
+            ));
+            return;
+        }
+        let canonical = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if !self.visited_dirs.insert(canonical) {
+            return;
+        }
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.diagnostics.push(Diagnostic::file_error(
+                    rel,
+                    format!("cannot read directory: {e}"),
+                ));
+                return;
+            }
+        };
+        let mut names: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let Some(name_str) = name.to_str() else {
+                self.diagnostics.push(Diagnostic::file_error(
+                    format!("{rel}/{}", name.to_string_lossy()),
+                    "file name is not valid UTF-8",
+                ));
+                continue;
+            };
+            if name_str.starts_with('.') {
+                continue;
+            }
+            let child_rel = format!("{rel}/{name_str}");
+            self.visit_entry(&dir.join(&name), child_rel, depth + 1, false);
+        }
+    }
+
+    fn read_file(&mut self, path: &Path, rel: String, len: u64) {
+        if len > self.limits.max_file_bytes {
+            self.diagnostics.push(Diagnostic::file_error(
+                rel,
+                format!(
+                    "file is {len} bytes, over the limit of {} bytes",
+                    self.limits.max_file_bytes
+                ),
+            ));
+            return;
+        }
+        if self.files.len() >= self.limits.max_files
+            || self.total_bytes + len > self.limits.max_total_bytes
+        {
+            if !self.truncated {
+                self.truncated = true;
+                self.diagnostics.push(Diagnostic::file_error(
+                    rel,
+                    format!(
+                        "repository exceeds the limit of {} files or {} bytes; this file and the ones after it are not read",
+                        self.limits.max_files, self.limits.max_total_bytes
+                    ),
+                ));
+            }
+            return;
+        }
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.diagnostics
+                    .push(Diagnostic::file_error(rel, format!("cannot read: {e}")));
+                return;
+            }
+        };
+        self.total_bytes += bytes.len() as u64;
+        match String::from_utf8(bytes) {
+            Ok(text) => {
+                self.files.insert(rel, Arc::from(text));
+            }
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let (line, column) = line_col(&e.as_bytes()[..valid]);
+                self.diagnostics.push(Diagnostic::error(
+                    rel,
+                    line,
+                    column,
+                    "",
+                    format!(
+                        "not valid UTF-8 (byte offset {valid}); config files must be UTF-8 text"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// 1-based line and column of the end of `prefix`.
+fn line_col(prefix: &[u8]) -> (usize, usize) {
+    let line = prefix.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = prefix
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&prefix[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col(b""), (1, 1));
+        assert_eq!(line_col(b"ab\ncd"), (2, 3));
+    }
+
+    #[test]
+    fn files_under_is_prefix_bounded() {
+        let s = Snapshot::from_files([
+            ("apps/a/app.yaml", "x"),
+            ("apps/b/app.yaml", "y"),
+            ("canary/c.yaml", "z"),
+        ]);
+        let under: Vec<_> = s.files_under("apps/").map(|(p, _)| p).collect();
+        assert_eq!(under, ["apps/a/app.yaml", "apps/b/app.yaml"]);
+    }
+}
