@@ -610,15 +610,17 @@ fn check_canary(doc: &Document<CanaryConfig>, out: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+        // Only bounds the user wrote are compared: a defaulted critical bound (the neutral
+        // value) just means "every failure of a critical metric is critical".
         let (ai, ad, ci, cd) = m.effect_size.bounds();
         let es = format!("{base}/effectSize");
-        if ai > ci {
+        if m.effect_size.critical_increase.is_some() && ai > ci {
             out.push(doc.error(
                 &format!("{es}/criticalIncrease"),
                 format!("effect sizes out of order: criticalIncrease ({ci}) is below allowedIncrease ({ai})"),
             ));
         }
-        if cd > ad {
+        if m.effect_size.critical_decrease.is_some() && cd > ad {
             out.push(doc.error(
                 &format!("{es}/criticalDecrease"),
                 format!("effect sizes out of order: criticalDecrease ({cd}) is above allowedDecrease ({ad})"),

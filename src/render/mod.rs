@@ -64,7 +64,10 @@ impl RenderedObject {
 pub struct AppRenderer<'r> {
     app: &'r Document<Application>,
     env: minijinja::Environment<'static>,
+    /// Names of the templates that produce objects (not partials), relative to manifests/.
     roots: Vec<String>,
+    /// `apps/<app>/manifests/`.
+    prefix: String,
 }
 
 impl<'r> AppRenderer<'r> {
@@ -73,20 +76,29 @@ impl<'r> AppRenderer<'r> {
         let mut env = template::sandbox();
         let mut roots = Vec::new();
         let mut errors = Vec::new();
+        let prefix = format!("apps/{}/manifests/", app.doc.metadata.name);
         if let Some(manifests) = repo.manifests.get(&app.doc.metadata.name) {
             for (path, text) in &manifests.files {
-                if let Err(e) = env.add_template_owned(path.clone(), text.to_string()) {
-                    errors.push(template_error(path, &e));
+                // Templates are named relative to manifests/, so includes read
+                // `{% include "_labels.yaml" %}`.
+                let name = path.strip_prefix(&prefix).unwrap_or(path).to_string();
+                if let Err(e) = env.add_template_owned(name.clone(), text.to_string()) {
+                    errors.push(template_error(&prefix, &e));
                     continue;
                 }
-                let partial = path.rsplit('/').next().is_some_and(|f| f.starts_with('_'));
+                let partial = name.rsplit('/').next().is_some_and(|f| f.starts_with('_'));
                 if !partial {
-                    roots.push(path.clone());
+                    roots.push(name);
                 }
             }
         }
         if errors.is_empty() {
-            Ok(AppRenderer { app, env, roots })
+            Ok(AppRenderer {
+                app,
+                env,
+                roots,
+                prefix,
+            })
         } else {
             Err(errors)
         }
@@ -136,12 +148,13 @@ impl<'r> AppRenderer<'r> {
 
         let mut objects = Vec::new();
         let mut errors = Vec::new();
-        for path in &self.roots {
-            let rendered = self.env.get_template(path).and_then(|t| t.render(&ctx));
+        for name in &self.roots {
+            let path = &format!("{}{name}", self.prefix);
+            let rendered = self.env.get_template(name).and_then(|t| t.render(&ctx));
             let text = match rendered {
                 Ok(text) => text,
                 Err(e) => {
-                    let mut d = template_error(path, &e);
+                    let mut d = template_error(&self.prefix, &e);
                     d.message = format!("environment {}: {}", environment.name, d.message);
                     errors.push(d);
                     continue;
@@ -370,8 +383,9 @@ fn merge(base: &mut Value, over: &Value) {
     }
 }
 
-fn template_error(path: &str, e: &minijinja::Error) -> Diagnostic {
-    let file = e.name().unwrap_or(path).to_string();
+/// A template error located in the manifest file it names (`prefix` + template name).
+fn template_error(prefix: &str, e: &minijinja::Error) -> Diagnostic {
+    let file = format!("{prefix}{}", e.name().unwrap_or_default());
     let line = e.line().unwrap_or(1);
     Diagnostic::error(file, line, 1, "", template::error_message(e))
 }
