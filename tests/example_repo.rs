@@ -24,7 +24,9 @@ fn load() -> (config::ConfigRepo, Vec<bowline::diagnostic::Diagnostic>) {
 fn rendered_stream(repo: &config::ConfigRepo) -> String {
     let mut out = String::new();
     for r in render::render_repo(repo, None, None) {
-        let objects = r.result.unwrap_or_else(|e| panic!("{}/{}: {e:?}", r.app, r.environment));
+        let objects = r
+            .result
+            .unwrap_or_else(|e| panic!("{}/{}: {e:?}", r.app, r.environment));
         out.push_str(&format!("### {} in {}\n", r.app, r.environment));
         out.push_str(&render::to_yaml_stream(&objects));
     }
@@ -95,7 +97,11 @@ fn cli_render_selects_app_and_environment() {
         .args(["--app", "inventory-worker", "--env", "production"])
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     assert_eq!(text.matches("\n---\n").count() + 1, 4, "{text}");
     assert!(text.contains("image: ghcr.io/acme/inventory-worker:0.31.3"));

@@ -5,6 +5,7 @@
 //! the position of its key; a sequence item to the item.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use saphyr_parser::{Event, Parser};
 
@@ -86,10 +87,11 @@ impl LocationIndex {
                         // This node is a key.
                         if let Event::Scalar(value, ..) = &event {
                             let p = pointer_join(pointer, value);
-                            if positions.contains_key(&p) {
-                                duplicates.push(pos);
-                            } else {
-                                positions.insert(p, pos);
+                            match positions.entry(p) {
+                                Entry::Occupied(_) => duplicates.push(pos),
+                                Entry::Vacant(slot) => {
+                                    slot.insert(pos);
+                                }
                             }
                             *key = Some(value.to_string());
                         } else if opens {

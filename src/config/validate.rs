@@ -326,7 +326,7 @@ fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
         let Some(h) = h else { continue };
-        if let Some(first) = index.insert(&h.name, i) {
+        if let Some(&first) = index.get(h.name.as_str()) {
             out.push(doc.error(
                 &format!("/spec/stages/{i}/name"),
                 format!(
@@ -334,10 +334,8 @@ fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut
                     h.name
                 ),
             ));
-            index.insert(
-                &headers[first].as_ref().map_or("", |f| f.name.as_str()),
-                first,
-            );
+        } else {
+            index.insert(&h.name, i);
         }
     }
     let stage_names: Vec<&str> = headers.iter().flatten().map(|h| h.name.as_str()).collect();

@@ -51,9 +51,9 @@ pub fn parse_single(text: &str) -> Result<Value, YamlError> {
             column: 1,
             message: "the file holds no YAML document".to_string(),
         }),
-        1 => Ok(docs.remove(0).1),
+        1 => Ok(docs.remove(0).value),
         _ => {
-            let (line, _) = docs[1].0;
+            let line = docs[1].line;
             Err(YamlError {
                 line,
                 column: 1,
@@ -66,9 +66,17 @@ pub fn parse_single(text: &str) -> Result<Value, YamlError> {
     }
 }
 
-/// Parses a multi-document YAML stream, skipping empty documents. Each document comes with the
-/// 1-based line where it starts.
-pub fn parse_stream(text: &str) -> Result<Vec<((usize, usize), Value)>, YamlError> {
+/// One document of a YAML stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamDocument {
+    /// 1-based line where the document starts.
+    pub line: usize,
+    /// Its content.
+    pub value: Value,
+}
+
+/// Parses a multi-document YAML stream, skipping empty documents.
+pub fn parse_stream(text: &str) -> Result<Vec<StreamDocument>, YamlError> {
     let mut out = Vec::new();
     let starts = document_start_lines(text);
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -88,7 +96,7 @@ pub fn parse_stream(text: &str) -> Result<Vec<((usize, usize), Value)>, YamlErro
         })?;
         if !value.is_null() {
             let line = starts.get(i).copied().unwrap_or(1);
-            out.push(((line, 1), value));
+            out.push(StreamDocument { line, value });
         }
     }
     Ok(out)
@@ -264,6 +272,7 @@ mod tests {
     fn stream_skips_empty_documents_and_tracks_lines() {
         let docs = parse_stream("---\na: 1\n---\n---\n# only a comment\nb: 2\n").unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].0.0, 1);
+        assert_eq!(docs[0].line, 1);
+        assert_eq!(docs[1].line, 4);
     }
 }

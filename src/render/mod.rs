@@ -83,7 +83,7 @@ impl<'r> AppRenderer<'r> {
                 // `{% include "_labels.yaml" %}`.
                 let name = path.strip_prefix(&prefix).unwrap_or(path).to_string();
                 if let Err(e) = env.add_template_owned(name.clone(), text.to_string()) {
-                    errors.push(template_error(&prefix, &e));
+                    errors.push(template_error(&prefix, &e, Some(text)));
                     continue;
                 }
                 let partial = name.rsplit('/').next().is_some_and(|f| f.starts_with('_'));
@@ -154,7 +154,11 @@ impl<'r> AppRenderer<'r> {
             let text = match rendered {
                 Ok(text) => text,
                 Err(e) => {
-                    let mut d = template_error(&self.prefix, &e);
+                    let source = e
+                        .name()
+                        .and_then(|n| self.env.get_template(n).ok())
+                        .map(|t| t.source().to_string());
+                    let mut d = template_error(&self.prefix, &e, source.as_deref());
                     d.message = format!("environment {}: {}", environment.name, d.message);
                     errors.push(d);
                     continue;
@@ -162,8 +166,8 @@ impl<'r> AppRenderer<'r> {
             };
             match yaml::parse_stream(&text) {
                 Ok(docs) => {
-                    for (n, ((line, _), value)) in docs.into_iter().enumerate() {
-                        match self.object(path, n + 1, line, value, &namespace, &environment.name) {
+                    for (n, doc) in docs.into_iter().enumerate() {
+                        match self.object(path, n + 1, doc.line, doc.value, &namespace, &environment.name) {
                             Ok(o) => objects.push(o),
                             Err(d) => errors.push(d),
                         }
@@ -384,10 +388,19 @@ fn merge(base: &mut Value, over: &Value) {
 }
 
 /// A template error located in the manifest file it names (`prefix` + template name).
-fn template_error(prefix: &str, e: &minijinja::Error) -> Diagnostic {
+/// `source` is the text of that template, used to turn MiniJinja's byte range into a column.
+fn template_error(prefix: &str, e: &minijinja::Error, source: Option<&str>) -> Diagnostic {
     let file = format!("{prefix}{}", e.name().unwrap_or_default());
     let line = e.line().unwrap_or(1);
-    Diagnostic::error(file, line, 1, "", template::error_message(e))
+    let column = match (e.range(), source) {
+        (Some(range), Some(text)) if range.start <= text.len() => {
+            let before = text.get(..range.start).unwrap_or_default();
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            before[line_start..].chars().count() + 1
+        }
+        _ => 1,
+    };
+    Diagnostic::error(file, line, column, "", template::error_message(e))
 }
 
 #[cfg(test)]
