@@ -5,6 +5,8 @@
 //! [`render`] (Kubernetes objects per application and environment) → [`plan`] (what would
 //! happen). [`diagnostic`] is the shared error report for user input.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod diagnostic;
 pub mod plan;

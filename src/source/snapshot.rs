@@ -216,7 +216,12 @@ impl Reader {
             (path.to_path_buf(), link_meta)
         };
 
-        if meta.is_dir() {
+        if meta.is_dir() && required {
+            self.diagnostics.push(Diagnostic::file_error(
+                rel,
+                "is a directory; expected the Repository document (kind: Repository)",
+            ));
+        } else if meta.is_dir() {
             self.visit_dir(&target, &rel, depth);
         } else if meta.is_file() {
             let wanted = required
