@@ -118,6 +118,7 @@ fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Result
         if let Err(errors) = &r.result {
             diagnostics.extend(errors.iter().cloned());
         }
+        diagnostics.extend(r.warnings.iter().cloned());
     }
     diagnostic::sort_and_dedup(&mut diagnostics);
     Ok(Loaded {

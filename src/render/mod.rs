@@ -316,6 +316,38 @@ pub struct Rendered {
     pub environment: String,
     /// Objects, or the problems that prevented rendering.
     pub result: Result<Vec<RenderedObject>, Vec<Diagnostic>>,
+    /// Problems that do not prevent rendering (see [`lint`]).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Warnings about rendered objects that are valid but unwise: a Secret with literal values
+/// means the secret is stored in clear in Git, readable by everyone with access to the
+/// repository.
+pub fn lint(objects: &[RenderedObject]) -> Vec<Diagnostic> {
+    objects
+        .iter()
+        .filter(|o| o.kind == "Secret" && o.api_version == "v1")
+        .filter(|o| {
+            ["data", "stringData"].iter().any(|f| {
+                o.object
+                    .get(f)
+                    .and_then(Value::as_object)
+                    .is_some_and(|m| !m.is_empty())
+            })
+        })
+        .map(|o| {
+            Diagnostic::file_error(
+                &o.source,
+                format!(
+                    "Secret \"{}\" has literal data: its values are stored in clear in Git; \
+                     keep secrets out of the config repository (for example with an external \
+                     secrets operator or sealed secrets)",
+                    o.name
+                ),
+            )
+            .into_warning()
+        })
+        .collect()
 }
 
 /// Renders the selected applications for the selected environments (all when `None`), in
@@ -341,13 +373,18 @@ pub fn render_repo(
             let renderer = AppRenderer::new(repo, app);
             environments
                 .into_iter()
-                .map(|e| Rendered {
-                    app: app.doc.metadata.name.clone(),
-                    environment: e.name.clone(),
-                    result: match &renderer {
+                .map(|e| {
+                    let result = match &renderer {
                         Ok(r) => r.render(e),
                         Err(errors) => Err(errors.clone()),
-                    },
+                    };
+                    let warnings = result.as_deref().map(lint).unwrap_or_default();
+                    Rendered {
+                        app: app.doc.metadata.name.clone(),
+                        environment: e.name.clone(),
+                        result,
+                        warnings,
+                    }
                 })
                 .collect::<Vec<_>>()
         })
@@ -407,6 +444,29 @@ fn template_error(prefix: &str, e: &minijinja::Error, source: Option<&str>) -> D
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn object(kind: &str, body: Value) -> RenderedObject {
+        RenderedObject {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: Some("ns".into()),
+            name: "x".into(),
+            source: "apps/a/manifests/x.yaml".into(),
+            object: body,
+        }
+    }
+
+    #[test]
+    fn secrets_with_literal_data_are_flagged() {
+        let flagged = lint(&[
+            object("Secret", json!({"data": {"password": "aHVudGVyMg=="}})),
+            object("Secret", json!({"type": "kubernetes.io/tls"})),
+            object("ConfigMap", json!({"data": {"a": "b"}})),
+        ]);
+        assert_eq!(flagged.len(), 1);
+        assert!(!flagged[0].is_error());
+        assert!(!flagged[0].message.contains("aHVudGVyMg=="));
+    }
 
     #[test]
     fn merge_is_deep_for_maps_only() {
