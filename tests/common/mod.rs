@@ -8,11 +8,15 @@
 //! * `invalid/<case>/` — files overlaying `base/` (same relative path replaces, a new path adds),
 //!   an optional `_delete` file listing base paths to remove (one per line, `#` comments), and
 //!   `expected.txt`: the exact diagnostics the case must produce, one per line, in the text
-//!   format of `bowline validate` without its summary line. Lines starting with `#` in
-//!   `expected.txt` are comments (used to document known oddities) and are not compared.
+//!   format of `bowline validate` without its summary line. Lines starting with `#` are
+//!   comments and are not compared.
+//! * `invalid/<case>/known-issue.txt` (optional) — for a case where bowline does not print
+//!   `expected.txt` yet: `#` lines describing the bug, then what bowline prints today (see
+//!   [`check_expected`]).
 //!
-//! Run with `BLESS=1` to (re)write `expected.txt` from the current output; comment lines already
-//! in the file are kept at its top. Review every blessed file by hand.
+//! Run with `BLESS=1` to (re)write the expectations from the current output (`known-issue.txt`
+//! when the case has one, else `expected.txt`); comment lines already in the file are kept at
+//! its top. Review every blessed file by hand.
 
 #![allow(dead_code)] // Each test crate uses a different subset of the helpers.
 
@@ -24,7 +28,7 @@ use bowline::source::{Limits, Snapshot};
 use bowline::{config, render};
 
 /// Files of a case directory that are not overlaid onto the base.
-const CASE_META_FILES: &[&str] = &["expected.txt", "_delete"];
+const CASE_META_FILES: &[&str] = &["expected.txt", "known-issue.txt", "_delete"];
 
 /// `tests/fixtures`.
 pub fn fixtures_dir() -> PathBuf {
@@ -139,42 +143,95 @@ fn bless_requested() -> bool {
     std::env::var_os("BLESS").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Compares `actual` with the case's `expected.txt` (ignoring `#` comment lines), or rewrites
-/// the file under `BLESS=1`.
-pub fn check_expected(case: &str, actual: &[String]) {
-    let path = case_dir(case).join("expected.txt");
-    let existing = fs::read_to_string(&path).unwrap_or_default();
-    let comments: Vec<&str> = existing.lines().filter(|l| l.starts_with('#')).collect();
-    let expected: Vec<&str> = existing
+/// The `#` comment lines and the diagnostic lines of an expectation file (empty when absent).
+fn read_expectation(path: &Path) -> (Vec<String>, Vec<String>) {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let comments = text
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let lines = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
         .collect();
+    (comments, lines)
+}
+
+fn write_expectation(path: &Path, comments: &[String], lines: &[String]) {
+    let mut text = String::new();
+    for line in comments.iter().chain(lines) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Compares `actual` with the case's expectations, or rewrites them under `BLESS=1`.
+///
+/// `expected.txt` holds what bowline must print. When bowline does not do so yet, the case also
+/// has a `known-issue.txt`: `#` lines describing the bug, then what bowline prints today. The
+/// test then pins today's output (so any change is noticed) and fails once the output matches
+/// `expected.txt`, asking for `known-issue.txt` to be deleted. `BLESS=1` rewrites
+/// `known-issue.txt` when it exists, `expected.txt` otherwise; comment lines are kept.
+pub fn check_expected(case: &str, actual: &[String]) {
+    let expected_path = case_dir(case).join("expected.txt");
+    let issue_path = case_dir(case).join("known-issue.txt");
+    let (expected_comments, expected) = read_expectation(&expected_path);
+    let has_issue = issue_path.is_file();
     if bless_requested() {
-        let mut text = String::new();
-        for line in comments.iter().copied().chain(actual.iter().map(String::as_str)) {
-            text.push_str(line);
-            text.push('\n');
+        if has_issue {
+            let (comments, _) = read_expectation(&issue_path);
+            write_expectation(&issue_path, &comments, actual);
+        } else {
+            write_expectation(&expected_path, &expected_comments, actual);
         }
-        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         return;
     }
     assert!(
-        path.exists(),
+        expected_path.is_file(),
         "{} is missing; run with BLESS=1 to create it, then review it",
-        path.display()
+        expected_path.display()
     );
-    if expected != actual {
+    assert!(
+        expected
+            .iter()
+            .any(|l| l.contains(": error: ") || l.contains(": warning: ")),
+        "{} lists no diagnostic",
+        expected_path.display()
+    );
+    if has_issue {
+        let (issue_comments, today) = read_expectation(&issue_path);
+        if actual == expected.as_slice() {
+            panic!(
+                "case {case} now gives the output of expected.txt: the known issue is fixed, delete {}",
+                issue_path.display()
+            );
+        }
+        if actual != today.as_slice() {
+            panic!(
+                "diagnostics of case {case} (which has a known issue) changed\n--- known-issue.txt (today's output)\n{}\n--- expected.txt (the goal)\n{}\n--- actual\n{}\n(if the issue is fixed, make expected.txt right and delete known-issue.txt; otherwise BLESS=1 updates known-issue.txt)",
+                today.join("\n"),
+                expected.join("\n"),
+                actual.join("\n")
+            );
+        }
+        assert!(
+            !issue_comments.is_empty(),
+            "{} must explain the issue in # lines",
+            issue_path.display()
+        );
+        return;
+    }
+    if actual != expected.as_slice() {
         panic!(
             "diagnostics of case {case} differ from {}\n--- expected\n{}\n--- actual\n{}\n(run with BLESS=1 to accept the actual output, then review it)",
-            path.display(),
+            expected_path.display(),
             expected.join("\n"),
             actual.join("\n")
         );
     }
-    assert!(
-        !actual.is_empty(),
-        "case {case} must produce at least one diagnostic"
-    );
 }
 
 /// Builds case `case`, lets `setup` change the temporary repository (for inputs that cannot
@@ -185,7 +242,10 @@ pub fn run_case_with(case: &str, setup: impl FnOnce(&Path)) {
     setup(repo.path());
     let diagnostics = validate(repo.path());
     for d in &diagnostics {
-        assert!(d.line >= 1 && d.column >= 1, "position must be 1-based: {d}");
+        assert!(
+            d.line >= 1 && d.column >= 1,
+            "position must be 1-based: {d}"
+        );
     }
     check_expected(case, &lines(&diagnostics));
 }
