@@ -10,6 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::model::{Application, PipelineTemplate, Stage};
+use super::schema;
 use crate::diagnostic::pointer_join;
 use crate::template;
 
@@ -59,15 +60,26 @@ pub fn instantiate(
     let mut stages = Vec::new();
     for (i, raw) in template.spec.stages.iter().enumerate() {
         let pointer = format!("/spec/stages/{i}");
+        let before = errors.len();
         let filled = fill(&env, &ctx, raw, &pointer, false, &mut errors);
+        if errors.len() > before {
+            continue;
+        }
+        // Filled-in values get the schema's checks (ranges, formats) that a template string
+        // skipped, with the schema's messages and pointers.
+        let violations = schema::validate_stage(&filled);
+        if !violations.is_empty() {
+            errors.extend(violations.into_iter().map(|v| InstantiateError {
+                pointer: format!("{pointer}{}", v.pointer),
+                message: format!("after filling in parameters: {}", v.message),
+            }));
+            continue;
+        }
         match serde_json::from_value::<Stage>(filled) {
             Ok(stage) => stages.push(stage),
             Err(e) => errors.push(InstantiateError {
                 pointer,
-                message: format!(
-                    "after filling in parameters for app \"{}\": {e}",
-                    app.metadata.name
-                ),
+                message: format!("after filling in parameters: {e}"),
             }),
         }
     }
@@ -196,9 +208,9 @@ mod tests {
             {"name": "a", "type": "canaryAnalysis", "environment": "prod", "lifetime": "{{ parameters.lifetime }}"}
         ]));
         let errors = instantiate(&t, &app(json!({"lifetime": "soon"}))).unwrap_err();
-        assert_eq!(errors[0].pointer, "/spec/stages/0");
+        assert_eq!(errors[0].pointer, "/spec/stages/0/lifetime");
         assert!(
-            errors[0].message.contains("invalid duration \"soon\""),
+            errors[0].message.contains("\"soon\" is not valid"),
             "{errors:?}"
         );
     }

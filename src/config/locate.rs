@@ -4,8 +4,7 @@
 //! (which reports spans and does not expand aliases). A pointer to a mapping entry resolves to
 //! the position of its key; a sequence item to the item.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser};
 
@@ -15,7 +14,6 @@ use crate::diagnostic::pointer_join;
 #[derive(Debug, Default)]
 pub struct LocationIndex {
     positions: HashMap<String, (usize, usize)>,
-    duplicates: Vec<(usize, usize)>,
 }
 
 enum Frame {
@@ -37,7 +35,6 @@ impl LocationIndex {
     /// Indexes `text`. Malformed text yields a partial index (positions up to the error).
     pub fn build(text: &str) -> Self {
         let mut positions = HashMap::new();
-        let mut duplicates = Vec::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut started = false;
         let mut parser = Parser::new_from_str(text);
@@ -87,12 +84,7 @@ impl LocationIndex {
                         // This node is a key.
                         if let Event::Scalar(value, ..) = &event {
                             let p = pointer_join(pointer, value);
-                            match positions.entry(p) {
-                                Entry::Occupied(_) => duplicates.push(pos),
-                                Entry::Vacant(slot) => {
-                                    slot.insert(pos);
-                                }
-                            }
+                            positions.entry(p).or_insert(pos);
                             *key = Some(value.to_string());
                         } else if opens {
                             *key = Some(String::new());
@@ -119,15 +111,7 @@ impl LocationIndex {
                 }
             }
         }
-        LocationIndex {
-            positions,
-            duplicates,
-        }
-    }
-
-    /// Position of the first mapping key that repeats an earlier key of the same mapping.
-    pub fn first_duplicate_key(&self) -> Option<(usize, usize)> {
-        self.duplicates.first().copied()
+        LocationIndex { positions }
     }
 
     /// Position of the node at `pointer`, or of its nearest ancestor that exists; (1, 1) when
@@ -144,6 +128,53 @@ impl LocationIndex {
             }
         }
     }
+}
+
+/// Position of the first mapping key that repeats an earlier key of the same mapping, in the
+/// `document`-th document (0-based) of a YAML stream.
+pub fn first_duplicate_key(text: &str, document: usize) -> Option<(usize, usize)> {
+    // One key set per open collection; sequences push `None`.
+    let mut stack: Vec<Option<(HashSet<String>, bool)>> = Vec::new();
+    let mut doc = None::<usize>;
+    let mut parser = Parser::new_from_str(text);
+    while let Some(Ok((event, span))) = parser.next_event() {
+        match event {
+            Event::DocumentStart(_) => {
+                doc = Some(doc.map_or(0, |d| d + 1));
+                stack.clear();
+                continue;
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                continue;
+            }
+            _ => {}
+        }
+        if doc != Some(document) {
+            continue;
+        }
+        let opens = matches!(event, Event::MappingStart(..) | Event::SequenceStart(..));
+        let is_node = opens || matches!(event, Event::Scalar(..) | Event::Alias(..));
+        if !is_node {
+            continue;
+        }
+        if let Some(Some((keys, expecting_key))) = stack.last_mut() {
+            if *expecting_key {
+                if let Event::Scalar(value, ..) = &event {
+                    if !keys.insert(value.to_string()) {
+                        return Some((span.start.line(), span.start.col() + 1));
+                    }
+                }
+            }
+            *expecting_key = !*expecting_key;
+        }
+        match event {
+            Event::MappingStart(..) => stack.push(Some((HashSet::new(), true))),
+            Event::SequenceStart(..) => stack.push(None),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -178,6 +209,13 @@ spec:
         let idx = LocationIndex::build(DOC);
         assert_eq!(idx.locate("/spec/stages/0/strategy"), (5, 7));
         assert_eq!(idx.locate("/nope"), (1, 1));
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_per_document() {
+        let text = "a: 1\n---\nb:\n  c: 1\n  d: [1, {e: 1, e: 2}]\n  c: 2\n";
+        assert_eq!(first_duplicate_key(text, 0), None);
+        assert_eq!(first_duplicate_key(text, 1), Some((5, 17)));
     }
 
     #[test]

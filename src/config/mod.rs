@@ -96,9 +96,11 @@ pub struct ConfigRepo {
     /// Application directories without a loadable app.yaml (so references to them are not
     /// reported again as unknown).
     pub broken_apps: Vec<String>,
-    /// Names of pipeline templates and canary configs whose file failed to load, when the name
-    /// could still be read.
-    pub broken_names: Vec<String>,
+    /// Names of pipeline templates whose file failed to load (its `metadata.name` when it could
+    /// be read, else the file name), so references to them are not reported as unknown too.
+    pub broken_pipelines: Vec<String>,
+    /// The same for canary configs.
+    pub broken_canaries: Vec<String>,
 }
 
 impl ConfigRepo {
@@ -137,7 +139,15 @@ impl ConfigRepo {
                     .spec
                     .environments
                     .iter()
-                    .filter(|e| app.spec.environments.contains_key(&e.name))
+                    .enumerate()
+                    .filter(|(_, e)| app.spec.environments.contains_key(&e.name))
+                    // A duplicated environment name is an error reported elsewhere; render it once.
+                    .filter(|(i, e)| {
+                        !r.doc.spec.environments[..*i]
+                            .iter()
+                            .any(|earlier| earlier.name == e.name)
+                    })
+                    .map(|(_, e)| e)
                     .collect()
             })
             .unwrap_or_default()
@@ -194,6 +204,10 @@ fn role_of(path: &str) -> Role {
     }
 }
 
+/// What loading one file gave: the document (if it loaded), its problems, and for a file that
+/// did not load, its kind and name (so references to it are not reported as unknown).
+type FileOutcome = (Option<Loaded>, Vec<Diagnostic>, Option<(Kind, String)>);
+
 enum Loaded {
     Repository(Document<Repository>),
     Application(String, Document<Application>),
@@ -233,7 +247,7 @@ pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
         }
     }
 
-    let results: Vec<(Option<Loaded>, Vec<Diagnostic>, Option<String>)> = work
+    let results: Vec<FileOutcome> = work
         .into_par_iter()
         .map(|(path, text, role)| load_file(path, text, role))
         .collect();
@@ -241,8 +255,10 @@ pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
     let mut seen: BTreeMap<(Kind, String), String> = BTreeMap::new();
     for (loaded, diags, broken) in results {
         diagnostics.extend(diags);
-        if let Some(name) = broken {
-            repo.broken_names.push(name);
+        match broken {
+            Some((Kind::PipelineTemplate, name)) => repo.broken_pipelines.push(name),
+            Some((Kind::CanaryConfig, name)) => repo.broken_canaries.push(name),
+            _ => {}
         }
         let Some(loaded) = loaded else { continue };
         let (kind, name, file) = match &loaded {
@@ -296,9 +312,18 @@ pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
         }
     }
 
+    // Files that exist but could not be read still count as present.
+    for path in snapshot.refused() {
+        match role_of(path) {
+            Role::Pipeline => repo.broken_pipelines.push(file_stem(path)),
+            Role::Canary => repo.broken_canaries.push(file_stem(path)),
+            _ => {}
+        }
+    }
+    let exists = |p: &str| snapshot.get(p).is_some() || snapshot.was_refused(p);
     for dir in app_dirs_with_manifests {
-        let has_app_file = snapshot.get(&format!("apps/{dir}/app.yaml")).is_some()
-            || snapshot.get(&format!("apps/{dir}/app.yml")).is_some();
+        let has_app_file =
+            exists(&format!("apps/{dir}/app.yaml")) || exists(&format!("apps/{dir}/app.yml"));
         if !has_app_file {
             diagnostics.push(Diagnostic::file_error(
                 format!("apps/{dir}/app.yaml"),
@@ -321,11 +346,7 @@ pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
     (repo, diagnostics)
 }
 
-fn load_file(
-    path: String,
-    text: Arc<str>,
-    role: Role,
-) -> (Option<Loaded>, Vec<Diagnostic>, Option<String>) {
+fn load_file(path: String, text: Arc<str>, role: Role) -> FileOutcome {
     let kind = match role {
         Role::Repository => Kind::Repository,
         Role::Application { .. } => Kind::Application,
@@ -334,7 +355,10 @@ fn load_file(
         _ => return (None, Vec::new(), None),
     };
     match parse_document(&path, &text, kind) {
-        Err((diags, name)) => (None, diags, name),
+        Err((diags, name)) => {
+            let name = name.unwrap_or_else(|| file_stem(&path));
+            (None, diags, Some((kind, name)))
+        }
         Ok(raw) => {
             let result = match role {
                 Role::Repository => typed::<Repository>(path, text, raw).map(Loaded::Repository),
@@ -343,7 +367,7 @@ fn load_file(
                         Ok(Loaded::Application(dir, d))
                     } else {
                         let message = format!(
-                            "metadata.name \"{}\" must equal the directory name \"{dir}\"",
+                            "\"{}\" must equal the directory name \"{dir}\"",
                             d.doc.metadata.name
                         );
                         Err(vec![d.error("/metadata/name", message)])
@@ -370,7 +394,9 @@ fn parse_document(
 ) -> Result<Value, (Vec<Diagnostic>, Option<String>)> {
     let value = yaml::parse_single(text).map_err(|e| {
         (
-            vec![Diagnostic::error(path, e.line, e.column, "", e.message)],
+            vec![Diagnostic::error(
+                path, e.line, e.column, e.field, e.message,
+            )],
             None,
         )
     })?;
@@ -400,7 +426,8 @@ fn parse_document(
                 vec![doc.error(
                     "/kind",
                     format!(
-                        "kind \"{found}\" does not belong here: {} holds kind {}",
+                        "kind {} does not belong here: {} holds kind {}",
+                        schema::short_value(&Value::String(found.to_string())),
                         expected_place(kind),
                         kind.as_str()
                     ),
@@ -421,6 +448,14 @@ fn parse_document(
             name,
         ))
     }
+}
+
+/// `pipelines/canary-release.yaml` → `canary-release`.
+fn file_stem(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.rsplit_once('.')
+        .map_or(name, |(stem, _)| stem)
+        .to_string()
 }
 
 fn expected_place(kind: Kind) -> &'static str {

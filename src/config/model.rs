@@ -429,7 +429,15 @@ impl ParameterType {
         if ok {
             Ok(())
         } else {
-            Err(format!("expected a {}, found {value}", self.as_str()))
+            let article = if self == ParameterType::Integer {
+                "an"
+            } else {
+                "a"
+            };
+            Err(format!(
+                "expected {article} {}, found {value}",
+                self.as_str()
+            ))
         }
     }
 

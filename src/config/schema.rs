@@ -99,65 +99,160 @@ pub fn validate(kind: Kind, document: &Value) -> Vec<SchemaViolation> {
     let mut out = Vec::new();
     for error in compiled.validator.iter_errors(document) {
         let pointer = error.instance_path().as_str().to_string();
-        let schema_node = error
-            .absolute_keyword_location()
-            .and_then(|uri| uri.fragment().map(|f| f.as_str().to_string()))
-            .and_then(|fragment| {
-                let decoded = fragment.replace("%24", "$");
-                let parent = decoded.rsplit_once('/').map_or("", |(p, _)| p).to_string();
-                compiled.schema.pointer(&parent)
-            });
-        let description = schema_node
-            .and_then(|n| n.get("description"))
-            .and_then(Value::as_str);
-        match error.kind() {
-            ValidationErrorKind::AdditionalProperties { unexpected }
-            | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                let known = schema_node.map(known_properties).unwrap_or_default();
-                for field in unexpected {
-                    out.push(SchemaViolation {
-                        pointer: pointer_join(&pointer, field),
-                        message: format!(
-                            "unknown field \"{field}\"{}",
-                            did_you_mean(field, known.iter().map(String::as_str))
-                        ),
-                    });
-                }
+        describe(&compiled.schema, &error, pointer, &mut out);
+    }
+    out
+}
+
+/// Validates one pipeline stage (after its parameters were filled in) against the stage
+/// schema of PipelineTemplate; pointers are relative to the stage.
+pub fn validate_stage(stage: &Value) -> Vec<SchemaViolation> {
+    static STAGE: OnceLock<Validator> = OnceLock::new();
+    let compiled = &compiled()[Kind::PipelineTemplate.index()];
+    let validator = STAGE.get_or_init(|| {
+        let mut schema = compiled.schema.clone();
+        if let Some(obj) = schema.as_object_mut() {
+            obj.insert("$ref".into(), Value::String("#/$defs/stage".into()));
+            for key in [
+                "type",
+                "required",
+                "properties",
+                "additionalProperties",
+                "title",
+            ] {
+                obj.remove(key);
             }
-            ValidationErrorKind::Required { property } => {
-                let name = property.as_str().unwrap_or_default();
+        }
+        // Derived from the embedded schema, covered by tests: a failure is a build defect.
+        jsonschema::draft202012::options()
+            .build(&schema)
+            .expect("stage schema compiles")
+    });
+    let mut out = Vec::new();
+    for error in validator.iter_errors(stage) {
+        let pointer = error.instance_path().as_str().to_string();
+        describe(&compiled.schema, &error, pointer, &mut out);
+    }
+    out
+}
+
+/// Turns one validator error into violations with plain messages. `pointer` is where the
+/// problem is (for `propertyNames`, the offending key rather than its object).
+fn describe(
+    schema: &Value,
+    error: &jsonschema::ValidationError<'_>,
+    pointer: String,
+    out: &mut Vec<SchemaViolation>,
+) {
+    let schema_node = error
+        .absolute_keyword_location()
+        .and_then(|uri| uri.fragment().map(|f| f.as_str().to_string()))
+        .and_then(|fragment| {
+            let decoded = fragment.replace("%24", "$");
+            let parent = decoded.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+            schema.pointer(&parent)
+        });
+    let description = schema_node
+        .and_then(|n| n.get("description"))
+        .and_then(Value::as_str);
+    let shown = short_value(error.instance());
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let known = schema_node.map(known_properties).unwrap_or_default();
+            // When a field of an `if/then` branch fails its own check, the validator also
+            // counts that branch's fields as unevaluated; those are reported already.
+            let allowed = schema_node
+                .map(|n| allowed_for(n, error.instance()))
+                .unwrap_or_default();
+            for field in unexpected.iter().filter(|f| !allowed.contains(f)) {
                 out.push(SchemaViolation {
-                    pointer: pointer_join(&pointer, name),
-                    message: format!("missing required field \"{name}\""),
-                });
-            }
-            ValidationErrorKind::AnyOf { .. }
-            | ValidationErrorKind::OneOfNotValid { .. }
-            | ValidationErrorKind::Pattern { .. } => {
-                let shown = short_value(error.instance());
-                let message = match description {
-                    Some(d) => format!("{shown} is not valid: expected {}", lowercase_first(d)),
-                    None => error.to_string(),
-                };
-                out.push(SchemaViolation { pointer, message });
-            }
-            ValidationErrorKind::Constant { expected_value } => {
-                out.push(SchemaViolation {
-                    pointer,
+                    pointer: pointer_join(&pointer, field),
                     message: format!(
-                        "must be {}, found {}",
-                        expected_value,
-                        short_value(error.instance())
+                        "unknown field \"{field}\"{}",
+                        did_you_mean(field, known.iter().map(String::as_str))
                     ),
                 });
             }
-            _ => out.push(SchemaViolation {
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            out.push(SchemaViolation {
+                pointer: pointer_join(&pointer, name),
+                message: format!("missing required field \"{name}\""),
+            });
+        }
+        ValidationErrorKind::PropertyNames { error: inner } => {
+            let key = inner.instance().as_str().unwrap_or_default();
+            describe(schema, inner, pointer_join(&pointer, key), out);
+        }
+        ValidationErrorKind::AnyOf { .. }
+        | ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::Pattern { .. } => {
+            let message = match description {
+                Some(d) => format!("{shown} is not valid: expected {}", lowercase_first(d)),
+                None => shorten_message(&error.to_string(), error.instance()),
+            };
+            out.push(SchemaViolation { pointer, message });
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            out.push(SchemaViolation {
                 pointer,
-                message: error.to_string(),
-            }),
+                message: format!("must be {expected_value}, found {shown}"),
+            });
+        }
+        _ => out.push(SchemaViolation {
+            pointer,
+            message: shorten_message(&error.to_string(), error.instance()),
+        }),
+    }
+}
+
+/// The validator's message with the offending value, which it prints whole, shortened.
+fn shorten_message(message: &str, instance: &Value) -> String {
+    let full = instance.to_string();
+    let shown = short_value(instance);
+    if full.len() > shown.len() {
+        message.replacen(&full, &shown, 1)
+    } else {
+        message.to_string()
+    }
+}
+
+/// Property names a schema object allows for this particular instance: its own properties
+/// and those of the `allOf` branches whose `if` matches the instance's `type` field.
+fn allowed_for(node: &Value, instance: &Value) -> Vec<String> {
+    let mut names: Vec<String> = node
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let Some(kind) = instance.get("type") else {
+        return names;
+    };
+    for branch in node
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let condition = branch.pointer("/if/properties/type");
+        let matches = condition.is_some_and(|c| {
+            c.get("const") == Some(kind)
+                || c.get("enum")
+                    .and_then(Value::as_array)
+                    .is_some_and(|e| e.contains(kind))
+        });
+        if matches {
+            if let Some(props) = branch
+                .pointer("/then/properties")
+                .and_then(Value::as_object)
+            {
+                names.extend(props.keys().cloned());
+            }
         }
     }
-    out
+    names
 }
 
 /// Property names a schema object allows, including those of `allOf`/`then` branches.
@@ -176,7 +271,8 @@ fn known_properties(node: &Value) -> Vec<String> {
     names
 }
 
-fn short_value(v: &Value) -> String {
+/// A value as JSON, cut to 60 characters, for messages.
+pub fn short_value(v: &Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 60 {
         let cut: String = s.chars().take(57).collect();

@@ -2,14 +2,14 @@
 //! template parameters, canary weights and thresholds. Each rule reports at the field that has
 //! to change.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
 use super::instantiate::{self, INSTANTIATION_ROOTS, RUNTIME_FIELDS};
 use super::model::*;
 use super::{ConfigRepo, Document};
-use crate::diagnostic::{Diagnostic, did_you_mean, pointer_join};
+use crate::diagnostic::{Diagnostic, did_you_mean, pointer_join, suggest};
 use crate::template;
 
 /// Runs every cross-document rule.
@@ -18,14 +18,21 @@ pub fn check(repo: &ConfigRepo) -> Vec<Diagnostic> {
     if let Some(r) = &repo.repository {
         check_repository(repo, r, &mut out);
     }
-    for template in repo.pipelines.values() {
+    // Templates with errors of their own are not instantiated per app: the app would only
+    // repeat them.
+    let mut broken_templates = HashSet::new();
+    for (name, template) in &repo.pipelines {
+        let before = out.len();
         check_pipeline(repo, template, &mut out);
+        if out[before..].iter().any(Diagnostic::is_error) {
+            broken_templates.insert(name.as_str());
+        }
     }
     for canary in repo.canaries.values() {
         check_canary(canary, &mut out);
     }
     for app in repo.apps.values() {
-        check_application(repo, app, &mut out);
+        check_application(repo, app, &broken_templates, &mut out);
     }
     out
 }
@@ -50,13 +57,13 @@ fn unknown<T>(
     name: &str,
     known: &[&str],
 ) -> Diagnostic {
+    let hint = match suggest(name, known.iter().copied()) {
+        Some(s) => format!("did you mean \"{s}\"? known: "),
+        None => "known: ".to_string(),
+    };
     doc.error(
         pointer,
-        format!(
-            "unknown {what} \"{name}\"{} (known: {})",
-            did_you_mean(name, known.iter().copied()),
-            list(known)
-        ),
+        format!("unknown {what} \"{name}\" ({hint}{})", list(known)),
     )
 }
 
@@ -88,7 +95,7 @@ fn check_repository(repo: &ConfigRepo, doc: &Document<Repository>, out: &mut Vec
         }
     }
     if let Some(pipeline) = &doc.doc.spec.defaults.pipeline {
-        let known = known_names(&repo.pipelines, &repo.broken_names);
+        let known = known_names(&repo.pipelines, &repo.broken_pipelines);
         if !known.contains(pipeline) {
             let known: Vec<&str> = repo.pipelines.keys().map(String::as_str).collect();
             out.push(unknown(
@@ -104,7 +111,12 @@ fn check_repository(repo: &ConfigRepo, doc: &Document<Repository>, out: &mut Vec
 
 // ---------------------------------------------------------------- Application
 
-fn check_application(repo: &ConfigRepo, doc: &Document<Application>, out: &mut Vec<Diagnostic>) {
+fn check_application(
+    repo: &ConfigRepo,
+    doc: &Document<Application>,
+    broken_templates: &HashSet<&str>,
+    out: &mut Vec<Diagnostic>,
+) {
     let app = &doc.doc;
     let env_names = repo.environment_names();
     if repo.repository.is_some() {
@@ -121,7 +133,7 @@ fn check_application(repo: &ConfigRepo, doc: &Document<Application>, out: &mut V
         }
     }
     if let Some(canary) = &app.spec.canary {
-        if !known_names(&repo.canaries, &repo.broken_names).contains(&canary.config) {
+        if !known_names(&repo.canaries, &repo.broken_canaries).contains(&canary.config) {
             let known: Vec<&str> = repo.canaries.keys().map(String::as_str).collect();
             out.push(unknown(
                 doc,
@@ -151,7 +163,9 @@ fn check_application(repo: &ConfigRepo, doc: &Document<Application>, out: &mut V
         ""
     };
     let Some(template) = repo.pipelines.get(pipeline_name) else {
-        if !repo.broken_names.iter().any(|n| n == pipeline_name) {
+        // An unknown default pipeline is reported once, in bowline.yaml.
+        let from_defaults = app.spec.pipeline.is_none();
+        if !from_defaults && !repo.broken_pipelines.iter().any(|n| n == pipeline_name) {
             let known: Vec<&str> = repo.pipelines.keys().map(String::as_str).collect();
             out.push(unknown(
                 doc,
@@ -163,12 +177,15 @@ fn check_application(repo: &ConfigRepo, doc: &Document<Application>, out: &mut V
         }
         return;
     };
+    let before = out.len();
     check_variables(doc, template, out);
+    if broken_templates.contains(pipeline_name) || out[before..].iter().any(Diagnostic::is_error) {
+        return;
+    }
 
     match instantiate::instantiate(&template.doc, app) {
         Ok(stages) => {
             for (i, stage) in stages.iter().enumerate() {
-                let stage_pointer = format!("/spec/stages/{i}");
                 if let Some(env) = &stage.environment {
                     if env_names.contains(&env.as_str()) && !app.spec.environments.contains_key(env)
                     {
@@ -182,9 +199,10 @@ fn check_application(repo: &ConfigRepo, doc: &Document<Application>, out: &mut V
                     }
                 }
                 if let StageAction::CanaryAnalysis(analysis) = &stage.action {
+                    check_analysis_timing(repo, doc, template, i, stage, analysis, out);
                     if analysis.canary_config.is_none() && app.spec.canary.is_none() {
                         out.push(doc.error(
-                            "/spec",
+                            template_pointer_or_spec(app),
                             format!(
                                 "pipeline template \"{pipeline_name}\" has canaryAnalysis stage \"{}\" but this app sets no spec.canary.config",
                                 stage.name
@@ -192,7 +210,6 @@ fn check_application(repo: &ConfigRepo, doc: &Document<Application>, out: &mut V
                         ));
                     }
                 }
-                let _ = stage_pointer;
             }
         }
         Err(errors) => {
@@ -202,6 +219,52 @@ fn check_application(repo: &ConfigRepo, doc: &Document<Application>, out: &mut V
                     format!("for app \"{}\": {}", app.metadata.name, e.message),
                 ));
             }
+        }
+    }
+}
+
+fn template_pointer_or_spec(app: &Application) -> &'static str {
+    if app.spec.pipeline.is_some() {
+        "/spec/pipeline/template"
+    } else {
+        "/spec"
+    }
+}
+
+/// An analysis whose interval comes from the stage and lifetime from the canary config (or the
+/// other way round) must still fit; when both come from one place, that place is checked.
+fn check_analysis_timing(
+    repo: &ConfigRepo,
+    app: &Document<Application>,
+    template: &Document<PipelineTemplate>,
+    index: usize,
+    stage: &Stage,
+    analysis: &CanaryAnalysisStage,
+    out: &mut Vec<Diagnostic>,
+) {
+    if analysis.lifetime.is_some() == analysis.interval.is_some() {
+        return;
+    }
+    let config_name = analysis.canary_config.as_deref().or(app
+        .doc
+        .spec
+        .canary
+        .as_ref()
+        .map(|c| c.config.as_str()));
+    let Some(config) = config_name.and_then(|n| repo.canaries.get(n)) else {
+        return;
+    };
+    let settings = &config.doc.spec.analysis;
+    let lifetime = analysis.lifetime.unwrap_or(settings.lifetime);
+    if let Some(interval) = analysis.interval.or(settings.interval) {
+        if interval > lifetime {
+            out.push(template.error(
+                &format!("/spec/stages/{index}"),
+                format!(
+                    "for app \"{}\": stage \"{}\" analyses every {interval} over a lifetime of {lifetime} (canary config \"{}\" gives the other value); interval must not exceed lifetime",
+                    app.doc.metadata.name, stage.name, config.doc.metadata.name
+                ),
+            ));
         }
     }
 }
@@ -365,7 +428,7 @@ fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut
                     .copied()
                     .filter(|n| *n != h.name)
                     .collect();
-                out.push(unknown(doc, &pointer, "stage in dependsOn", dep, &others));
+                out.push(unknown(doc, &pointer, "stage", dep, &others));
             }
         }
         check_stage_fields(repo, doc, &spec.stages[i], &base, &declared, out);
@@ -450,7 +513,7 @@ fn check_stage_fields(
     // Type-specific references.
     if stage.get("type").and_then(Value::as_str) == Some("canaryAnalysis") {
         if let Some(name) = stage.get("canaryConfig").and_then(Value::as_str) {
-            if !known_names(&repo.canaries, &repo.broken_names)
+            if !known_names(&repo.canaries, &repo.broken_canaries)
                 .iter()
                 .any(|n| n == name)
             {
@@ -461,6 +524,21 @@ fn check_stage_fields(
                     "canary config",
                     name,
                     &known,
+                ));
+            }
+        }
+        let duration = |field: &str| {
+            stage
+                .get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !template::is_templated(s))
+                .and_then(|s| Duration::parse(s).ok())
+        };
+        if let (Some(lifetime), Some(interval)) = (duration("lifetime"), duration("interval")) {
+            if interval > lifetime {
+                out.push(doc.error(
+                    &format!("{base}/interval"),
+                    format!("interval ({interval}) is longer than lifetime ({lifetime})"),
                 ));
             }
         }

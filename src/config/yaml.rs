@@ -18,6 +18,8 @@ pub struct YamlError {
     pub line: usize,
     /// 1-based column.
     pub column: usize,
+    /// Dotted path of the mapping concerned, when the parser names one.
+    pub field: String,
     /// What the parser said.
     pub message: String,
 }
@@ -27,17 +29,41 @@ impl YamlError {
         let (line, column) = e
             .location()
             .map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
-        let message = e.to_string();
-        // yaml_serde appends " at line L column C" to its message; the position is reported
-        // separately, so keep the message plain.
-        let message = match message.find(" at line ") {
-            Some(i) => message[..i].to_string(),
-            None => message,
-        };
+        let mut message = e.to_string();
+        // yaml_serde appends " at line L column C" for the primary position, which is reported
+        // apart; any further context ("while scanning a quoted scalar at line 11 column 10")
+        // points at the real cause and stays.
+        let primary = format!(" at line {line} column {column}");
+        if let Some(i) = message.find(&primary) {
+            message.replace_range(i..i + primary.len(), "");
+        }
+        if message == "repetition limit exceeded" {
+            message = "too many alias expansions (repetition limit exceeded): anchors and \
+                       aliases would expand this document beyond a safe size"
+                .to_string();
+        }
         YamlError {
             line,
             column,
+            field: String::new(),
             message,
+        }
+    }
+
+    /// Our own visitor's errors (duplicate keys) carry at best the position of the document;
+    /// yaml_serde prefixes nested ones with the path of the mapping (`spec.metrics[0]: ...`).
+    /// Moves that path into `field` and finds the repeated key in the source.
+    fn locate_duplicate(&mut self, text: &str, document: usize) {
+        let Some(at) = self.message.find("duplicate key") else {
+            return;
+        };
+        if at > 0 {
+            self.field = self.message[..at].trim_end_matches([':', ' ']).to_string();
+            self.message = self.message[at..].to_string();
+        }
+        if let Some((line, column)) = super::locate::first_duplicate_key(text, document) {
+            self.line = line;
+            self.column = column;
         }
     }
 }
@@ -49,6 +75,7 @@ pub fn parse_single(text: &str) -> Result<Value, YamlError> {
         0 => Err(YamlError {
             line: 1,
             column: 1,
+            field: String::new(),
             message: "the file holds no YAML document".to_string(),
         }),
         1 => Ok(docs.remove(0).value),
@@ -57,6 +84,7 @@ pub fn parse_single(text: &str) -> Result<Value, YamlError> {
             Err(YamlError {
                 line,
                 column: 1,
+                field: String::new(),
                 message: format!(
                     "expected one YAML document, found {}; put each document in a file of its own",
                     docs.len()
@@ -77,21 +105,15 @@ pub struct StreamDocument {
 
 /// Parses a multi-document YAML stream, skipping empty documents.
 pub fn parse_stream(text: &str) -> Result<Vec<StreamDocument>, YamlError> {
+    // A byte order mark is allowed by YAML and written by some editors; the parser does not
+    // skip it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let starts = document_start_lines(text);
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = StrictValue.deserialize(document).map_err(|e| {
             let mut error = YamlError::from_serde(&e);
-            if error.message.starts_with("duplicate key") {
-                // Errors raised by our visitor carry the position of the enclosing document only;
-                // find the repeated key in the source.
-                if let Some((line, column)) =
-                    super::LocationIndex::build(text).first_duplicate_key()
-                {
-                    error.line = line;
-                    error.column = column;
-                }
-            }
+            error.locate_duplicate(text, i);
             error
         })?;
         if !value.is_null() {

@@ -42,6 +42,8 @@ pub struct RenderedObject {
     pub name: String,
     /// The manifest file it came from.
     pub source: String,
+    /// Line of the rendered output where its document starts.
+    pub line: usize,
     /// The whole object.
     pub object: Value,
 }
@@ -179,8 +181,11 @@ impl<'r> AppRenderer<'r> {
                     e.column,
                     "",
                     format!(
-                        "environment {}: rendered output is not valid YAML (line {} of the output): {}",
-                        environment.name, e.line, e.message
+                        "environment {}: rendered output is not valid YAML (line {} of the output): {}{}",
+                        environment.name,
+                        e.line,
+                        if e.field.is_empty() { String::new() } else { format!("{}: ", e.field) },
+                        e.message
                     ),
                 )),
             }
@@ -193,11 +198,15 @@ impl<'r> AppRenderer<'r> {
                 o.namespace.clone(),
                 o.name.clone(),
             );
-            if let Some(first) = seen.insert(key, o.source.clone()) {
-                errors.push(Diagnostic::file_error(
+            let here = format!("{}:{}", o.source, o.line);
+            if let Some(first) = seen.insert(key, here) {
+                errors.push(Diagnostic::error(
                     &o.source,
+                    o.line,
+                    1,
+                    "",
                     format!(
-                        "environment {}: {} is defined twice (also in {first})",
+                        "environment {}: {} is defined twice (first at {first})",
                         environment.name,
                         o.id()
                     ),
@@ -302,6 +311,7 @@ impl<'r> AppRenderer<'r> {
             namespace,
             name,
             source: path.to_string(),
+            line,
             object: value,
         })
     }
@@ -452,6 +462,7 @@ mod tests {
             namespace: Some("ns".into()),
             name: "x".into(),
             source: "apps/a/manifests/x.yaml".into(),
+            line: 1,
             object: body,
         }
     }

@@ -5,7 +5,7 @@
 //! are not UTF-8 — each as a [`Diagnostic`], so one run reports them all. Everything after this
 //! step works on the snapshot and does no file I/O.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -64,6 +64,9 @@ pub enum SourceError {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     files: BTreeMap<String, Arc<str>>,
+    /// Files that exist but were not read (too large, not UTF-8, symlink leaving the repo...),
+    /// so later steps do not also report them as missing.
+    refused: BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -79,6 +82,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|(p, c)| (p.into(), c.into()))
                 .collect(),
+            refused: BTreeSet::new(),
         }
     }
 
@@ -101,6 +105,7 @@ impl Snapshot {
             root: canonical_root,
             limits: *limits,
             files: BTreeMap::new(),
+            refused: BTreeSet::new(),
             diagnostics: Vec::new(),
             total_bytes: 0,
             visited_dirs: HashSet::new(),
@@ -121,6 +126,7 @@ impl Snapshot {
         Ok((
             Snapshot {
                 files: reader.files,
+                refused: reader.refused,
             },
             reader.diagnostics,
         ))
@@ -129,6 +135,16 @@ impl Snapshot {
     /// The text of one file.
     pub fn get(&self, path: &str) -> Option<&Arc<str>> {
         self.files.get(path)
+    }
+
+    /// True when `path` exists in the repository but was refused (and reported) while reading.
+    pub fn was_refused(&self, path: &str) -> bool {
+        self.refused.contains(path)
+    }
+
+    /// Paths that exist but were refused while reading, sorted.
+    pub fn refused(&self) -> impl Iterator<Item = &str> {
+        self.refused.iter().map(String::as_str)
     }
 
     /// All files, sorted by path.
@@ -162,6 +178,7 @@ struct Reader {
     root: PathBuf,
     limits: Limits,
     files: BTreeMap<String, Arc<str>>,
+    refused: BTreeSet<String>,
     diagnostics: Vec<Diagnostic>,
     total_bytes: u64,
     visited_dirs: HashSet<PathBuf>,
@@ -169,6 +186,12 @@ struct Reader {
 }
 
 impl Reader {
+    /// Records a path that exists but is not read, with the reason.
+    fn refuse(&mut self, diagnostic: Diagnostic) {
+        self.refused.insert(diagnostic.file.clone());
+        self.diagnostics.push(diagnostic);
+    }
+
     fn visit_entry(&mut self, path: &Path, rel: String, depth: usize, required: bool) {
         let link_meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -198,14 +221,14 @@ impl Reader {
                     }
                 },
                 Ok(_) => {
-                    self.diagnostics.push(Diagnostic::file_error(
+                    self.refuse(Diagnostic::file_error(
                         rel,
                         "symlink points outside the repository; bowline only follows links that stay inside it",
                     ));
                     return;
                 }
                 Err(_) => {
-                    self.diagnostics.push(Diagnostic::file_error(
+                    self.refuse(Diagnostic::file_error(
                         rel,
                         "broken symlink: its target does not exist",
                     ));
@@ -217,7 +240,7 @@ impl Reader {
         };
 
         if meta.is_dir() && required {
-            self.diagnostics.push(Diagnostic::file_error(
+            self.refuse(Diagnostic::file_error(
                 rel,
                 "is a directory; expected the Repository document (kind: Repository)",
             ));
@@ -237,7 +260,7 @@ impl Reader {
 
     fn visit_dir(&mut self, dir: &Path, rel: &str, depth: usize) {
         if depth >= MAX_DEPTH {
-            self.diagnostics.push(Diagnostic::file_error(
+            self.refuse(Diagnostic::file_error(
                 rel,
                 format!("directories nested deeper than {MAX_DEPTH} levels are not read"),
             ));
@@ -250,7 +273,7 @@ impl Reader {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {
-                self.diagnostics.push(Diagnostic::file_error(
+                self.refuse(Diagnostic::file_error(
                     rel,
                     format!("cannot read directory: {e}"),
                 ));
@@ -264,7 +287,7 @@ impl Reader {
         names.sort();
         for name in names {
             let Some(name_str) = name.to_str() else {
-                self.diagnostics.push(Diagnostic::file_error(
+                self.refuse(Diagnostic::file_error(
                     format!("{rel}/{}", name.to_string_lossy()),
                     "file name is not valid UTF-8",
                 ));
@@ -280,7 +303,7 @@ impl Reader {
 
     fn read_file(&mut self, path: &Path, rel: String, len: u64) {
         if len > self.limits.max_file_bytes {
-            self.diagnostics.push(Diagnostic::file_error(
+            self.refuse(Diagnostic::file_error(
                 rel,
                 format!(
                     "file is {len} bytes, over the limit of {} bytes",
@@ -294,7 +317,7 @@ impl Reader {
         {
             if !self.truncated {
                 self.truncated = true;
-                self.diagnostics.push(Diagnostic::file_error(
+                self.refuse(Diagnostic::file_error(
                     rel,
                     format!(
                         "repository exceeds the limit of {} files or {} bytes; this file and the ones after it are not read",
@@ -315,12 +338,14 @@ impl Reader {
         self.total_bytes += bytes.len() as u64;
         match String::from_utf8(bytes) {
             Ok(text) => {
+                // YAML allows a byte order mark; the parser does not skip it.
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
                 self.files.insert(rel, Arc::from(text));
             }
             Err(e) => {
                 let valid = e.utf8_error().valid_up_to();
                 let (line, column) = line_col(&e.as_bytes()[..valid]);
-                self.diagnostics.push(Diagnostic::error(
+                self.refuse(Diagnostic::error(
                     rel,
                     line,
                     column,
