@@ -104,53 +104,38 @@ pub struct ConfigRepo {
 }
 
 impl ConfigRepo {
+    /// The environments of `bowline.yaml` in promotion order (none when it did not load).
+    pub fn environments(&self) -> &[Environment] {
+        self.repository
+            .as_ref()
+            .map_or(&[], |r| r.doc.spec.environments.as_slice())
+    }
+
     /// The environment called `name`.
     pub fn environment(&self, name: &str) -> Option<&Environment> {
-        self.repository
-            .as_ref()?
-            .doc
-            .spec
-            .environments
-            .iter()
-            .find(|e| e.name == name)
+        self.environments().iter().find(|e| e.name == name)
     }
 
     /// Environment names in promotion order.
     pub fn environment_names(&self) -> Vec<&str> {
-        self.repository
-            .as_ref()
-            .map(|r| {
-                r.doc
-                    .spec
-                    .environments
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.environments()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect()
     }
 
-    /// The environments an application deploys to, in promotion order (unknown ones skipped).
+    /// The environments an application deploys to, in promotion order (unknown ones skipped;
+    /// a duplicated environment name, an error reported elsewhere, counts once).
     pub fn app_environments(&self, app: &Application) -> Vec<&Environment> {
-        self.repository
-            .as_ref()
-            .map(|r| {
-                r.doc
-                    .spec
-                    .environments
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| app.spec.environments.contains_key(&e.name))
-                    // A duplicated environment name is an error reported elsewhere; render it once.
-                    .filter(|(i, e)| {
-                        !r.doc.spec.environments[..*i]
-                            .iter()
-                            .any(|earlier| earlier.name == e.name)
-                    })
-                    .map(|(_, e)| e)
-                    .collect()
+        let all = self.environments();
+        all.iter()
+            .enumerate()
+            .filter(|(i, e)| {
+                app.spec.environments.contains_key(&e.name)
+                    && !all[..*i].iter().any(|earlier| earlier.name == e.name)
             })
-            .unwrap_or_default()
+            .map(|(_, e)| e)
+            .collect()
     }
 
     /// The pipeline template an application runs: its own or the repository default.

@@ -45,6 +45,21 @@ fn list(names: &[&str]) -> String {
     }
 }
 
+/// Positions of repeated names, each with the position of the first occurrence.
+fn duplicates<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(usize, usize)> {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        match first.get(name) {
+            Some(&f) => out.push((i, f)),
+            None => {
+                first.insert(name, i);
+            }
+        }
+    }
+    out
+}
+
 fn known_names<T>(map: &BTreeMap<String, T>, broken: &[String]) -> Vec<String> {
     map.keys().chain(broken.iter()).cloned().collect()
 }
@@ -70,29 +85,36 @@ fn unknown<T>(
 // ---------------------------------------------------------------- Repository
 
 fn check_repository(repo: &ConfigRepo, doc: &Document<Repository>, out: &mut Vec<Diagnostic>) {
-    let mut envs: HashMap<&str, usize> = HashMap::new();
-    let mut clusters: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (i, env) in doc.doc.spec.environments.iter().enumerate() {
-        if let Some(first) = envs.insert(&env.name, i) {
-            out.push(doc.error(
-                &format!("/spec/environments/{i}/name"),
-                format!(
-                    "duplicate environment name \"{}\" (first at spec.environments[{first}])",
-                    env.name
-                ),
-            ));
-        }
-        for (j, cluster) in env.clusters.iter().enumerate() {
-            if let Some((fi, fj)) = clusters.insert(&cluster.name, (i, j)) {
-                out.push(doc.error(
-                    &format!("/spec/environments/{i}/clusters/{j}/name"),
-                    format!(
-                        "duplicate cluster name \"{}\" (first at spec.environments[{fi}].clusters[{fj}])",
-                        cluster.name
-                    ),
-                ));
-            }
-        }
+    let environments = &doc.doc.spec.environments;
+    for (i, first) in duplicates(environments.iter().map(|e| e.name.as_str())) {
+        out.push(doc.error(
+            &format!("/spec/environments/{i}/name"),
+            format!(
+                "duplicate environment name \"{}\" (first at spec.environments[{first}])",
+                environments[i].name
+            ),
+        ));
+    }
+    // Cluster names are unique across environments.
+    let clusters: Vec<(usize, usize, &str)> = environments
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            e.clusters
+                .iter()
+                .enumerate()
+                .map(move |(j, c)| (i, j, c.name.as_str()))
+        })
+        .collect();
+    for (k, first) in duplicates(clusters.iter().map(|c| c.2)) {
+        let (i, j, name) = clusters[k];
+        let (fi, fj, _) = clusters[first];
+        out.push(doc.error(
+            &format!("/spec/environments/{i}/clusters/{j}/name"),
+            format!(
+                "duplicate cluster name \"{name}\" (first at spec.environments[{fi}].clusters[{fj}])"
+            ),
+        ));
     }
     if let Some(pipeline) = &doc.doc.spec.defaults.pipeline {
         let known = known_names(&repo.pipelines, &repo.broken_pipelines);
@@ -328,17 +350,16 @@ fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut
     let check_envs = repo.repository.is_some();
 
     // Parameters: duplicates and default types.
-    let mut param_names: HashMap<&str, usize> = HashMap::new();
+    for (i, first) in duplicates(spec.parameters.iter().map(|p| p.name.as_str())) {
+        out.push(doc.error(
+            &format!("/spec/parameters/{i}/name"),
+            format!(
+                "duplicate parameter name \"{}\" (first at spec.parameters[{first}])",
+                spec.parameters[i].name
+            ),
+        ));
+    }
     for (i, p) in spec.parameters.iter().enumerate() {
-        if let Some(first) = param_names.insert(&p.name, i) {
-            out.push(doc.error(
-                &format!("/spec/parameters/{i}/name"),
-                format!(
-                    "duplicate parameter name \"{}\" (first at spec.parameters[{first}])",
-                    p.name
-                ),
-            ));
-        }
         if let Some(default) = &p.default {
             if let Err(e) = p.kind.check(default) {
                 out.push(doc.error(
@@ -661,19 +682,18 @@ fn check_thresholds<T>(doc: &Document<T>, t: &Value, pointer: &str, out: &mut Ve
 
 fn check_canary(doc: &Document<CanaryConfig>, out: &mut Vec<Diagnostic>) {
     let spec = &doc.doc.spec;
-    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, first) in duplicates(spec.metrics.iter().map(|m| m.name.as_str())) {
+        out.push(doc.error(
+            &format!("/spec/metrics/{i}/name"),
+            format!(
+                "duplicate metric name \"{}\" (first at spec.metrics[{first}])",
+                spec.metrics[i].name
+            ),
+        ));
+    }
     let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, m) in spec.metrics.iter().enumerate() {
         let base = format!("/spec/metrics/{i}");
-        if let Some(first) = names.insert(&m.name, i) {
-            out.push(doc.error(
-                &format!("{base}/name"),
-                format!(
-                    "duplicate metric name \"{}\" (first at spec.metrics[{first}])",
-                    m.name
-                ),
-            ));
-        }
         for (j, g) in m.groups.iter().enumerate() {
             groups.entry(g).or_insert(j);
             if !spec.classifier.group_weights.contains_key(g) {
@@ -814,5 +834,19 @@ fn check_query(
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duplicates;
+
+    #[test]
+    fn every_repeat_points_at_the_first_occurrence() {
+        assert_eq!(
+            duplicates(["a", "b", "a", "c", "a", "b"]),
+            vec![(2, 0), (4, 0), (5, 1)]
+        );
+        assert!(duplicates(["a", "b"]).is_empty());
     }
 }
