@@ -19,7 +19,7 @@ pub enum Severity {
 }
 
 /// One problem in the config repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
@@ -109,6 +109,15 @@ pub fn sort_and_dedup(diagnostics: &mut Vec<Diagnostic>) {
 /// Number of errors (not warnings) in a list.
 pub fn error_count(diagnostics: &[Diagnostic]) -> usize {
     diagnostics.iter().filter(|d| d.is_error()).count()
+}
+
+/// `1 error`, `2 errors`: a count with its noun, for summaries.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Converts a JSON pointer (`/spec/stages/2/name`) into the dotted form users read

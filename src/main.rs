@@ -166,7 +166,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if errors > 0 {
                 writeln!(
                     stderr,
-                    "render failed: {errors} errors in the config repository"
+                    "render failed: {} in the config repository",
+                    diagnostic::count(errors, "error")
                 )?;
                 return Ok(exit_for(errors));
             }
@@ -238,10 +239,14 @@ fn summary(path: &Path, loaded: &Loaded, errors: usize, warnings: usize) -> Stri
         .sum();
     let verdict = if errors == 0 { "valid" } else { "invalid" };
     format!(
-        "{}: {verdict}: {errors} errors, {warnings} warnings ({} apps, {} pipeline templates, {} canary configs; {renders} app/environment renders, {objects} objects)",
+        "{}: {verdict}: {}, {} ({}, {}, {}; {}, {})",
         path.display(),
-        repo.apps.len(),
-        repo.pipelines.len(),
-        repo.canaries.len()
+        diagnostic::count(errors, "error"),
+        diagnostic::count(warnings, "warning"),
+        diagnostic::count(repo.apps.len(), "app"),
+        diagnostic::count(repo.pipelines.len(), "pipeline template"),
+        diagnostic::count(repo.canaries.len(), "canary config"),
+        diagnostic::count(renders, "app/environment render"),
+        diagnostic::count(objects, "object"),
     )
 }

@@ -3,13 +3,13 @@
 //!
 //! The live diff is not part of the plan yet: objects are counted, not compared with a cluster.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
 use crate::config::instantiate::instantiate;
 use crate::config::{ConfigRepo, Stage, StageAction};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, count};
 use crate::render::Rendered;
 
 /// One stage as shown in a plan.
@@ -62,6 +62,11 @@ pub fn build(repo: &ConfigRepo, diagnostics: &[Diagnostic], rendered: &[Rendered
         .iter()
         .map(|r| ((r.app.as_str(), r.environment.as_str()), r))
         .collect();
+    let render_errors: HashSet<&Diagnostic> = rendered
+        .iter()
+        .filter_map(|r| r.result.as_ref().err())
+        .flatten()
+        .collect();
     let mut rows = Vec::new();
     for (name, app) in &repo.apps {
         let pipeline = repo.pipeline_of(&app.doc).map(str::to_string);
@@ -84,13 +89,11 @@ pub fn build(repo: &ConfigRepo, diagnostics: &[Diagnostic], rendered: &[Rendered
                     .map(|c| c.file.clone()),
             )
             .collect();
+        // Render errors are counted per environment below, not here.
         let file_errors = diagnostics
             .iter()
-            .filter(|d| d.is_error() && own_files.iter().any(|f| d.file.starts_with(f.as_str())))
-            .filter(|d| {
-                !d.message.starts_with("environment ")
-                    || d.file.starts_with(&format!("apps/{name}/"))
-            })
+            .filter(|d| d.is_error() && !render_errors.contains(d))
+            .filter(|d| own_files.iter().any(|f| d.file.starts_with(f.as_str())))
             .count();
         for env in environments {
             let rendered = by_target.get(&(name.as_str(), env.name.as_str()));
@@ -252,7 +255,7 @@ pub fn to_table(plan: &Plan) -> String {
             if row.errors == 0 {
                 "ok".to_string()
             } else {
-                format!("{} errors", row.errors)
+                crate::diagnostic::count(row.errors, "error")
             },
             row.objects.map_or("-".to_string(), |n| n.to_string()),
             stages,
@@ -280,10 +283,11 @@ pub fn to_table(plan: &Plan) -> String {
     }
     let objects: usize = plan.rows.iter().filter_map(|r| r.objects).sum();
     out.push_str(&format!(
-        "\n{} app/environment pairs, {objects} objects; {} errors, {} warnings.\nLive state was not compared: no cluster is configured for plan, so every object counts as new.\n",
-        plan.rows.len(),
-        plan.errors,
-        plan.warnings
+        "\n{}, {}; {}, {}.\nLive state was not compared: no cluster is configured for plan, so every object counts as new.\n",
+        count(plan.rows.len(), "app/environment pair"),
+        count(objects, "object"),
+        count(plan.errors, "error"),
+        count(plan.warnings, "warning")
     ));
     out
 }

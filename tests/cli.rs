@@ -47,7 +47,7 @@ fn valid_repository_exits_0_with_summary() {
     assert_eq!(lines.len(), 1, "only the summary line: {text}");
     assert!(
         lines[0].ends_with(
-            ": valid: 0 errors, 0 warnings (1 apps, 1 pipeline templates, 1 canary configs; 2 app/environment renders, 4 objects)"
+            ": valid: 0 errors, 0 warnings (1 app, 1 pipeline template, 1 canary config; 2 app/environment renders, 4 objects)"
         ),
         "{text}"
     );
@@ -70,7 +70,10 @@ fn invalid_repository_exits_1_and_prints_the_fixture_diagnostics() {
         assert_eq!(lines, expected_lines(case), "{case}");
         let errors = lines.iter().filter(|l| l.contains(": error: ")).count();
         assert!(
-            summary.contains(&format!(": invalid: {errors} errors, 0 warnings (")),
+            summary.contains(&format!(
+                ": invalid: {}, 0 warnings (",
+                bowline::diagnostic::count(errors, "error")
+            )),
             "{case}: {summary}"
         );
     }
@@ -82,7 +85,7 @@ fn warnings_alone_exit_0() {
     let out = bowline(&["validate"], repo.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains(": valid: 0 errors, 1 warnings ("), "{text}");
+    assert!(text.contains(": valid: 0 errors, 1 warning ("), "{text}");
 }
 
 #[test]
@@ -210,7 +213,7 @@ fn render_and_plan_fail_on_an_invalid_repository() {
         assert!(err.contains(&line), "render stderr lacks {line:?}:\n{err}");
     }
     assert!(
-        err.contains("render failed: 1 errors in the config repository"),
+        err.contains("render failed: 1 error in the config repository"),
         "{err}"
     );
     let plan = bowline(&["plan"], repo.path());
