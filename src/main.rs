@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use bowline::config::{self, ConfigRepo};
 use bowline::diagnostic::{self, Diagnostic};
 use bowline::plan;
-use bowline::render::{self, Rendered};
+use bowline::render::{self, RenderSummary};
 use bowline::source::{Limits, Snapshot};
 use bowline::telemetry::{self, LogFormat};
 
@@ -98,11 +98,11 @@ fn main() -> ExitCode {
 }
 
 /// Everything `validate`, `render` and `plan` share: the loaded repository, its diagnostics
-/// (including render errors) and the rendered output.
+/// (including render errors) and a summary of each render.
 struct Loaded {
     repo: ConfigRepo,
     diagnostics: Vec<Diagnostic>,
-    rendered: Vec<Rendered>,
+    rendered: Vec<RenderSummary>,
 }
 
 fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Result<Loaded> {
@@ -113,7 +113,7 @@ fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Result
     let (snapshot, mut diagnostics) = Snapshot::from_dir(&args.repo, &limits)?;
     let (repo, config_diagnostics) = config::load(&snapshot);
     diagnostics.extend(config_diagnostics);
-    let rendered = render::render_repo(&repo, app, env);
+    let rendered = render::render_summaries(&repo, app, env);
     for r in &rendered {
         if let Err(errors) = &r.result {
             diagnostics.extend(errors.iter().cloned());
@@ -171,10 +171,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 )?;
                 return Ok(exit_for(errors));
             }
-            for r in &loaded.rendered {
-                if let Ok(objects) = &r.result {
-                    write!(stdout, "{}", render::to_yaml_stream(objects))?;
-                }
+            // Validated: render again keeping only the text, so objects do not pile up.
+            let streams =
+                render::render_repo_with(&loaded.repo, app.as_deref(), env.as_deref(), |r| {
+                    r.result.map(|objects| render::to_yaml_stream(&objects))
+                });
+            for text in streams.iter().flatten() {
+                stdout.write_all(text.as_bytes())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -235,7 +238,6 @@ fn summary(path: &Path, loaded: &Loaded, errors: usize, warnings: usize) -> Stri
         .rendered
         .iter()
         .filter_map(|r| r.result.as_ref().ok())
-        .map(Vec::len)
         .sum();
     let verdict = if errors == 0 { "valid" } else { "invalid" };
     format!(

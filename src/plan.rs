@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::instantiate::instantiate;
 use crate::config::{ConfigRepo, Stage, StageAction};
 use crate::diagnostic::{Diagnostic, count};
-use crate::render::Rendered;
+use crate::render::RenderSummary;
 
 /// One stage as shown in a plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,8 +57,8 @@ pub struct Plan {
 }
 
 /// Builds the plan from a loaded repository, its diagnostics and its rendered output.
-pub fn build(repo: &ConfigRepo, diagnostics: &[Diagnostic], rendered: &[Rendered]) -> Plan {
-    let by_target: HashMap<(&str, &str), &Rendered> = rendered
+pub fn build(repo: &ConfigRepo, diagnostics: &[Diagnostic], rendered: &[RenderSummary]) -> Plan {
+    let by_target: HashMap<(&str, &str), &RenderSummary> = rendered
         .iter()
         .map(|r| ((r.app.as_str(), r.environment.as_str()), r))
         .collect();
@@ -98,7 +98,7 @@ pub fn build(repo: &ConfigRepo, diagnostics: &[Diagnostic], rendered: &[Rendered
         for env in environments {
             let rendered = by_target.get(&(name.as_str(), env.name.as_str()));
             let (objects, render_errors) = match rendered.map(|r| &r.result) {
-                Some(Ok(objects)) => (Some(objects.len()), 0),
+                Some(Ok(objects)) => (Some(*objects), 0),
                 Some(Err(errors)) => (None, errors.len()),
                 None => (None, 0),
             };

@@ -61,7 +61,7 @@ fn render_is_deterministic() {
 #[test]
 fn example_repo_plan_matches_snapshot() {
     let (repo, diagnostics) = load();
-    let rendered = render::render_repo(&repo, None, None);
+    let rendered = render::render_summaries(&repo, None, None);
     let plan = plan::build(&repo, &diagnostics, &rendered);
     insta::assert_snapshot!("example_repo_plan", plan::to_table(&plan));
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde_json::Value;
 
 use super::instantiate::{self, INSTANTIATION_ROOTS, RUNTIME_FIELDS};
@@ -31,9 +32,17 @@ pub fn check(repo: &ConfigRepo) -> Vec<Diagnostic> {
     for canary in repo.canaries.values() {
         check_canary(canary, &mut out);
     }
-    for app in repo.apps.values() {
-        check_application(repo, app, &broken_templates, &mut out);
-    }
+    // Apps are independent: check them in parallel, keeping their order.
+    let apps: Vec<&Document<Application>> = repo.apps.values().collect();
+    let per_app: Vec<Vec<Diagnostic>> = apps
+        .par_iter()
+        .map(|app| {
+            let mut diagnostics = Vec::new();
+            check_application(repo, app, &broken_templates, &mut diagnostics);
+            diagnostics
+        })
+        .collect();
+    out.extend(per_app.into_iter().flatten());
     out
 }
 

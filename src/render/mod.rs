@@ -368,6 +368,53 @@ pub fn render_repo(
     app_filter: Option<&str>,
     env_filter: Option<&str>,
 ) -> Vec<Rendered> {
+    render_repo_with(repo, app_filter, env_filter, |r| r)
+}
+
+/// What `validate` and `plan` keep of a render: the object count and the problems. Keeping
+/// summaries instead of objects holds peak memory down on large repositories.
+#[derive(Debug, Clone)]
+pub struct RenderSummary {
+    /// Application name.
+    pub app: String,
+    /// Environment name.
+    pub environment: String,
+    /// Number of objects, or the problems that prevented rendering.
+    pub result: Result<usize, Vec<Diagnostic>>,
+    /// Problems that do not prevent rendering.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl From<Rendered> for RenderSummary {
+    fn from(r: Rendered) -> Self {
+        RenderSummary {
+            app: r.app,
+            environment: r.environment,
+            result: r.result.map(|objects| objects.len()),
+            warnings: r.warnings,
+        }
+    }
+}
+
+/// Like [`render_repo`], but summarizes each render as soon as it is done, so rendered objects
+/// never all live at once.
+#[tracing::instrument(level = "info", skip(repo))]
+pub fn render_summaries(
+    repo: &ConfigRepo,
+    app_filter: Option<&str>,
+    env_filter: Option<&str>,
+) -> Vec<RenderSummary> {
+    render_repo_with(repo, app_filter, env_filter, RenderSummary::from)
+}
+
+/// Renders in parallel and maps each result through `keep` right away (to a summary, to text),
+/// so only what `keep` returns stays in memory.
+pub fn render_repo_with<T: Send>(
+    repo: &ConfigRepo,
+    app_filter: Option<&str>,
+    env_filter: Option<&str>,
+    keep: impl Fn(Rendered) -> T + Sync,
+) -> Vec<T> {
     let apps: Vec<&Document<Application>> = repo
         .apps
         .values()
@@ -389,12 +436,12 @@ pub fn render_repo(
                         Err(errors) => Err(errors.clone()),
                     };
                     let warnings = result.as_deref().map(lint).unwrap_or_default();
-                    Rendered {
+                    keep(Rendered {
                         app: app.doc.metadata.name.clone(),
                         environment: e.name.clone(),
                         result,
                         warnings,
-                    }
+                    })
                 })
                 .collect::<Vec<_>>()
         })

@@ -11,6 +11,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::diagnostic::Diagnostic;
 
 /// Top-level entries of a config repository that bowline reads.
@@ -105,6 +107,7 @@ impl Snapshot {
             root: canonical_root,
             limits: *limits,
             files: BTreeMap::new(),
+            pending: Vec::new(),
             refused: BTreeSet::new(),
             diagnostics: Vec::new(),
             total_bytes: 0,
@@ -118,6 +121,7 @@ impl Snapshot {
                 reader.visit_entry(&path, (*dir).to_string(), 0, false);
             }
         }
+        reader.read_pending();
         tracing::debug!(
             files = reader.files.len(),
             bytes = reader.total_bytes,
@@ -178,6 +182,8 @@ struct Reader {
     root: PathBuf,
     limits: Limits,
     files: BTreeMap<String, Arc<str>>,
+    /// Files found by the walk, read afterwards in parallel.
+    pending: Vec<(PathBuf, String)>,
     refused: BTreeSet<String>,
     diagnostics: Vec<Diagnostic>,
     total_bytes: u64,
@@ -210,7 +216,8 @@ impl Reader {
                 return;
             }
         };
-        let (target, meta) = if link_meta.file_type().is_symlink() {
+        let is_link = link_meta.file_type().is_symlink();
+        let (target, meta) = if is_link {
             match fs::canonicalize(path) {
                 Ok(target) if target.starts_with(&self.root) => match fs::metadata(&target) {
                     Ok(m) => (target, m),
@@ -245,7 +252,7 @@ impl Reader {
                 "is a directory; expected the Repository document (kind: Repository)",
             ));
         } else if meta.is_dir() {
-            self.visit_dir(&target, &rel, depth);
+            self.visit_dir(&target, &rel, depth, is_link);
         } else if meta.is_file() {
             let wanted = required
                 || Path::new(&rel)
@@ -258,7 +265,9 @@ impl Reader {
         }
     }
 
-    fn visit_dir(&mut self, dir: &Path, rel: &str, depth: usize) {
+    /// `dir` is canonical when `via_link`; only directories reached through a symlink can
+    /// form a loop, so only those are remembered.
+    fn visit_dir(&mut self, dir: &Path, rel: &str, depth: usize, via_link: bool) {
         if depth >= MAX_DEPTH {
             self.refuse(Diagnostic::file_error(
                 rel,
@@ -266,8 +275,7 @@ impl Reader {
             ));
             return;
         }
-        let canonical = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        if !self.visited_dirs.insert(canonical) {
+        if via_link && !self.visited_dirs.insert(dir.to_path_buf()) {
             return;
         }
         let entries = match fs::read_dir(dir) {
@@ -312,7 +320,7 @@ impl Reader {
             ));
             return;
         }
-        if self.files.len() >= self.limits.max_files
+        if self.pending.len() >= self.limits.max_files
             || self.total_bytes + len > self.limits.max_total_bytes
         {
             if !self.truncated {
@@ -327,34 +335,48 @@ impl Reader {
             }
             return;
         }
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) => {
-                self.diagnostics
-                    .push(Diagnostic::file_error(rel, format!("cannot read: {e}")));
-                return;
+        self.total_bytes += len;
+        self.pending.push((path.to_path_buf(), rel));
+    }
+
+    /// Reads the queued files in parallel, in path order.
+    fn read_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let results: Vec<(String, Result<Arc<str>, Diagnostic>)> = pending
+            .into_par_iter()
+            .map(|(path, rel)| {
+                let result = read_text(&path, &rel);
+                (rel, result)
+            })
+            .collect();
+        for (rel, result) in results {
+            match result {
+                Ok(text) => {
+                    self.files.insert(rel, text);
+                }
+                Err(diagnostic) => self.refuse(diagnostic),
             }
-        };
-        self.total_bytes += bytes.len() as u64;
-        match String::from_utf8(bytes) {
-            Ok(text) => {
-                // YAML allows a byte order mark; the parser does not skip it.
-                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-                self.files.insert(rel, Arc::from(text));
-            }
-            Err(e) => {
-                let valid = e.utf8_error().valid_up_to();
-                let (line, column) = line_col(&e.as_bytes()[..valid]);
-                self.refuse(Diagnostic::error(
-                    rel,
-                    line,
-                    column,
-                    "",
-                    format!(
-                        "not valid UTF-8 (byte offset {valid}); config files must be UTF-8 text"
-                    ),
-                ));
-            }
+        }
+    }
+}
+
+/// Reads one file as UTF-8 text (without a byte order mark, which YAML allows but the parser
+/// does not skip).
+fn read_text(path: &Path, rel: &str) -> Result<Arc<str>, Diagnostic> {
+    let bytes =
+        fs::read(path).map_err(|e| Diagnostic::file_error(rel, format!("cannot read: {e}")))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Arc::from(text.strip_prefix('\u{feff}').unwrap_or(&text))),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let (line, column) = line_col(&e.as_bytes()[..valid]);
+            Err(Diagnostic::error(
+                rel,
+                line,
+                column,
+                "",
+                format!("not valid UTF-8 (byte offset {valid}); config files must be UTF-8 text"),
+            ))
         }
     }
 }
