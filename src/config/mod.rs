@@ -200,6 +200,28 @@ enum Loaded {
     Canary(Document<CanaryConfig>),
 }
 
+impl Loaded {
+    /// Kind, `metadata.name` and file of the document.
+    fn identity(&self) -> (Kind, String, String) {
+        let (kind, name, file) = match self {
+            Loaded::Repository(d) => (Kind::Repository, &d.doc.metadata.name, &d.file),
+            Loaded::Application(_, d) => (Kind::Application, &d.doc.metadata.name, &d.file),
+            Loaded::Pipeline(d) => (Kind::PipelineTemplate, &d.doc.metadata.name, &d.file),
+            Loaded::Canary(d) => (Kind::CanaryConfig, &d.doc.metadata.name, &d.file),
+        };
+        (kind, name.clone(), file.clone())
+    }
+
+    fn error(&self, pointer: &str, message: String) -> Diagnostic {
+        match self {
+            Loaded::Repository(d) => d.error(pointer, message),
+            Loaded::Application(_, d) => d.error(pointer, message),
+            Loaded::Pipeline(d) => d.error(pointer, message),
+            Loaded::Canary(d) => d.error(pointer, message),
+        }
+    }
+}
+
 /// Loads every document of a snapshot and runs the cross-document checks.
 #[tracing::instrument(level = "info", skip_all, fields(files = snapshot.len()))]
 pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
@@ -246,40 +268,13 @@ pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
             _ => {}
         }
         let Some(loaded) = loaded else { continue };
-        let (kind, name, file) = match &loaded {
-            Loaded::Repository(d) => (
-                Kind::Repository,
-                d.doc.metadata.name.clone(),
-                d.file.clone(),
-            ),
-            Loaded::Application(_, d) => (
-                Kind::Application,
-                d.doc.metadata.name.clone(),
-                d.file.clone(),
-            ),
-            Loaded::Pipeline(d) => (
-                Kind::PipelineTemplate,
-                d.doc.metadata.name.clone(),
-                d.file.clone(),
-            ),
-            Loaded::Canary(d) => (
-                Kind::CanaryConfig,
-                d.doc.metadata.name.clone(),
-                d.file.clone(),
-            ),
-        };
+        let (kind, name, file) = loaded.identity();
         if let Some(first) = seen.get(&(kind, name.clone())) {
             let message = format!(
                 "duplicate {} name \"{name}\": also defined in {first}",
                 kind.as_str()
             );
-            let error = match &loaded {
-                Loaded::Repository(d) => d.error("/metadata/name", message),
-                Loaded::Application(_, d) => d.error("/metadata/name", message),
-                Loaded::Pipeline(d) => d.error("/metadata/name", message),
-                Loaded::Canary(d) => d.error("/metadata/name", message),
-            };
-            diagnostics.push(error);
+            diagnostics.push(loaded.error("/metadata/name", message));
             continue;
         }
         seen.insert((kind, name.clone()), file);
