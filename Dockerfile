@@ -14,6 +14,8 @@ RUN mkdir -p src benches examples \
  && rm -rf src benches examples
 COPY src src
 COPY schema schema
+COPY benches benches
+COPY examples examples
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin bowline \
  && strip target/release/bowline
 
