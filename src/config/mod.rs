@@ -470,12 +470,3 @@ fn typed<T: DeserializeOwned>(
         }
     }
 }
-
-/// A document built from a value that did not come from a file (tests, generated input).
-pub fn document_from_value<T: DeserializeOwned>(
-    file: &str,
-    source: &str,
-    raw: Value,
-) -> Result<Document<T>, Vec<Diagnostic>> {
-    typed(file.to_string(), Arc::from(source), raw)
-}

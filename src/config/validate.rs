@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::instantiate::{self, INSTANTIATION_ROOTS, RUNTIME_FIELDS};
 use super::model::*;
 use super::{ConfigRepo, Document};
-use crate::diagnostic::{Diagnostic, did_you_mean, pointer_join, suggest};
+use crate::diagnostic::{Diagnostic, did_you_mean, pointer_join, pointer_to_field, suggest};
 use crate::template;
 
 /// Runs every cross-document rule.
@@ -54,11 +54,34 @@ fn list(names: &[&str]) -> String {
     }
 }
 
-/// Positions of repeated names, each with the position of the first occurrence.
+/// Reports each repeated `name` of the array at `array` (items with a `name` field), citing the
+/// first occurrence.
+fn report_duplicates<'a, T>(
+    doc: &Document<T>,
+    array: &str,
+    what: &str,
+    names: impl IntoIterator<Item = &'a str>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let names: Vec<&str> = names.into_iter().collect();
+    let field = pointer_to_field(array);
+    for (i, first) in duplicates(names.iter().copied()) {
+        out.push(doc.error(
+            &format!("{array}/{i}/name"),
+            format!(
+                "duplicate {what} name \"{}\" (first at {field}[{first}])",
+                names[i]
+            ),
+        ));
+    }
+}
+
+/// Positions of repeated names, each with the position of the first occurrence. Empty names
+/// (items that could not be read) are skipped.
 fn duplicates<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(usize, usize)> {
     let mut first: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::new();
-    for (i, name) in names.into_iter().enumerate() {
+    for (i, name) in names.into_iter().enumerate().filter(|(_, n)| !n.is_empty()) {
         match first.get(name) {
             Some(&f) => out.push((i, f)),
             None => {
@@ -95,15 +118,13 @@ fn unknown<T>(
 
 fn check_repository(repo: &ConfigRepo, doc: &Document<Repository>, out: &mut Vec<Diagnostic>) {
     let environments = &doc.doc.spec.environments;
-    for (i, first) in duplicates(environments.iter().map(|e| e.name.as_str())) {
-        out.push(doc.error(
-            &format!("/spec/environments/{i}/name"),
-            format!(
-                "duplicate environment name \"{}\" (first at spec.environments[{first}])",
-                environments[i].name
-            ),
-        ));
-    }
+    report_duplicates(
+        doc,
+        "/spec/environments",
+        "environment",
+        environments.iter().map(|e| e.name.as_str()),
+        out,
+    );
     // Cluster names are unique across environments.
     let clusters: Vec<(usize, usize, &str)> = environments
         .iter()
@@ -355,19 +376,18 @@ fn check_variables(
 
 fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut Vec<Diagnostic>) {
     let spec = &doc.doc.spec;
+    let env = template::sandbox();
     let env_names = repo.environment_names();
     let check_envs = repo.repository.is_some();
 
     // Parameters: duplicates and default types.
-    for (i, first) in duplicates(spec.parameters.iter().map(|p| p.name.as_str())) {
-        out.push(doc.error(
-            &format!("/spec/parameters/{i}/name"),
-            format!(
-                "duplicate parameter name \"{}\" (first at spec.parameters[{first}])",
-                spec.parameters[i].name
-            ),
-        ));
-    }
+    report_duplicates(
+        doc,
+        "/spec/parameters",
+        "parameter",
+        spec.parameters.iter().map(|p| p.name.as_str()),
+        out,
+    );
     for (i, p) in spec.parameters.iter().enumerate() {
         if let Some(default) = &p.default {
             if let Err(e) = p.kind.check(default) {
@@ -416,19 +436,20 @@ fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut
         .iter()
         .map(|s| serde_json::from_value::<StageHeader>(s.clone()).ok())
         .collect();
+    report_duplicates(
+        doc,
+        "/spec/stages",
+        "stage",
+        headers
+            .iter()
+            .map(|h| h.as_ref().map_or("", |h| h.name.as_str())),
+        out,
+    );
+    // Name → first stage with it.
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
-        let Some(h) = h else { continue };
-        if let Some(&first) = index.get(h.name.as_str()) {
-            out.push(doc.error(
-                &format!("/spec/stages/{i}/name"),
-                format!(
-                    "duplicate stage name \"{}\" (first at spec.stages[{first}])",
-                    h.name
-                ),
-            ));
-        } else {
-            index.insert(&h.name, i);
+        if let Some(h) = h {
+            index.entry(h.name.as_str()).or_insert(i);
         }
     }
     let stage_names: Vec<&str> = headers.iter().flatten().map(|h| h.name.as_str()).collect();
@@ -461,7 +482,7 @@ fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut
                 out.push(unknown(doc, &pointer, "stage", dep, &others));
             }
         }
-        check_stage_fields(repo, doc, &spec.stages[i], &base, &declared, out);
+        check_stage_fields(repo, doc, &env, &spec.stages[i], &base, &declared, out);
     }
     for cycle in find_cycles(&headers, &index) {
         let first = cycle[0];
@@ -481,12 +502,12 @@ fn check_pipeline(repo: &ConfigRepo, doc: &Document<PipelineTemplate>, out: &mut
 fn check_stage_fields(
     repo: &ConfigRepo,
     doc: &Document<PipelineTemplate>,
+    env: &minijinja::Environment<'static>,
     stage: &Value,
     base: &str,
     declared: &[&str],
     out: &mut Vec<Diagnostic>,
 ) {
-    let env = template::sandbox();
     let mut strings = Vec::new();
     collect_strings(stage, base, false, &mut strings);
     for (pointer, text, runtime, is_expression) in strings {
@@ -691,15 +712,14 @@ fn check_thresholds<T>(doc: &Document<T>, t: &Value, pointer: &str, out: &mut Ve
 
 fn check_canary(doc: &Document<CanaryConfig>, out: &mut Vec<Diagnostic>) {
     let spec = &doc.doc.spec;
-    for (i, first) in duplicates(spec.metrics.iter().map(|m| m.name.as_str())) {
-        out.push(doc.error(
-            &format!("/spec/metrics/{i}/name"),
-            format!(
-                "duplicate metric name \"{}\" (first at spec.metrics[{first}])",
-                spec.metrics[i].name
-            ),
-        ));
-    }
+    let env = template::sandbox();
+    report_duplicates(
+        doc,
+        "/spec/metrics",
+        "metric",
+        spec.metrics.iter().map(|m| m.name.as_str()),
+        out,
+    );
     let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, m) in spec.metrics.iter().enumerate() {
         let base = format!("/spec/metrics/{i}");
@@ -733,6 +753,7 @@ fn check_canary(doc: &Document<CanaryConfig>, out: &mut Vec<Diagnostic>) {
         }
         check_query(
             doc,
+            &env,
             &spec.templates,
             &m.query,
             &format!("{base}/query"),
@@ -788,6 +809,7 @@ fn check_canary(doc: &Document<CanaryConfig>, out: &mut Vec<Diagnostic>) {
     for (name, text) in &spec.templates {
         check_query(
             doc,
+            &env,
             &BTreeMap::new(),
             text,
             &pointer_join("/spec/templates", name),
@@ -799,12 +821,12 @@ fn check_canary(doc: &Document<CanaryConfig>, out: &mut Vec<Diagnostic>) {
 /// Checks a PromQL template: syntax and variables (`scope`, `location`, `templates.<name>`).
 fn check_query(
     doc: &Document<CanaryConfig>,
+    env: &minijinja::Environment<'static>,
     templates: &BTreeMap<String, String>,
     text: &str,
     pointer: &str,
     out: &mut Vec<Diagnostic>,
 ) {
-    let env = template::sandbox();
     let t = match env.template_from_str(text) {
         Ok(t) => t,
         Err(e) => {
