@@ -1,17 +1,14 @@
 //! The `bowline` command line.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use bowline::config::{self, ConfigRepo};
-use bowline::diagnostic::{self, Diagnostic};
-use bowline::plan;
-use bowline::render::{self, RenderSummary};
-use bowline::source::{Limits, Snapshot};
 use bowline::telemetry::{self, LogFormat};
+use cli::OutputFormat;
+use cli::repo::RepoArgs;
 
 /// bowline: GitOps reconciler and promotion engine for Kubernetes.
 #[derive(Parser)]
@@ -31,21 +28,6 @@ struct Cli {
 enum LogFormatArg {
     Text,
     Json,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
-    Text,
-    Json,
-}
-
-#[derive(clap::Args)]
-struct RepoArgs {
-    /// Path of the config repository (the directory holding bowline.yaml).
-    repo: PathBuf,
-    /// Largest file read from the repository, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_file_bytes)]
-    max_file_size: u64,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +62,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every client (kube, reqwest): ring. Fails only when a provider
+    // is already installed, which is the state we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     telemetry::init(
         &cli.log_level,
@@ -97,158 +82,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Everything `validate`, `render` and `plan` share: the loaded repository, its diagnostics
-/// (including render errors) and a summary of each render.
-struct Loaded {
-    repo: ConfigRepo,
-    diagnostics: Vec<Diagnostic>,
-    rendered: Vec<RenderSummary>,
-}
-
-fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Result<Loaded> {
-    let limits = Limits {
-        max_file_bytes: args.max_file_size,
-        ..Limits::default()
-    };
-    let (snapshot, mut diagnostics) = Snapshot::from_dir(&args.repo, &limits)?;
-    let (repo, config_diagnostics) = config::load(&snapshot);
-    diagnostics.extend(config_diagnostics);
-    let rendered = render::render_summaries(&repo, app, env);
-    for r in &rendered {
-        if let Err(errors) = &r.result {
-            diagnostics.extend(errors.iter().cloned());
-        }
-        diagnostics.extend(r.warnings.iter().cloned());
-    }
-    diagnostic::sort_and_dedup(&mut diagnostics);
-    Ok(Loaded {
-        repo,
-        diagnostics,
-        rendered,
-    })
-}
-
 fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
     match command {
-        Command::Validate { repo, format } => {
-            let loaded = load(&repo, None, None)?;
-            let errors = diagnostic::error_count(&loaded.diagnostics);
-            let warnings = loaded.diagnostics.len() - errors;
-            match format {
-                OutputFormat::Json => {
-                    let report = serde_json::json!({
-                        "valid": errors == 0,
-                        "errors": errors,
-                        "warnings": warnings,
-                        "diagnostics": loaded.diagnostics,
-                    });
-                    serde_json::to_writer_pretty(&mut stdout, &report)?;
-                    writeln!(stdout)?;
-                }
-                OutputFormat::Text => {
-                    for d in &loaded.diagnostics {
-                        writeln!(stdout, "{d}")?;
-                    }
-                    writeln!(stdout, "{}", summary(&repo.repo, &loaded, errors, warnings))?;
-                }
-            }
-            Ok(exit_for(errors))
-        }
-        Command::Render { repo, app, env } => {
-            let loaded = load(&repo, app.as_deref(), env.as_deref())?;
-            check_selection(&loaded.repo, app.as_deref(), env.as_deref())?;
-            let errors = diagnostic::error_count(&loaded.diagnostics);
-            let mut stderr = std::io::stderr().lock();
-            for d in &loaded.diagnostics {
-                writeln!(stderr, "{d}")?;
-            }
-            if errors > 0 {
-                writeln!(
-                    stderr,
-                    "render failed: {} in the config repository",
-                    diagnostic::count(errors, "error")
-                )?;
-                return Ok(exit_for(errors));
-            }
-            // Validated: render again keeping only the text, so objects do not pile up.
-            let streams =
-                render::render_repo_with(&loaded.repo, app.as_deref(), env.as_deref(), |r| {
-                    r.result.map(|objects| render::to_yaml_stream(&objects))
-                });
-            for text in streams.iter().flatten() {
-                stdout.write_all(text.as_bytes())?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Plan { repo, format } => {
-            let loaded = load(&repo, None, None)?;
-            let plan = plan::build(&loaded.repo, &loaded.diagnostics, &loaded.rendered);
-            match format {
-                OutputFormat::Json => {
-                    serde_json::to_writer_pretty(&mut stdout, &plan)?;
-                    writeln!(stdout)?;
-                }
-                OutputFormat::Text => {
-                    for d in &loaded.diagnostics {
-                        writeln!(stdout, "{d}")?;
-                    }
-                    if !loaded.diagnostics.is_empty() {
-                        writeln!(stdout)?;
-                    }
-                    write!(stdout, "{}", plan::to_table(&plan))?;
-                }
-            }
-            Ok(exit_for(plan.errors))
-        }
+        Command::Validate { repo, format } => cli::repo::validate(repo, format),
+        Command::Render { repo, app, env } => cli::repo::render(repo, app, env),
+        Command::Plan { repo, format } => cli::repo::plan(repo, format),
     }
-}
-
-fn exit_for(errors: usize) -> ExitCode {
-    if errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-fn check_selection(repo: &ConfigRepo, app: Option<&str>, env: Option<&str>) -> anyhow::Result<()> {
-    if let Some(app) = app {
-        anyhow::ensure!(
-            repo.apps.contains_key(app),
-            "unknown application \"{app}\" (known: {})",
-            repo.apps.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    if let Some(env) = env {
-        let known = repo.environment_names();
-        anyhow::ensure!(
-            known.contains(&env),
-            "unknown environment \"{env}\" (known: {})",
-            known.join(", ")
-        );
-    }
-    Ok(())
-}
-
-fn summary(path: &Path, loaded: &Loaded, errors: usize, warnings: usize) -> String {
-    let repo = &loaded.repo;
-    let renders = loaded.rendered.len();
-    let objects: usize = loaded
-        .rendered
-        .iter()
-        .filter_map(|r| r.result.as_ref().ok())
-        .sum();
-    let verdict = if errors == 0 { "valid" } else { "invalid" };
-    format!(
-        "{}: {verdict}: {}, {} ({}, {}, {}; {}, {})",
-        path.display(),
-        diagnostic::count(errors, "error"),
-        diagnostic::count(warnings, "warning"),
-        diagnostic::count(repo.apps.len(), "app"),
-        diagnostic::count(repo.pipelines.len(), "pipeline template"),
-        diagnostic::count(repo.canaries.len(), "canary config"),
-        diagnostic::count(renders, "app/environment render"),
-        diagnostic::count(objects, "object"),
-    )
 }
