@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod diagnostic;
+pub mod diff;
 pub mod plan;
 pub mod render;
 pub mod source;

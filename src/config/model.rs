@@ -194,6 +194,9 @@ pub struct SyncPolicySpec {
     /// See [`SyncPolicy::self_heal`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_heal: Option<bool>,
+    /// See [`SyncPolicy::force_conflicts`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_conflicts: Option<bool>,
 }
 
 /// The effective sync policy of an application.
@@ -206,16 +209,22 @@ pub struct SyncPolicy {
     pub prune: bool,
     /// Re-apply on drift.
     pub self_heal: bool,
+    /// Take over fields owned by other field managers instead of failing with a conflict.
+    pub force_conflicts: bool,
 }
 
 impl SyncPolicySpec {
     /// This policy with unset fields taken from `fallback`, then from the built-in defaults
-    /// (automated, no prune, no self-heal).
+    /// (automated, no prune, no self-heal, no forced conflicts).
     pub fn resolve(&self, fallback: &SyncPolicySpec) -> SyncPolicy {
         SyncPolicy {
             automated: self.automated.or(fallback.automated).unwrap_or(true),
             prune: self.prune.or(fallback.prune).unwrap_or(false),
             self_heal: self.self_heal.or(fallback.self_heal).unwrap_or(false),
+            force_conflicts: self
+                .force_conflicts
+                .or(fallback.force_conflicts)
+                .unwrap_or(false),
         }
     }
 }
@@ -257,6 +266,33 @@ pub struct ApplicationSpec {
     /// Who may resolve manual judgments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Fields left out of live diffs and not claimed when applying.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_differences: Vec<IgnoreDifference>,
+}
+
+/// One `ignoreDifferences` rule: fields of matching objects that bowline neither compares nor
+/// claims, given as JSON pointers or as the fields owned by other field managers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoreDifference {
+    /// API group (`apps`, `""` for core); any group when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind of the objects.
+    pub kind: String,
+    /// Only the object of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only objects in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Fields to ignore, as JSON pointers (`/spec/replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_pointers: Vec<String>,
+    /// Ignore every field these field managers own on the live object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_fields_managers: Vec<String>,
 }
 
 /// A container image reference.
