@@ -7,11 +7,13 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod diagnostic;
 pub mod diff;
 pub mod plan;
 pub mod render;
 pub mod source;
+pub mod sync;
 pub mod telemetry;
 pub mod template;

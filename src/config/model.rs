@@ -271,6 +271,19 @@ pub struct ApplicationSpec {
     pub ignore_differences: Vec<IgnoreDifference>,
 }
 
+impl Application {
+    /// The namespace the application deploys to in `environment`: its own override for that
+    /// environment, else the environment's namespace.
+    pub fn namespace_in(&self, environment: &Environment) -> String {
+        self.spec
+            .environments
+            .get(&environment.name)
+            .and_then(|e| e.as_ref())
+            .and_then(|e| e.namespace.clone())
+            .unwrap_or_else(|| environment.namespace.clone())
+    }
+}
+
 /// One `ignoreDifferences` rule: fields of matching objects that bowline neither compares nor
 /// claims, given as JSON pointers or as the fields owned by other field managers.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -1,0 +1,98 @@
+//! Which live objects pruning may delete, and in which order. Pure functions: the parent
+//! module lists the candidates from the cluster.
+//!
+//! An object is pruned only when it carries bowline's managed-by label and both the app and
+//! environment annotations of the app being synced, is not owned by another object (pods of a
+//! ReplicaSet, …), and is no longer desired. Nothing else is ever deleted.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::diff::ObjectKey;
+use crate::render::order::kind_rank;
+use crate::render::{APP_KEY, ENV_KEY, MANAGED_BY, MANAGED_BY_LABEL};
+
+/// The label selector that finds candidates on the server (refined by [`is_ours`]).
+pub fn selector(app: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{APP_KEY}={app}")
+}
+
+/// True when `object` was created by bowline for `app` in `environment`.
+pub fn is_ours(object: &Value, app: &str, environment: &str) -> bool {
+    let text = |p: &str| object.pointer(p).and_then(Value::as_str);
+    let annotation = |k: &str| {
+        object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(k))
+            .and_then(Value::as_str)
+    };
+    let owned_by_another = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| !refs.is_empty());
+    text(&format!(
+        "/metadata/labels/{}",
+        MANAGED_BY_LABEL.replace('/', "~1")
+    )) == Some(MANAGED_BY)
+        && annotation(APP_KEY) == Some(app)
+        && annotation(ENV_KEY) == Some(environment)
+        && !owned_by_another
+}
+
+/// The objects among `live` to delete: ours and not desired, in reverse apply order (workloads
+/// before their config, namespaces and CRDs last).
+pub fn select<'l>(
+    live: &'l [Value],
+    desired: &HashSet<ObjectKey>,
+    app: &str,
+    environment: &str,
+) -> Vec<&'l Value> {
+    let mut doomed: Vec<&Value> = live
+        .iter()
+        .filter(|o| is_ours(o, app, environment))
+        .filter(|o| !desired.contains(&ObjectKey::of(o)))
+        .collect();
+    doomed.sort_by_key(|o| {
+        let key = ObjectKey::of(o);
+        (std::cmp::Reverse(kind_rank(&key.kind)), key)
+    });
+    doomed.dedup_by_key(|o| ObjectKey::of(o));
+    doomed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(kind: &str, name: &str, app: &str, env: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": kind,
+               "metadata": {"name": name, "namespace": "shop",
+                            "labels": {"app.kubernetes.io/managed-by": "bowline", "bowline.dev/app": app},
+                            "annotations": {"bowline.dev/app": app, "bowline.dev/environment": env}}})
+    }
+
+    #[test]
+    fn only_ours_not_desired_in_reverse_order() {
+        let mut foreign = obj("ConfigMap", "foreign", "web", "staging");
+        foreign["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("helm");
+        let mut owned = obj("ConfigMap", "owned", "web", "staging");
+        owned["metadata"]["ownerReferences"] = json!([{"kind": "Deployment", "name": "x"}]);
+        let live = vec![
+            obj("ConfigMap", "old-config", "web", "staging"),
+            obj("Deployment", "old", "web", "staging"),
+            obj("ConfigMap", "kept", "web", "staging"),
+            obj("ConfigMap", "other-app", "api", "staging"),
+            obj("ConfigMap", "other-env", "web", "production"),
+            foreign,
+            owned,
+        ];
+        let desired: HashSet<ObjectKey> = [ObjectKey::of(&live[2])].into_iter().collect();
+        let names: Vec<&str> = select(&live, &desired, "web", "staging")
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(names, vec!["old", "old-config"]);
+    }
+}

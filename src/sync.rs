@@ -1,0 +1,390 @@
+//! Bringing one application in one environment in line with the repository, cluster by
+//! cluster: the live plan (each rendered object server-side dry-run applied and compared with
+//! the live one, plus the objects pruning would delete) and the sync itself (apply, prune, wait
+//! for health).
+//!
+//! This is where [`crate::render`], [`crate::diff`] and [`crate::cluster`] meet; the CLI and
+//! the pipeline's deploy stages call it.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cluster::{Cluster, ClusterError, Health, health};
+use crate::diff::{self, Action, Counts, DiffOptions, ObjectDiff, ObjectKey};
+use crate::render::RenderedObject;
+
+/// Requests in flight per cluster while planning.
+const CONCURRENCY: usize = 8;
+
+/// What one application in one environment is compared with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum LiveState {
+    /// The live cluster (server-side dry-run against live objects).
+    Cluster,
+    /// No cluster could be used: everything is compared with an empty cluster.
+    Empty {
+        /// Why (no kubeconfig, cluster unreachable, …).
+        reason: String,
+    },
+}
+
+/// The live plan of one application, environment and cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPlan {
+    /// Application.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// What the desired state was compared with.
+    pub live: LiveState,
+    /// Counts per action.
+    pub counts: Counts,
+    /// One entry per object: desired objects in apply order, then deletions.
+    pub objects: Vec<ObjectDiff>,
+}
+
+/// What a plan or sync needs to know about the application.
+#[derive(Debug, Clone)]
+pub struct AppTarget<'a> {
+    /// Application name.
+    pub app: &'a str,
+    /// Environment name.
+    pub environment: &'a str,
+    /// Cluster name.
+    pub cluster: &'a str,
+    /// Namespaces the app deploys to (for finding objects to prune).
+    pub namespace: &'a str,
+    /// Rendered objects in apply order.
+    pub objects: &'a [RenderedObject],
+    /// Include the objects pruning would delete.
+    pub prune: bool,
+    /// Take over fields owned by other field managers.
+    pub force_conflicts: bool,
+}
+
+/// How objects are compared for `target`: the given options plus the implicit rules of its
+/// own objects (replicas of autoscaled workloads).
+pub fn diff_options(base: &DiffOptions, objects: &[RenderedObject]) -> DiffOptions {
+    let mut options = base.clone();
+    options
+        .ignore
+        .extend(diff::implicit_ignores(objects.iter().map(|o| &o.object)));
+    options
+}
+
+/// The rendered object as sent to the API server: without the fields bowline ignores once
+/// the object exists (so it never claims, say, an autoscaler's replicas).
+fn apply_body(object: &Value, live: Option<&Value>, options: &DiffOptions) -> Value {
+    let mut body = object.clone();
+    if live.is_some() {
+        for path in options.ignored_paths(object, live) {
+            diff::ignore::remove_path(&mut body, &path);
+        }
+    }
+    body
+}
+
+/// Plans `target` against an empty cluster (no API server): every object is a creation.
+pub fn plan_offline(target: &AppTarget<'_>, options: &DiffOptions, reason: &str) -> TargetPlan {
+    let options = diff_options(options, target.objects);
+    let objects: Vec<ObjectDiff> = target
+        .objects
+        .iter()
+        .map(|o| diff::compare(None, Some(&o.object), &options))
+        .collect();
+    TargetPlan {
+        app: target.app.to_string(),
+        environment: target.environment.to_string(),
+        cluster: target.cluster.to_string(),
+        live: LiveState::Empty {
+            reason: reason.to_string(),
+        },
+        counts: Counts::of(&objects),
+        objects,
+    }
+}
+
+/// One object as planned: the body to apply and its diff.
+struct Planned {
+    body: Value,
+    diff: ObjectDiff,
+}
+
+/// Plans `target` against the live cluster.
+#[tracing::instrument(level = "info", skip_all, fields(app = target.app, environment = target.environment, cluster = target.cluster))]
+pub async fn plan(
+    cluster: &Cluster,
+    target: &AppTarget<'_>,
+    options: &DiffOptions,
+) -> Result<TargetPlan, ClusterError> {
+    let (planned, deletions) = plan_objects(cluster, target, options).await?;
+    let objects: Vec<ObjectDiff> = planned
+        .into_iter()
+        .map(|p| p.diff)
+        .chain(deletions.into_iter().map(|(_, d)| d))
+        .collect();
+    Ok(TargetPlan {
+        app: target.app.to_string(),
+        environment: target.environment.to_string(),
+        cluster: target.cluster.to_string(),
+        live: LiveState::Cluster,
+        counts: Counts::of(&objects),
+        objects,
+    })
+}
+
+async fn plan_objects(
+    cluster: &Cluster,
+    target: &AppTarget<'_>,
+    options: &DiffOptions,
+) -> Result<(Vec<Planned>, Vec<(ObjectKey, ObjectDiff)>), ClusterError> {
+    let options = diff_options(options, target.objects);
+    let planned: Vec<Planned> = stream::iter(target.objects)
+        .map(|rendered| {
+            let options = &options;
+            async move {
+                let key = ObjectKey::of(&rendered.object);
+                let live = cluster.get(&key).await?;
+                let body = apply_body(&rendered.object, live.as_ref(), options);
+                let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
+                let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
+                Ok::<_, ClusterError>(Planned { body, diff })
+            }
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut deletions = Vec::new();
+    if target.prune {
+        let desired: HashSet<ObjectKey> = target
+            .objects
+            .iter()
+            .map(|o| ObjectKey::of(&o.object))
+            .collect();
+        let namespaces: Vec<String> = target
+            .objects
+            .iter()
+            .filter_map(|o| o.namespace.clone())
+            .chain(std::iter::once(target.namespace.to_string()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let live = cluster.list_managed(target.app, &namespaces).await?;
+        for object in crate::cluster::prune::select(&live, &desired, target.app, target.environment)
+        {
+            deletions.push((
+                ObjectKey::of(object),
+                diff::compare(Some(object), None, &options),
+            ));
+        }
+    }
+    Ok((planned, deletions))
+}
+
+/// How a sync runs.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Only dry-run: report what would change, change nothing.
+    pub dry_run: bool,
+    /// Wait for workloads to become healthy.
+    pub wait: bool,
+    /// Longest wait for health.
+    pub timeout: Duration,
+    /// Time between health checks.
+    pub poll: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            dry_run: false,
+            wait: true,
+            timeout: Duration::from_secs(300),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Something that happened during a sync, for progress output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncEvent {
+    /// An object was applied (or found unchanged, or would be applied in a dry run).
+    Applied(ObjectDiff),
+    /// An object was deleted by pruning.
+    Pruned(ObjectKey),
+    /// Waiting for these workloads to become healthy.
+    Waiting(Vec<ObjectKey>),
+    /// A workload's health changed.
+    Health(ObjectKey, Health),
+}
+
+/// The outcome of a successful sync.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncReport {
+    /// What changed, per object (the plan that was carried out).
+    pub plan: TargetPlan,
+    /// Whether health was awaited and reached.
+    pub healthy: bool,
+    /// Time taken.
+    #[serde(with = "humantime_serde_secs")]
+    pub elapsed: Duration,
+}
+
+mod humantime_serde_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The cluster refused or could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A workload will not become healthy.
+    #[error("rollout of {object} failed: {reason}")]
+    RolloutFailed {
+        /// The workload.
+        object: ObjectKey,
+        /// Why, e.g. `ProgressDeadlineExceeded: …; pod …: ImagePullBackOff (…)`.
+        reason: String,
+    },
+    /// Health was not reached in time.
+    #[error("timed out after {}s waiting for {object}: {last}", waited.as_secs())]
+    Timeout {
+        /// The first workload still not healthy.
+        object: ObjectKey,
+        /// How long was waited.
+        waited: Duration,
+        /// Its last health.
+        last: Health,
+    },
+}
+
+/// Syncs `target` to `cluster`: applies what changed (server-side apply), prunes what is no
+/// longer desired when `target.prune` is set, then waits for the workloads to be healthy.
+#[tracing::instrument(level = "info", skip_all, fields(app = target.app, environment = target.environment, cluster = target.cluster, dry_run = options.dry_run))]
+pub async fn sync(
+    cluster: &Cluster,
+    target: &AppTarget<'_>,
+    diff_base: &DiffOptions,
+    options: &SyncOptions,
+    progress: &(dyn Fn(SyncEvent) + Sync),
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let (planned, deletions) = plan_objects(cluster, target, diff_base).await?;
+    for p in &planned {
+        if !options.dry_run && p.diff.action != Action::Unchanged {
+            cluster
+                .apply(&p.body, false, target.force_conflicts)
+                .await?;
+        }
+        progress(SyncEvent::Applied(p.diff.clone()));
+    }
+    for (key, _) in &deletions {
+        if !options.dry_run {
+            cluster.delete(key, false).await?;
+        }
+        progress(SyncEvent::Pruned(key.clone()));
+    }
+    let workloads: Vec<ObjectKey> = planned
+        .iter()
+        .filter(|p| health::has_rollout(&p.body))
+        .map(|p| p.diff.key.clone())
+        .collect();
+    let healthy = if options.dry_run || !options.wait || workloads.is_empty() {
+        options.dry_run || workloads.is_empty()
+    } else {
+        progress(SyncEvent::Waiting(workloads.clone()));
+        wait_healthy(cluster, &workloads, options, progress).await?;
+        true
+    };
+    let objects: Vec<ObjectDiff> = planned
+        .into_iter()
+        .map(|p| p.diff)
+        .chain(deletions.into_iter().map(|(_, d)| d))
+        .collect();
+    Ok(SyncReport {
+        plan: TargetPlan {
+            app: target.app.to_string(),
+            environment: target.environment.to_string(),
+            cluster: target.cluster.to_string(),
+            live: LiveState::Cluster,
+            counts: Counts::of(&objects),
+            objects,
+        },
+        healthy,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Polls the workloads until all are healthy, one fails, or the timeout passes.
+async fn wait_healthy(
+    cluster: &Cluster,
+    workloads: &[ObjectKey],
+    options: &SyncOptions,
+    progress: &(dyn Fn(SyncEvent) + Sync),
+) -> Result<(), SyncError> {
+    let started = Instant::now();
+    let mut last: Vec<Option<Health>> = vec![None; workloads.len()];
+    loop {
+        let mut all_healthy = true;
+        for (key, last) in workloads.iter().zip(last.iter_mut()) {
+            if *last == Some(Health::Healthy) {
+                continue;
+            }
+            let health = cluster.health(key).await?;
+            if last.as_ref() != Some(&health) {
+                progress(SyncEvent::Health(key.clone(), health.clone()));
+            }
+            if let Health::Failed(reason) = &health {
+                return Err(SyncError::RolloutFailed {
+                    object: key.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            all_healthy &= health == Health::Healthy;
+            *last = Some(health);
+        }
+        if all_healthy {
+            return Ok(());
+        }
+        if started.elapsed() >= options.timeout {
+            let (object, health) = workloads
+                .iter()
+                .zip(last)
+                .find(|(_, h)| *h != Some(Health::Healthy))
+                .map(|(k, h)| {
+                    (
+                        k.clone(),
+                        h.unwrap_or(Health::Progressing("unknown".into())),
+                    )
+                })
+                .unwrap_or_else(|| (workloads[0].clone(), Health::Progressing("unknown".into())));
+            return Err(SyncError::Timeout {
+                object,
+                waited: started.elapsed(),
+                last: health,
+            });
+        }
+        tokio::time::sleep(
+            options
+                .poll
+                .min(options.timeout.saturating_sub(started.elapsed())),
+        )
+        .await;
+    }
+}
