@@ -32,6 +32,11 @@ enum LogFormatArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Canary analysis: judge metric data, import Kayenta configs, run against Prometheus.
+    Canary {
+        #[command(subcommand)]
+        command: cli::canary::CanaryCommand,
+    },
     /// Check every document, reference and manifest; report all problems with file:line:column.
     Validate {
         #[command(flatten)]
@@ -51,13 +56,46 @@ enum Command {
         #[arg(long)]
         env: Option<String>,
     },
-    /// Show, per application and environment, validity, object count and pipeline stages.
+    /// Show, per application and environment, validity, pipeline stages and what would change
+    /// in each cluster (server-side dry-run against live objects).
     Plan {
         #[command(flatten)]
         repo: RepoArgs,
+        #[command(flatten)]
+        clusters: cli::live::ClusterArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Exit 0 when everything is in sync, 2 when changes exist, 1 on errors.
+        #[arg(long)]
+        exit_code: bool,
+    },
+    /// Apply one application to one environment (server-side apply, cluster by cluster in wave
+    /// order), prune what is no longer rendered, and wait until it is healthy.
+    Sync {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[command(flatten)]
+        clusters: cli::live::ClusterArgs,
+        /// Application to sync.
+        #[arg(long)]
+        app: String,
+        /// Environment to sync to.
+        #[arg(long)]
+        env: String,
+        /// Show what would change without changing anything (server-side dry-run).
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete objects bowline created for the app that are no longer rendered (also on when
+        /// the app's syncPolicy.prune is true).
+        #[arg(long)]
+        prune: bool,
+        /// Longest wait for the rollout to become healthy.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Do not wait for health after applying.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -84,8 +122,24 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Canary { command } => cli::canary::run(command),
         Command::Validate { repo, format } => cli::repo::validate(repo, format),
         Command::Render { repo, app, env } => cli::repo::render(repo, app, env),
-        Command::Plan { repo, format } => cli::repo::plan(repo, format),
+        Command::Plan {
+            repo,
+            clusters,
+            format,
+            exit_code,
+        } => cli::live::plan(repo, clusters, format, exit_code),
+        Command::Sync {
+            repo,
+            clusters,
+            app,
+            env,
+            dry_run,
+            prune,
+            timeout,
+            no_wait,
+        } => cli::live::sync(repo, clusters, app, env, dry_run, prune, timeout, no_wait),
     }
 }

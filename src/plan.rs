@@ -1,7 +1,6 @@
 //! `bowline plan`: per application and environment, whether it validates, how many objects it
-//! renders to, and which pipeline stages would run there.
-//!
-//! The live diff is not part of the plan yet: objects are counted, not compared with a cluster.
+//! renders to, which pipeline stages would run there, and — per cluster — what would change
+//! (the live diff, computed by [`crate::sync::plan`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -10,7 +9,9 @@ use serde::Serialize;
 use crate::config::instantiate::instantiate;
 use crate::config::{ConfigRepo, Stage, StageAction};
 use crate::diagnostic::{Diagnostic, count};
+use crate::diff::{Action, Counts};
 use crate::render::RenderSummary;
+use crate::sync::{LiveState, TargetPlan};
 
 /// One stage as shown in a plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -283,11 +284,168 @@ pub fn to_table(plan: &Plan) -> String {
     }
     let objects: usize = plan.rows.iter().filter_map(|r| r.objects).sum();
     out.push_str(&format!(
-        "\n{}, {}; {}, {}.\nLive state was not compared: no cluster is configured for plan, so every object counts as new.\n",
+        "\n{}, {}; {}, {}.\n",
         count(plan.rows.len(), "app/environment pair"),
         count(objects, "object"),
         count(plan.errors, "error"),
         count(plan.warnings, "warning")
+    ));
+    out
+}
+
+/// The live part of a plan: what would change, per application, environment and cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveDiff {
+    /// One line saying what the desired state was compared with (live clusters, or an empty
+    /// cluster and why).
+    pub compared_with: String,
+    /// Per target, in application, promotion and wave order.
+    pub targets: Vec<TargetPlan>,
+    /// Sum over all targets.
+    pub totals: Counts,
+}
+
+impl LiveDiff {
+    /// Collects target plans, with the line saying what they were compared with.
+    pub fn new(targets: Vec<TargetPlan>, kubeconfig: Option<&str>) -> LiveDiff {
+        let mut totals = Counts::default();
+        for t in &targets {
+            totals.add(t.counts);
+        }
+        let offline: Vec<(&str, &str)> = targets
+            .iter()
+            .filter_map(|t| match &t.live {
+                LiveState::Empty { reason } => Some((t.cluster.as_str(), reason.as_str())),
+                LiveState::Cluster => None,
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        let live_count = targets.len()
+            - targets
+                .iter()
+                .filter(|t| matches!(t.live, LiveState::Empty { .. }))
+                .count();
+        let compared_with = if offline.is_empty() {
+            format!(
+                "Compared with the live clusters (server-side dry-run{}).",
+                kubeconfig
+                    .map(|k| format!(", kubeconfig {k}"))
+                    .unwrap_or_default()
+            )
+        } else {
+            let reasons: Vec<String> = offline.iter().map(|(c, r)| format!("{c}: {r}")).collect();
+            let mut reasons = reasons;
+            reasons.dedup();
+            let scope = if live_count == 0 {
+                "No cluster reachable: compared with an empty cluster".to_string()
+            } else {
+                format!(
+                    "{} compared with an empty cluster",
+                    count(offline.len(), "cluster")
+                )
+            };
+            if offline.iter().all(|(_, r)| *r == offline[0].1) {
+                format!("{scope} ({}).", offline[0].1)
+            } else {
+                format!("{scope} ({}).", reasons.join("; "))
+            }
+        };
+        LiveDiff {
+            compared_with,
+            targets,
+            totals,
+        }
+    }
+
+    /// True when no target has anything to create, update or delete.
+    pub fn in_sync(&self) -> bool {
+        self.totals.in_sync()
+    }
+
+    /// True when some target could not be compared with its cluster.
+    pub fn has_offline_targets(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| matches!(t.live, LiveState::Empty { .. }))
+    }
+}
+
+/// The live diff as text: a table of counts per target, then every changed object with its
+/// unified diff (Secret values masked), then one closing line.
+pub fn diff_text(live: &LiveDiff) -> String {
+    let mut out = String::new();
+    let header = [
+        "APP",
+        "ENVIRONMENT",
+        "CLUSTER",
+        "CREATE",
+        "UPDATE",
+        "DELETE",
+        "UNCHANGED",
+    ];
+    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_string)];
+    for t in &live.targets {
+        rows.push([
+            t.app.clone(),
+            t.environment.clone(),
+            t.cluster.clone(),
+            t.counts.create.to_string(),
+            t.counts.update.to_string(),
+            t.counts.delete.to_string(),
+            t.counts.unchanged.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for t in &live.targets {
+        if t.counts.in_sync() {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n── {} · {} · {}: {}\n",
+            t.app, t.environment, t.cluster, t.counts
+        ));
+        for o in t.objects.iter().filter(|o| o.action != Action::Unchanged) {
+            out.push_str(&format!(
+                "{} {} ({})",
+                o.action.sign(),
+                o.key,
+                o.action.as_str()
+            ));
+            if !o.changed.is_empty() {
+                out.push_str(&format!(": {}", o.changed.join(", ")));
+            }
+            out.push('\n');
+            out.push_str(&o.unified);
+            if !o.unified.ends_with('\n') && !o.unified.is_empty() {
+                out.push('\n');
+            }
+        }
+    }
+    out.push_str(&format!(
+        "\nPlan: {} across {}. {}\n",
+        live.totals,
+        count(live.targets.len(), "app/environment/cluster target"),
+        if live.in_sync() {
+            "Everything is in sync."
+        } else {
+            "Changes pending."
+        }
     ));
     out
 }

@@ -15,6 +15,11 @@ fn bowline(args: &[&str], repo: &Path) -> Output {
         .env_remove("BOWLINE_LOG_LEVEL")
         .env_remove("BOWLINE_LOG_FORMAT")
         .env_remove("RUST_LOG")
+        // No cluster: plan compares with an empty cluster whatever the machine has configured.
+        .env_remove("KUBECONFIG")
+        .env_remove("BOWLINE_KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("the bowline binary runs")
 }

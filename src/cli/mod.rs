@@ -1,6 +1,8 @@
 //! Command implementations behind `main`: argument types shared by several commands and one
 //! file per command group. This is CLI glue, so `anyhow` is used here and nowhere in the library.
 
+pub mod canary;
+pub mod live;
 pub mod repo;
 
 use std::process::ExitCode;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use bowline::config::{self, ConfigRepo};
 use bowline::diagnostic::{self, Diagnostic};
-use bowline::plan;
 use bowline::render::{self, RenderSummary};
 use bowline::source::{Limits, Snapshot};
 
@@ -110,29 +109,6 @@ pub fn render(
         stdout.write_all(text.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `bowline plan` without a cluster: validity, object counts and stages.
-pub fn plan(repo: RepoArgs, format: OutputFormat) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
-    let loaded = load(&repo, None, None)?;
-    let plan = plan::build(&loaded.repo, &loaded.diagnostics, &loaded.rendered);
-    match format {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &plan)?;
-            writeln!(stdout)?;
-        }
-        OutputFormat::Text => {
-            for d in &loaded.diagnostics {
-                writeln!(stdout, "{d}")?;
-            }
-            if !loaded.diagnostics.is_empty() {
-                writeln!(stdout)?;
-            }
-            write!(stdout, "{}", plan::to_table(&plan))?;
-        }
-    }
-    Ok(exit_for(plan.errors))
 }
 
 pub fn check_selection(

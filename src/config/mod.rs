@@ -138,6 +138,16 @@ impl ConfigRepo {
             .collect()
     }
 
+    /// The effective sync policy of `app`: its own settings over the repository defaults.
+    pub fn sync_policy(&self, app: &Application) -> SyncPolicy {
+        let defaults = self
+            .repository
+            .as_ref()
+            .map(|r| r.doc.spec.defaults.sync_policy)
+            .unwrap_or_default();
+        app.spec.sync_policy.resolve(&defaults)
+    }
+
     /// The pipeline template an application runs: its own or the repository default.
     pub fn pipeline_of<'a>(&'a self, app: &'a Application) -> Option<&'a str> {
         app.spec

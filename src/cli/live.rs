@@ -1,0 +1,327 @@
+//! `plan` with the live diff and `sync`: the commands that talk to clusters.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use bowline::cluster::{Cluster, ConnectOptions, Health};
+use bowline::config::{Application, ConfigRepo, Environment, SyncPolicy};
+use bowline::diagnostic;
+use bowline::diff::{Action, DiffOptions, Masker};
+use bowline::plan::{self, LiveDiff};
+use bowline::render::{self, RenderedObject};
+use bowline::sync::{self, AppTarget, SyncEvent, SyncOptions, TargetPlan};
+
+use super::OutputFormat;
+use super::repo::{RepoArgs, check_selection, load};
+
+/// Environment variable holding the salt of Secret value hashes in diffs.
+const MASK_SALT_VAR: &str = "BOWLINE_SECRET_MASK_SALT";
+
+/// How to reach the clusters named in bowline.yaml.
+#[derive(clap::Args)]
+pub struct ClusterArgs {
+    /// kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster
+    /// service account).
+    #[arg(long, env = "BOWLINE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Use this kubeconfig context for every cluster instead of the contexts in bowline.yaml.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Timeout of each request to an API server.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl ClusterArgs {
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            timeout: self.request_timeout,
+            ..ConnectOptions::default()
+        }
+    }
+}
+
+fn diff_options(app: &Application) -> DiffOptions {
+    DiffOptions {
+        masker: std::env::var(MASK_SALT_VAR)
+            .map(Masker::with_salt)
+            .unwrap_or_default(),
+        ignore: app.spec.ignore_differences.clone(),
+        context: 3,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// One (app, environment) render with the objects, in application then promotion order.
+struct Target<'r> {
+    app: &'r Application,
+    environment: &'r Environment,
+    policy: SyncPolicy,
+    objects: Vec<RenderedObject>,
+}
+
+fn targets<'r>(repo: &'r ConfigRepo, app: Option<&str>, env: Option<&str>) -> Vec<Target<'r>> {
+    render::render_repo(repo, app, env)
+        .into_iter()
+        .filter_map(|r| {
+            let objects = r.result.ok()?;
+            let app = &repo.apps.get(&r.app)?.doc;
+            let environment = repo.environment(&r.environment)?;
+            Some(Target {
+                app,
+                environment,
+                policy: repo.sync_policy(app),
+                objects,
+            })
+        })
+        .collect()
+}
+
+/// `bowline plan`: validity, stages and the live diff per app, environment and cluster.
+pub fn plan(
+    repo: RepoArgs,
+    clusters: ClusterArgs,
+    format: OutputFormat,
+    exit_code: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = load(&repo, None, None)?;
+    let table = plan::build(&loaded.repo, &loaded.diagnostics, &loaded.rendered);
+    let options = clusters.connect_options();
+    let kubeconfig = options.configured();
+    let targets = targets(&loaded.repo, None, None);
+    let planned = runtime()?.block_on(plan_all(&targets, &options, kubeconfig.is_some()));
+    let live = LiveDiff::new(planned, kubeconfig.as_deref());
+
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "comparedWith": live.compared_with,
+                "inSync": live.in_sync(),
+                "totals": live.totals,
+                "errors": table.errors,
+                "warnings": table.warnings,
+                "diagnostics": loaded.diagnostics,
+                "rows": table.rows,
+                "targets": live.targets,
+            });
+            serde_json::to_writer_pretty(&mut stdout, &report)?;
+            writeln!(stdout)?;
+        }
+        OutputFormat::Text => {
+            writeln!(stdout, "{}", live.compared_with)?;
+            writeln!(stdout)?;
+            for d in &loaded.diagnostics {
+                writeln!(stdout, "{d}")?;
+            }
+            if !loaded.diagnostics.is_empty() {
+                writeln!(stdout)?;
+            }
+            write!(stdout, "{}", plan::to_table(&table))?;
+            writeln!(stdout)?;
+            write!(stdout, "{}", plan::diff_text(&live))?;
+        }
+    }
+    let code =
+        if table.errors > 0 || (exit_code && live.has_offline_targets() && kubeconfig.is_some()) {
+            1
+        } else if exit_code && !live.in_sync() {
+            2
+        } else {
+            0
+        };
+    Ok(ExitCode::from(code))
+}
+
+/// Plans every target against its clusters, connecting once per cluster. Clusters that cannot
+/// be reached are compared with an empty cluster, and the reason is kept.
+async fn plan_all(
+    targets: &[Target<'_>],
+    options: &ConnectOptions,
+    configured: bool,
+) -> Vec<TargetPlan> {
+    let mut connections: HashMap<(String, String), Result<Cluster, String>> = HashMap::new();
+    let mut out = Vec::new();
+    for target in targets {
+        let diff = diff_options(target.app);
+        let policy = target.policy;
+        for (_, wave) in target.environment.waves() {
+            for cluster in wave {
+                let namespace = target.app.namespace_in(target.environment);
+                let app_target = AppTarget {
+                    app: &target.app.metadata.name,
+                    environment: &target.environment.name,
+                    cluster: &cluster.name,
+                    namespace: &namespace,
+                    objects: &target.objects,
+                    prune: policy.prune,
+                    force_conflicts: policy.force_conflicts,
+                };
+                if !configured {
+                    out.push(sync::plan_offline(
+                        &app_target,
+                        &diff,
+                        "no cluster configured: no --kubeconfig, KUBECONFIG or ~/.kube/config",
+                    ));
+                    continue;
+                }
+                let key = (cluster.name.clone(), cluster.context.clone());
+                if !connections.contains_key(&key) {
+                    let connected = Cluster::connect(&cluster.name, &cluster.context, options)
+                        .await
+                        .map_err(|e| e.to_string());
+                    connections.insert(key.clone(), connected);
+                }
+                let planned = match connections.get(&key) {
+                    Some(Ok(c)) => sync::plan(c, &app_target, &diff)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("not connected".to_string()),
+                };
+                out.push(
+                    planned
+                        .unwrap_or_else(|reason| sync::plan_offline(&app_target, &diff, &reason)),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `bowline sync`: apply one app to one environment, cluster by cluster in wave order, and
+/// wait for it to be healthy.
+#[allow(clippy::too_many_arguments)]
+pub fn sync(
+    repo: RepoArgs,
+    clusters: ClusterArgs,
+    app: String,
+    env: String,
+    dry_run: bool,
+    prune: bool,
+    timeout: Duration,
+    no_wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = load(&repo, Some(&app), Some(&env))?;
+    check_selection(&loaded.repo, Some(&app), Some(&env))?;
+    let mut stdout = std::io::stdout().lock();
+    let errors = diagnostic::error_count(&loaded.diagnostics);
+    for d in &loaded.diagnostics {
+        writeln!(stdout, "{d}")?;
+    }
+    if errors > 0 {
+        writeln!(
+            stdout,
+            "sync refused: {} in the config repository",
+            diagnostic::count(errors, "error")
+        )?;
+        return Ok(ExitCode::from(1));
+    }
+    let Some(target) = targets(&loaded.repo, Some(&app), Some(&env))
+        .into_iter()
+        .next()
+    else {
+        anyhow::bail!("application \"{app}\" is not deployed to environment \"{env}\"");
+    };
+    let options = clusters.connect_options();
+    let diff = diff_options(target.app);
+    let policy = target.policy;
+    let sync_options = SyncOptions {
+        dry_run,
+        wait: !no_wait,
+        timeout,
+        ..SyncOptions::default()
+    };
+    let namespace = target.app.namespace_in(target.environment);
+    let verb = if dry_run { "dry-run sync" } else { "sync" };
+    let rt = runtime()?;
+    for (wave, clusters_in_wave) in target.environment.waves() {
+        for cluster in clusters_in_wave {
+            writeln!(
+                stdout,
+                "{verb} {app} to {env}: cluster {} (wave {wave})",
+                cluster.name
+            )?;
+            stdout.flush()?;
+            let app_target = AppTarget {
+                app: &app,
+                environment: &env,
+                cluster: &cluster.name,
+                namespace: &namespace,
+                objects: &target.objects,
+                prune: prune || policy.prune,
+                force_conflicts: policy.force_conflicts,
+            };
+            let result = rt.block_on(async {
+                let connected = Cluster::connect(&cluster.name, &cluster.context, &options).await?;
+                sync::sync(&connected, &app_target, &diff, &sync_options, &print_event).await
+            });
+            match result {
+                Ok(report) => {
+                    let c = report.plan.counts;
+                    writeln!(
+                        stdout,
+                        "{} {app} to {env} on {}: {} created, {} updated, {} pruned, {} unchanged{} ({:.1}s)",
+                        if dry_run { "would sync" } else { "synced" },
+                        cluster.name,
+                        c.create,
+                        c.update,
+                        c.delete,
+                        c.unchanged,
+                        if report.healthy && !dry_run {
+                            "; healthy"
+                        } else {
+                            ""
+                        },
+                        report.elapsed.as_secs_f64()
+                    )?;
+                }
+                Err(e) => {
+                    writeln!(stdout, "{verb} failed: {e}")?;
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(event: SyncEvent) {
+    let line = match event {
+        SyncEvent::Applied(d) => {
+            let what = match d.action {
+                Action::Create => "created".to_string(),
+                Action::Update => format!("updated: {}", d.changed.join(", ")),
+                Action::Delete => "deleted".to_string(),
+                Action::Unchanged => "unchanged".to_string(),
+            };
+            format!("  {} {} {what}", d.action.sign(), d.key)
+        }
+        SyncEvent::Pruned(key) => format!("  - {key} pruned"),
+        SyncEvent::Waiting(keys) => format!(
+            "  waiting for {} to become healthy",
+            diagnostic::count(keys.len(), "workload")
+        ),
+        SyncEvent::Health(key, health) => match health {
+            Health::Healthy => format!("  {key}: healthy"),
+            other => format!("  {key}: {other}"),
+        },
+    };
+    let mut stdout = std::io::stdout().lock();
+    // Progress output is best effort: a closed stdout must not abort the sync itself.
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
