@@ -313,20 +313,15 @@ impl LiveDiff {
         for t in &targets {
             totals.add(t.counts);
         }
-        let offline: Vec<(&str, &str)> = targets
+        // Distinct (cluster, reason) pairs of the targets compared with an empty cluster.
+        let offline: std::collections::BTreeMap<&str, &str> = targets
             .iter()
             .filter_map(|t| match &t.live {
                 LiveState::Empty { reason } => Some((t.cluster.as_str(), reason.as_str())),
                 LiveState::Cluster => None,
             })
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_iter()
             .collect();
-        let live_count = targets.len()
-            - targets
-                .iter()
-                .filter(|t| matches!(t.live, LiveState::Empty { .. }))
-                .count();
+        let any_live = targets.iter().any(|t| t.live == LiveState::Cluster);
         let compared_with = if offline.is_empty() {
             format!(
                 "Compared with the live clusters (server-side dry-run{}).",
@@ -335,22 +330,17 @@ impl LiveDiff {
                     .unwrap_or_default()
             )
         } else {
-            let reasons: Vec<String> = offline.iter().map(|(c, r)| format!("{c}: {r}")).collect();
-            let mut reasons = reasons;
+            let mut reasons: Vec<&str> = offline.values().copied().collect();
             reasons.dedup();
-            let scope = if live_count == 0 {
-                "No cluster reachable: compared with an empty cluster".to_string()
-            } else {
+            let scope = if any_live {
                 format!(
                     "{} compared with an empty cluster",
                     count(offline.len(), "cluster")
                 )
-            };
-            if offline.iter().all(|(_, r)| *r == offline[0].1) {
-                format!("{scope} ({}).", offline[0].1)
             } else {
-                format!("{scope} ({}).", reasons.join("; "))
-            }
+                "No cluster reachable: compared with an empty cluster".to_string()
+            };
+            format!("{scope} ({}).", reasons.join("; "))
         };
         LiveDiff {
             compared_with,
@@ -448,4 +438,75 @@ pub fn diff_text(live: &LiveDiff) -> String {
         }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{DiffOptions, ObjectDiff, compare};
+    use serde_json::json;
+
+    fn target(cluster: &str, live: LiveState, objects: Vec<ObjectDiff>) -> TargetPlan {
+        TargetPlan {
+            app: "web".into(),
+            environment: "production".into(),
+            cluster: cluster.into(),
+            live,
+            counts: Counts::of(&objects),
+            objects,
+        }
+    }
+
+    fn config_map(value: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "web", "namespace": "shop"}, "data": {"k": value}})
+    }
+
+    #[test]
+    fn first_line_says_what_was_compared() {
+        let o = DiffOptions::default();
+        let same = compare(Some(&config_map("a")), Some(&config_map("a")), &o);
+        let changed = compare(Some(&config_map("a")), Some(&config_map("b")), &o);
+        let live = LiveDiff::new(
+            vec![target("eu", LiveState::Cluster, vec![same.clone()])],
+            Some("kc.yaml"),
+        );
+        assert_eq!(
+            live.compared_with,
+            "Compared with the live clusters (server-side dry-run, kubeconfig kc.yaml)."
+        );
+        assert!(live.in_sync() && !live.has_offline_targets());
+
+        let down = LiveState::Empty {
+            reason: "cluster us is unreachable".into(),
+        };
+        let partial = LiveDiff::new(
+            vec![
+                target("eu", LiveState::Cluster, vec![changed]),
+                target("us", down.clone(), vec![same]),
+            ],
+            None,
+        );
+        assert_eq!(
+            partial.compared_with,
+            "1 cluster compared with an empty cluster (cluster us is unreachable)."
+        );
+        assert!(!partial.in_sync() && partial.has_offline_targets());
+        let text = diff_text(&partial);
+        assert!(
+            text.contains("── web · production · eu: 0 to create, 1 to update"),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ v1 ConfigMap shop/web (update): /data/k\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("Changes pending.\n"), "{text}");
+
+        let none = LiveDiff::new(vec![target("us", down, vec![])], None);
+        assert_eq!(
+            none.compared_with,
+            "No cluster reachable: compared with an empty cluster (cluster us is unreachable)."
+        );
+    }
 }
