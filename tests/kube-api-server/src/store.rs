@@ -1,7 +1,7 @@
 //! The object store and the write pipeline: validation, server-side apply, patches, defaulting,
 //! managed fields, generation, resource versions and watch events.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -1061,7 +1061,7 @@ fn conflict_error(
         let manager = entries[*i].display();
         let path = fields::path_string(p);
         causes.push(json!({
-            "type": "FieldManagerConflict",
+            "reason": "FieldManagerConflict",
             "message": format!("conflict with {manager}"),
             "field": path,
         }));
@@ -1092,7 +1092,6 @@ fn conflict_error(
         }
         s
     };
-    let _unique: BTreeSet<&String> = by_manager.keys().collect();
     ApiError {
         code: 409,
         reason: "Conflict",
