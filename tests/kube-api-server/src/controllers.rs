@@ -103,19 +103,19 @@ fn write_status(
         status.get_mut("conditions"),
     ) {
         for c in new.iter_mut() {
-            if let Some(prev) = old.iter().find(|o| o["type"] == c["type"]) {
-                if prev["status"] == c["status"] {
-                    for k in ["lastTransitionTime", "lastProbeTime"] {
-                        if prev.get(k).is_some() && c.get(k).is_some() {
-                            c[k] = prev[k].clone();
-                        }
+            if let Some(prev) = old.iter().find(|o| o["type"] == c["type"])
+                && prev["status"] == c["status"]
+            {
+                for k in ["lastTransitionTime", "lastProbeTime"] {
+                    if prev.get(k).is_some() && c.get(k).is_some() {
+                        c[k] = prev[k].clone();
                     }
-                    if prev["reason"] == c["reason"]
-                        && prev["message"] == c["message"]
-                        && prev.get("lastUpdateTime").is_some()
-                    {
-                        c["lastUpdateTime"] = prev["lastUpdateTime"].clone();
-                    }
+                }
+                if prev["reason"] == c["reason"]
+                    && prev["message"] == c["message"]
+                    && prev.get("lastUpdateTime").is_some()
+                {
+                    c["lastUpdateTime"] = prev["lastUpdateTime"].clone();
                 }
             }
         }

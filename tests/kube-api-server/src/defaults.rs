@@ -326,10 +326,10 @@ fn default_service(root: &mut Map<String, Value>, old: Option<&Value>, alloc: &m
         .to_string();
     if svc_type != "ExternalName" {
         for key in ["clusterIP", "clusterIPs"] {
-            if spec.get(key).is_none_or(Value::is_null) {
-                if let Some(v) = old_spec.and_then(|s| s.get(key)).filter(|v| !v.is_null()) {
-                    spec.insert(key.to_string(), v.clone());
-                }
+            if spec.get(key).is_none_or(Value::is_null)
+                && let Some(v) = old_spec.and_then(|s| s.get(key)).filter(|v| !v.is_null())
+            {
+                spec.insert(key.to_string(), v.clone());
             }
         }
         if spec.get("clusterIP").is_none_or(|v| v.is_null() || v == "") {
@@ -402,10 +402,10 @@ pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>) {
             if let Some(Value::Object(h)) = v.get_mut("hostPath") {
                 set_default(h, "type", json!(""));
             }
-            if let Some(Value::Object(e)) = v.get_mut("emptyDir") {
-                if let Some(limit) = e.get("sizeLimit").and_then(canonical_quantity_value) {
-                    e.insert("sizeLimit".to_string(), json!(limit));
-                }
+            if let Some(Value::Object(e)) = v.get_mut("emptyDir")
+                && let Some(limit) = e.get("sizeLimit").and_then(canonical_quantity_value)
+            {
+                e.insert("sizeLimit".to_string(), json!(limit));
             }
         }
     }
@@ -441,10 +441,10 @@ fn default_container(c: &mut Map<String, Value>) {
     }
     if let Some(Value::Array(env)) = c.get_mut("env") {
         for e in env.iter_mut().filter_map(Value::as_object_mut) {
-            if let Some(Value::Object(from)) = e.get_mut("valueFrom") {
-                if let Some(Value::Object(f)) = from.get_mut("fieldRef") {
-                    set_default(f, "apiVersion", json!("v1"));
-                }
+            if let Some(Value::Object(from)) = e.get_mut("valueFrom")
+                && let Some(Value::Object(f)) = from.get_mut("fieldRef")
+            {
+                set_default(f, "apiVersion", json!("v1"));
             }
         }
     }

@@ -334,12 +334,12 @@ fn column(name: &str, kind: &str, description: &str) -> Value {
     json!({"name": name, "type": kind, "format": if name == "Name" { "name" } else { "" }, "description": description, "priority": 0})
 }
 
+/// Computes the cells of one table row.
+type CellsFn = dyn Fn(&Value) -> Vec<Value>;
+
 /// A `Table` of the objects, with the usual kubectl columns for deployments and pods.
 pub(crate) fn table(t: &ResourceType, objects: &[Value], resource_version: &str) -> Value {
-    let (columns, cells): (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>>) = match (
-        t.group.as_str(),
-        t.kind.as_str(),
-    ) {
+    let (columns, cells): (Vec<Value>, Box<CellsFn>) = match (t.group.as_str(), t.kind.as_str()) {
         ("apps", "Deployment") => (
             vec![
                 column("Name", "string", "Name must be unique within a namespace."),

@@ -394,7 +394,7 @@ fn diff_rec(
             }
         }
         (Some(Value::Object(o)), Some(Value::Object(n)))
-            if !is_atomic_map(ctx) && !(o.is_empty() && n.is_empty()) =>
+            if !(is_atomic_map(ctx) || o.is_empty() && n.is_empty()) =>
         {
             let keys: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
             for k in keys {

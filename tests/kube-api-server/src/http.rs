@@ -196,6 +196,17 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Response {
                 None => not_found_path(),
             }
         }
+        ["openapi", "v2"] if accept.contains("protobuf") => {
+            // A protobuf `openapi_v2.Document` holding only `swagger: "2.0"` (field 1).
+            let mut resp = (StatusCode::OK, Bytes::from_static(b"\x0a\x032.0")).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                ),
+            );
+            resp
+        }
         ["openapi", "v2"] => json_response(200, &discovery::openapi_v2()),
         ["openapi", "v3"] => json_response(200, &discovery::openapi_v3_index(&state().types)),
         ["openapi", "v3", rest @ ..] => {
@@ -315,7 +326,7 @@ fn resource(
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource"),
+            "the server does not allow this method on the requested resource".to_string(),
         )),
     };
     match result {
@@ -340,14 +351,14 @@ fn read(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Api
     let state = shared.lock();
     let accept = req.header(header::ACCEPT);
     if let Some(name) = &t.name {
-        if let Some(sub) = &t.subresource {
-            if !(sub == "status" && t.rt.has_status) {
-                return Err(ApiError::not_found_raw(
-                    &t.rt.group,
-                    &format!("{}/{sub}", t.rt.plural),
-                    name,
-                ));
-            }
+        if let Some(sub) = &t.subresource
+            && !(sub == "status" && t.rt.has_status)
+        {
+            return Err(ApiError::not_found_raw(
+                &t.rt.group,
+                &format!("{}/{sub}", t.rt.plural),
+                name,
+            ));
         }
         let obj = state.get(&t.rt, t.namespace.as_deref(), name)?;
         if discovery::wants_table(&accept) {
@@ -373,13 +384,12 @@ fn read(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Api
         .param("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0)
+        && items.len() > limit
     {
-        if items.len() > limit {
-            let remaining = items.len() - limit;
-            items.truncate(limit);
-            metadata["continue"] = json!((start + limit).to_string());
-            metadata["remainingItemCount"] = json!(remaining);
-        }
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        metadata["continue"] = json!((start + limit).to_string());
+        metadata["remainingItemCount"] = json!(remaining);
     }
     if discovery::wants_table(&accept) {
         let mut table = discovery::table(&t.rt, &items, &rv);
@@ -435,19 +445,19 @@ fn write(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Ap
         .unwrap_or_default()
         .trim()
         .to_string();
-    if let Some(dry) = req.param("dryRun") {
-        if dry != "All" {
-            return Err(ApiError::bad_request(format!(
-                "Invalid dryRun value: {dry:?} (only \"All\" is supported)"
-            )));
-        }
+    if let Some(dry) = req.param("dryRun")
+        && dry != "All"
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid dryRun value: {dry:?} (only \"All\" is supported)"
+        )));
     }
-    if let Some(v) = req.param("fieldValidation") {
-        if !matches!(v, "Strict" | "Warn" | "Ignore") {
-            return Err(ApiError::bad_request(format!(
-                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {v:?}"
-            )));
-        }
+    if let Some(v) = req.param("fieldValidation")
+        && !matches!(v, "Strict" | "Warn" | "Ignore")
+    {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {v:?}"
+        )));
     }
     let body = parse_body(req, &content_type)?;
     let is_apply = req.method == Method::PATCH && media == "application/apply-patch+yaml";

@@ -395,14 +395,14 @@ impl State {
     pub fn write(&mut self, w: Write, op: Op) -> Result<Written, ApiError> {
         let rt = &w.rt;
         let status_sub = w.subresource.as_deref() == Some("status");
-        if let Some(sub) = &w.subresource {
-            if !(status_sub && rt.has_status) {
-                return Err(ApiError::not_found_raw(
-                    &rt.group,
-                    &format!("{}/{sub}", rt.plural),
-                    w.name.as_deref().unwrap_or_default(),
-                ));
-            }
+        if let Some(sub) = &w.subresource
+            && !(status_sub && rt.has_status)
+        {
+            return Err(ApiError::not_found_raw(
+                &rt.group,
+                &format!("{}/{sub}", rt.plural),
+                w.name.as_deref().unwrap_or_default(),
+            ));
         }
         let namespace = if rt.namespaced {
             w.namespace.clone()
@@ -430,22 +430,21 @@ impl State {
             _ => None,
         };
         let mut name = w.name.clone().or(body_name.clone()).unwrap_or_default();
-        if let (Some(url), Some(body)) = (&w.name, &body_name) {
-            if url != body {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({body}) does not match the name on the URL ({url})"
-                )));
-            }
+        if let (Some(url), Some(body)) = (&w.name, &body_name)
+            && url != body
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body}) does not match the name on the URL ({url})"
+            )));
         }
         if let Op::Create(b) | Op::Update(b) | Op::Apply(b) = &op {
             check_identity(rt, b, namespace.as_deref(), matches!(op, Op::Apply(_)))?;
         }
-        if let Op::Create(b) = &op {
-            if name.is_empty() {
-                if let Some(prefix) = str_at(b, "metadata", "generateName") {
-                    name = format!("{prefix}{}", self.random_suffix(5));
-                }
-            }
+        if let Op::Create(b) = &op
+            && name.is_empty()
+            && let Some(prefix) = str_at(b, "metadata", "generateName")
+        {
+            name = format!("{prefix}{}", self.random_suffix(5));
         }
         if name.is_empty() {
             return Err(ApiError::invalid(
@@ -472,10 +471,11 @@ impl State {
                 let Some(old) = &old else {
                     return Err(ApiError::not_found(rt, &name));
                 };
-                if let Some(rv) = str_at(&body, "metadata", "resourceVersion") {
-                    if !rv.is_empty() && Some(rv) != str_at(old, "metadata", "resourceVersion") {
-                        return Err(ApiError::conflict(rt, &name));
-                    }
+                if let Some(rv) = str_at(&body, "metadata", "resourceVersion")
+                    && !rv.is_empty()
+                    && Some(rv) != str_at(old, "metadata", "resourceVersion")
+                {
+                    return Err(ApiError::conflict(rt, &name));
                 }
                 (body, parse_entries(old), false, false)
             }
@@ -490,18 +490,18 @@ impl State {
                         fields::json_patch(old, &p).map_err(|e| ApiError::new(422, "Invalid", e))?
                     }
                 };
-                if let Some(rv) = str_at(&patched, "metadata", "resourceVersion") {
-                    if Some(rv) != str_at(old, "metadata", "resourceVersion") {
-                        return Err(ApiError::conflict(rt, &name));
-                    }
+                if let Some(rv) = str_at(&patched, "metadata", "resourceVersion")
+                    && Some(rv) != str_at(old, "metadata", "resourceVersion")
+                {
+                    return Err(ApiError::conflict(rt, &name));
                 }
                 (patched, parse_entries(old), false, false)
             }
             Op::Apply(cfg) => {
-                if let (Some(rv), Some(old)) = (str_at(&cfg, "metadata", "resourceVersion"), &old) {
-                    if Some(rv) != str_at(old, "metadata", "resourceVersion") {
-                        return Err(ApiError::conflict(rt, &name));
-                    }
+                if let (Some(rv), Some(old)) = (str_at(&cfg, "metadata", "resourceVersion"), &old)
+                    && Some(rv) != str_at(old, "metadata", "resourceVersion")
+                {
+                    return Err(ApiError::conflict(rt, &name));
                 }
                 let (merged, entries) = server_side_apply(
                     rt,
@@ -611,14 +611,14 @@ impl State {
             meta_mut(&mut new).insert("generation".into(), json!(generation));
         }
 
-        if let Some(o) = &old {
-            if without_times(o) == without_times(&new) {
-                return Ok(Written {
-                    code: 200,
-                    object: Self::at_version(rt, o),
-                    changed: false,
-                });
-            }
+        if let Some(o) = &old
+            && without_times(o) == without_times(&new)
+        {
+            return Ok(Written {
+                code: 200,
+                object: Self::at_version(rt, o),
+                changed: false,
+            });
         }
         let code = if is_create { 201 } else { 200 };
         if w.dry_run {
@@ -675,10 +675,10 @@ impl State {
         let Some(obj) = self.objects.get(&key).cloned() else {
             return Err(ApiError::not_found(rt, name));
         };
-        if let Some(rv) = precondition_rv {
-            if Some(rv) != str_at(&obj, "metadata", "resourceVersion") {
-                return Err(ApiError::conflict(rt, name));
-            }
+        if let Some(rv) = precondition_rv
+            && Some(rv) != str_at(&obj, "metadata", "resourceVersion")
+        {
+            return Err(ApiError::conflict(rt, name));
         }
         let uid = str_at(&obj, "metadata", "uid")
             .unwrap_or_default()
@@ -807,12 +807,13 @@ fn check_identity(
         }
         _ => {}
     }
-    if let (Some(body_ns), Some(ns)) = (str_at(body, "metadata", "namespace"), namespace) {
-        if !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
+    if let (Some(body_ns), Some(ns)) = (str_at(body, "metadata", "namespace"), namespace)
+        && !body_ns.is_empty()
+        && body_ns != ns
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
     }
     Ok(())
 }
@@ -1034,15 +1035,15 @@ fn server_side_apply(
         _ => entries.push(new_entry),
     }
     // Restore metadata the merge does not carry (the config was stripped of it).
-    if let (Some(o), Some(m)) = (old, merged.as_object_mut()) {
-        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for (k, v) in o["metadata"].as_object().into_iter().flatten() {
-                if matches!(
-                    k.as_str(),
-                    "uid" | "creationTimestamp" | "generation" | "resourceVersion"
-                ) {
-                    meta.insert(k.clone(), v.clone());
-                }
+    if let (Some(o), Some(m)) = (old, merged.as_object_mut())
+        && let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        for (k, v) in o["metadata"].as_object().into_iter().flatten() {
+            if matches!(
+                k.as_str(),
+                "uid" | "creationTimestamp" | "generation" | "resourceVersion"
+            ) {
+                meta.insert(k.clone(), v.clone());
             }
         }
     }

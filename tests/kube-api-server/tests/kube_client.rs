@@ -58,10 +58,10 @@ async fn wait_for<F: Fn(&Value) -> bool>(
     cond: F,
 ) -> Value {
     for _ in 0..100 {
-        if let Some(obj) = server.get(kind.0, kind.1, Some("default"), name) {
-            if cond(&obj) {
-                return obj;
-            }
+        if let Some(obj) = server.get(kind.0, kind.1, Some("default"), name)
+            && cond(&obj)
+        {
+            return obj;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
