@@ -340,6 +340,8 @@ async fn wait_healthy(
 ) -> Result<(), SyncError> {
     let started = Instant::now();
     let mut last: Vec<Option<Health>> = vec![None; workloads.len()];
+    // Short first intervals catch quick rollouts; later ones back off to `options.poll`.
+    let mut interval = Duration::from_millis(100).min(options.poll);
     loop {
         let mut all_healthy = true;
         for (key, last) in workloads.iter().zip(last.iter_mut()) {
@@ -380,11 +382,7 @@ async fn wait_healthy(
                 last: health,
             });
         }
-        tokio::time::sleep(
-            options
-                .poll
-                .min(options.timeout.saturating_sub(started.elapsed())),
-        )
-        .await;
+        tokio::time::sleep(interval.min(options.timeout.saturating_sub(started.elapsed()))).await;
+        interval = (interval * 2).min(options.poll);
     }
 }

@@ -1,0 +1,539 @@
+//! `bowline plan` and `bowline sync` against the in-repo Kubernetes API test server
+//! (`tests/kube-api-server`): the real binary, a real kubeconfig, the real wire protocol.
+//!
+//! The headline property: after `sync`, `plan` finds nothing to change (no false drift from
+//! defaulting, managedFields or server-written metadata).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kube_api_test_server::{TestServer, kubeconfig_for};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The contexts example-repo's bowline.yaml names.
+const STAGING: &str = "gke_acme-shop_europe-west1_staging";
+const PROD_EU: &str = "gke_acme-shop_europe-west1_prod";
+const PROD_US: &str = "gke_acme-shop_us-east1_prod";
+
+/// A copy of example-repo and three clusters (one API test server each) with the namespaces
+/// and the ServiceMonitor CRD that a real cluster running the Prometheus operator would have.
+struct World {
+    repo: TempDir,
+    kubeconfig: PathBuf,
+    staging: TestServer,
+    prod_eu: TestServer,
+    prod_us: TestServer,
+}
+
+impl World {
+    fn new() -> World {
+        let repo = tempfile::tempdir().expect("temp dir");
+        common::copy_tree(&example_repo(), repo.path(), &[]);
+        let crd: Value = serde_json::from_str(
+            &fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/crds/servicemonitor.json"),
+            )
+            .expect("CRD fixture"),
+        )
+        .expect("CRD fixture is JSON");
+        let server = |namespace: &str| {
+            let s = TestServer::start();
+            s.create(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+            );
+            s.create(crd.clone());
+            s
+        };
+        let staging = server("shop-staging");
+        let prod_eu = server("shop");
+        let prod_us = server("shop");
+        let kubeconfig = repo.path().join("kubeconfig.yaml");
+        fs::write(
+            &kubeconfig,
+            kubeconfig_for(&[
+                (STAGING, &staging),
+                (PROD_EU, &prod_eu),
+                (PROD_US, &prod_us),
+            ]),
+        )
+        .expect("write kubeconfig");
+        World {
+            repo,
+            kubeconfig,
+            staging,
+            prod_eu,
+            prod_us,
+        }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.repo.path().join(relative)
+    }
+
+    fn edit(&self, relative: &str, from: &str, to: &str) {
+        let path = self.path(relative);
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{relative} has no {from:?}");
+        fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    }
+
+    /// Runs bowline with `args`, then the repository, then the kubeconfig.
+    fn bowline(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_bowline"))
+            .args(args)
+            .arg(self.repo.path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_LOG")
+            .env_remove("BOWLINE_LOG_LEVEL")
+            .output()
+            .expect("bowline runs")
+    }
+
+    fn sync(&self, app: &str, env: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["sync", "--app", app, "--env", env, "--timeout", "20s"];
+        args.extend_from_slice(extra);
+        self.bowline(&args)
+    }
+
+    fn sync_all(&self) {
+        for app in ["checkout-api", "inventory-worker", "storefront-web"] {
+            for env in ["staging", "production"] {
+                let out = self.sync(app, env, &[]);
+                assert_success(&out, &format!("sync {app} {env}"));
+            }
+        }
+    }
+
+    fn plan_json(&self) -> (Option<i32>, Value) {
+        let out = self.bowline(&["plan", "--format", "json", "--exit-code"]);
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", text(&out)));
+        (out.status.code(), json)
+    }
+}
+
+fn example_repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed:\n{}", text(out));
+}
+
+/// The object diffs of one target in a plan JSON.
+fn target<'p>(plan: &'p Value, app: &str, env: &str, cluster: &str) -> &'p Value {
+    plan["targets"]
+        .as_array()
+        .and_then(|ts| {
+            ts.iter()
+                .find(|t| t["app"] == app && t["environment"] == env && t["cluster"] == cluster)
+        })
+        .unwrap_or_else(|| panic!("no target {app}/{env}/{cluster} in {plan:#}"))
+}
+
+fn changed_objects(target: &Value) -> Vec<&Value> {
+    target["objects"]
+        .as_array()
+        .map(|objects| {
+            objects
+                .iter()
+                .filter(|o| o["action"] != "unchanged")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sync_then_plan_finds_nothing_to_change() {
+    let world = World::new();
+    let (code, before) = world.plan_json();
+    assert_eq!(
+        code,
+        Some(2),
+        "changes pending before the first sync: {before:#}"
+    );
+    assert_eq!(before["totals"]["create"], 45, "{before:#}");
+
+    world.sync_all();
+
+    let (code, plan) = world.plan_json();
+    assert_eq!(code, Some(0), "in sync after sync: {plan:#}");
+    assert_eq!(plan["inSync"], true);
+    assert_eq!(plan["totals"]["unchanged"], 45);
+    assert!(
+        plan["comparedWith"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Compared with the live clusters")),
+        "{}",
+        plan["comparedWith"]
+    );
+    let text_plan = world.bowline(&["plan", "--exit-code"]);
+    assert_eq!(text_plan.status.code(), Some(0), "{}", text(&text_plan));
+    let stdout = String::from_utf8_lossy(&text_plan.stdout);
+    assert!(stdout.contains("Everything is in sync."), "{stdout}");
+
+    // The objects really are in the clusters, carrying bowline's labels and field manager.
+    let deployment = world
+        .prod_us
+        .get("apps/v1", "Deployment", Some("shop"), "checkout-api")
+        .expect("checkout-api deployed to the second production cluster");
+    assert_eq!(
+        deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "bowline"
+    );
+    let managers: Vec<&str> = deployment["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"bowline"), "{managers:?}");
+    assert!(
+        world
+            .staging
+            .get(
+                "monitoring.coreos.com/v1",
+                "ServiceMonitor",
+                Some("shop-staging"),
+                "checkout-api"
+            )
+            .is_some(),
+        "custom resources are applied through discovery"
+    );
+}
+
+#[test]
+fn an_image_change_is_exactly_one_changed_field() {
+    let world = World::new();
+    world.sync_all();
+    world.edit(
+        "apps/storefront-web/app.yaml",
+        "tag: \"5.3.0\"",
+        "tag: \"5.4.0\"",
+    );
+    let (code, plan) = world.plan_json();
+    assert_eq!(code, Some(2), "{plan:#}");
+    assert_eq!(
+        plan["totals"]["update"], 3,
+        "one Deployment per cluster: {:#}",
+        plan["totals"]
+    );
+    let staging = target(&plan, "storefront-web", "staging", "staging-eu-west-1");
+    let changed = changed_objects(staging);
+    assert_eq!(changed.len(), 1, "{staging:#}");
+    assert_eq!(changed[0]["key"]["kind"], "Deployment");
+    assert_eq!(
+        changed[0]["changed"],
+        json!(["/spec/template/spec/containers/0/image"])
+    );
+    let unified = changed[0]["unified"].as_str().unwrap_or_default();
+    assert!(
+        unified.contains("-        image: ghcr.io/acme/storefront-web:5.3.0"),
+        "{unified}"
+    );
+    assert!(
+        unified.contains("+        image: ghcr.io/acme/storefront-web:5.4.0"),
+        "{unified}"
+    );
+    assert_eq!(
+        unified
+            .lines()
+            .filter(|l| l.starts_with(['+', '-']) && !l.starts_with("+++") && !l.starts_with("---"))
+            .count(),
+        2,
+        "{unified}"
+    );
+}
+
+#[test]
+fn removing_a_manifest_prunes_exactly_that_object() {
+    let world = World::new();
+    assert_success(&world.sync("checkout-api", "staging", &[]), "first sync");
+    // Objects bowline must never touch: unmanaged, and managed by bowline for another app.
+    world
+        .staging
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "hand-made", "namespace": "shop-staging"}, "data": {"k": "v"}}));
+    world.staging.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "other-app", "namespace": "shop-staging",
+            "labels": {"app.kubernetes.io/managed-by": "bowline", "bowline.dev/app": "someone-else"},
+            "annotations": {"bowline.dev/app": "someone-else", "bowline.dev/environment": "staging"}},
+        "data": {"k": "v"}}));
+    fs::remove_file(world.path("apps/checkout-api/manifests/pdb.yaml")).expect("remove pdb");
+
+    let out = world.sync("checkout-api", "staging", &["--prune"]);
+    assert_success(&out, "sync --prune");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pruned: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  - ")).collect();
+    assert_eq!(
+        pruned,
+        vec!["  - policy/v1 PodDisruptionBudget shop-staging/checkout-api pruned"],
+        "{stdout}"
+    );
+    assert!(
+        world
+            .staging
+            .get(
+                "policy/v1",
+                "PodDisruptionBudget",
+                Some("shop-staging"),
+                "checkout-api"
+            )
+            .is_none()
+    );
+    assert!(
+        world
+            .staging
+            .get("v1", "ConfigMap", Some("shop-staging"), "hand-made")
+            .is_some()
+    );
+    assert!(
+        world
+            .staging
+            .get("v1", "ConfigMap", Some("shop-staging"), "other-app")
+            .is_some()
+    );
+    assert!(
+        world
+            .staging
+            .get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-staging"),
+                "checkout-api"
+            )
+            .is_some()
+    );
+}
+
+#[test]
+fn secret_values_never_appear_in_any_output() {
+    let world = World::new();
+    let secret = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: checkout-api-db\ntype: Opaque\nstringData:\n  password: {value}\n"
+        )
+    };
+    let first = "first-Sup3rSecret-value";
+    let second = "second-Sup3rSecret-value";
+    fs::write(
+        world.path("apps/checkout-api/manifests/secret.yaml"),
+        secret(first),
+    )
+    .expect("write");
+    let mut outputs = vec![
+        world.bowline(&["plan"]),
+        world.bowline(&["plan", "--format", "json"]),
+    ];
+    outputs.push(world.sync("checkout-api", "staging", &["--log-level", "trace"]));
+    fs::write(
+        world.path("apps/checkout-api/manifests/secret.yaml"),
+        secret(second),
+    )
+    .expect("write");
+    outputs.push(world.bowline(&["plan", "--log-level", "debug"]));
+    let (code, plan) = world.plan_json();
+    assert_eq!(code, Some(2));
+    let changed = changed_objects(target(
+        &plan,
+        "checkout-api",
+        "staging",
+        "staging-eu-west-1",
+    ));
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert_eq!(
+        changed[0]["changed"],
+        json!(["/data/password"]),
+        "a change is still visible"
+    );
+    outputs.push(world.sync(
+        "checkout-api",
+        "staging",
+        &["--dry-run", "--log-level", "debug"],
+    ));
+
+    use base64::Engine as _;
+    let encoded = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    for out in &outputs {
+        let all = text(out);
+        for clear in [first, second] {
+            for form in [clear.to_string(), encoded(clear)] {
+                assert!(!all.contains(&form), "secret {form:?} leaked:\n{all}");
+            }
+        }
+    }
+    assert!(plan.to_string().contains("<masked sha256:"));
+}
+
+#[test]
+fn replicas_owned_by_the_autoscaler_are_ignored() {
+    let world = World::new();
+    assert_success(&world.sync("checkout-api", "staging", &[]), "first sync");
+    // The HorizontalPodAutoscaler controller scales the Deployment.
+    world.staging.patch_as(
+        "kube-controller-manager",
+        "apps/v1",
+        "Deployment",
+        Some("shop-staging"),
+        "checkout-api",
+        json!({"spec": {"replicas": 5}}),
+    );
+    let (_, plan) = world.plan_json();
+    let staging = target(&plan, "checkout-api", "staging", "staging-eu-west-1");
+    assert_eq!(
+        staging["counts"],
+        json!({"create": 0, "update": 0, "delete": 0, "unchanged": 7}),
+        "{staging:#}"
+    );
+    assert_success(&world.sync("checkout-api", "staging", &[]), "second sync");
+    let deployment = world
+        .staging
+        .get(
+            "apps/v1",
+            "Deployment",
+            Some("shop-staging"),
+            "checkout-api",
+        )
+        .expect("deployment");
+    assert_eq!(
+        deployment["spec"]["replicas"], 5,
+        "bowline left the autoscaler's replicas alone"
+    );
+}
+
+#[test]
+fn a_failing_rollout_exits_non_zero_naming_the_reason() {
+    let world = World::new();
+    world
+        .staging
+        .fail_rollouts("storefront-web:9.9.9-broken", "ImagePullBackOff");
+    world.edit(
+        "apps/storefront-web/app.yaml",
+        "tag: \"5.3.0\"",
+        "tag: \"9.9.9-broken\"",
+    );
+    let out = world.sync("storefront-web", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("sync failed: rollout of apps/v1 Deployment shop-staging/storefront-web failed: ProgressDeadlineExceeded"),
+        "{stdout}"
+    );
+    assert!(last.contains("ImagePullBackOff"), "{last}");
+}
+
+#[test]
+fn server_errors_are_retried_then_reported() {
+    let world = World::new();
+    world
+        .staging
+        .fail_next(Some("PATCH"), "/deployments/", 500, 2);
+    assert_success(
+        &world.sync("inventory-worker", "staging", &[]),
+        "sync through two 500s",
+    );
+    let patches = world
+        .staging
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/deployments/") && r.status == 500)
+        .count();
+    assert_eq!(patches, 2, "both failures were seen and retried");
+
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.3\"",
+        "tag: \"0.31.5\"",
+    );
+    world
+        .staging
+        .fail_next(Some("PATCH"), "/deployments/", 500, 1000);
+    let out = world.sync("inventory-worker", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("sync failed: cluster staging-eu-west-1: dry-run apply apps/v1 Deployment shop-staging/inventory-worker:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("500"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_cluster_gives_a_clear_error() {
+    let world = World::new();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let kubeconfig = fs::read_to_string(&world.kubeconfig).expect("kubeconfig");
+    let url = world.staging.url();
+    fs::write(
+        &world.kubeconfig,
+        kubeconfig.replace(&url, &format!("http://127.0.0.1:{port}")),
+    )
+    .expect("write");
+
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "sync failed: cluster staging-eu-west-1 (context {STAGING}) is unreachable at http://127.0.0.1:{port}/"
+        )),
+        "{stdout}"
+    );
+
+    let plan = world.bowline(&["plan", "--exit-code"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+    let first = String::from_utf8_lossy(&plan.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with(
+            "1 cluster compared with an empty cluster (cluster staging-eu-west-1 (context"
+        ),
+        "{first}"
+    );
+}
+
+#[test]
+fn plan_without_any_cluster_says_so_first() {
+    let world = World::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .args(["plan"])
+        .arg(world.repo.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("BOWLINE_KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", world.repo.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "No cluster reachable: compared with an empty cluster (no cluster configured"
+        ),
+        "{stdout}"
+    );
+    let _ = (&world.prod_eu, &world.prod_us);
+}
