@@ -242,8 +242,7 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
         .map(|o| options.ignored_paths(o, live))
         .unwrap_or_default();
     let prepare = |object: &Value| {
-        let mut object = object.clone();
-        normalize(&mut object);
+        let mut object = normalize::normalized(object);
         options.masker.mask(&mut object);
         for path in &ignored {
             ignore::remove_path(&mut object, path);

@@ -45,6 +45,48 @@ pub fn normalize(object: &mut Value) {
     }
 }
 
+/// A normalized copy of `object`, as [`normalize`] would leave it, without ever copying the
+/// parts it drops (status and managedFields are often most of a live object).
+pub fn normalized(object: &Value) -> Value {
+    let Some(map) = object.as_object() else {
+        return object.clone();
+    };
+    let mut out = Map::new();
+    for (key, value) in map {
+        match (key.as_str(), value) {
+            ("status", _) => {}
+            ("metadata", Value::Object(metadata)) => {
+                let mut meta = Map::new();
+                for (k, v) in metadata {
+                    if SERVER_METADATA.contains(&k.as_str()) {
+                        continue;
+                    }
+                    match (k.as_str(), v) {
+                        ("annotations", Value::Object(annotations)) => {
+                            let kept: Map<String, Value> = annotations
+                                .iter()
+                                .filter(|(a, _)| !GENERATED_ANNOTATIONS.contains(&a.as_str()))
+                                .map(|(a, v)| (a.clone(), v.clone()))
+                                .collect();
+                            meta.insert(k.clone(), Value::Object(kept));
+                        }
+                        _ => {
+                            meta.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                drop_if_empty(&mut meta, "annotations");
+                drop_if_empty(&mut meta, "labels");
+                out.insert(key.clone(), Value::Object(meta));
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
 fn drop_if_empty(map: &mut Map<String, Value>, key: &str) {
     let empty = match map.get(key) {
         Some(Value::Object(m)) => m.is_empty(),
@@ -84,6 +126,21 @@ mod tests {
                 "data": {"k": "v"}
             })
         );
+    }
+
+    #[test]
+    fn normalized_copy_equals_normalize_in_place() {
+        let live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "a", "uid": "u", "labels": {},
+                         "annotations": {"deployment.kubernetes.io/revision": "2", "x": "y"},
+                         "managedFields": [{"manager": "m"}]},
+            "spec": {"replicas": 1}, "status": {"replicas": 1}
+        });
+        let mut in_place = live.clone();
+        normalize(&mut in_place);
+        assert_eq!(normalized(&live), in_place);
+        assert_eq!(normalized(&json!("x")), json!("x"));
     }
 
     #[test]
