@@ -418,6 +418,140 @@ pub(crate) fn table(t: &ResourceType, objects: &[Value], resource_version: &str)
                 ]
             }),
         ),
+        ("", "Namespace") => (
+            vec![
+                column("Name", "string", "Name must be unique within a namespace."),
+                column("Status", "string", "The status of the namespace"),
+                column("Age", "string", "CreationTimestamp"),
+            ],
+            Box::new(|o: &Value| {
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(o["status"]["phase"].as_str().unwrap_or("Active")),
+                    json!(age(o)),
+                ]
+            }),
+        ),
+        ("", "Service") => (
+            vec![
+                column("Name", "string", "Name must be unique within a namespace."),
+                column("Type", "string", "The type of the service."),
+                column("Cluster-IP", "string", "The IP address of the service."),
+                column(
+                    "External-IP",
+                    "string",
+                    "The external IP address of the service.",
+                ),
+                column("Port(s)", "string", "The ports of the service."),
+                column("Age", "string", "CreationTimestamp"),
+            ],
+            Box::new(|o: &Value| {
+                let ports: Vec<String> = o["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        let proto = p["protocol"].as_str().unwrap_or("TCP");
+                        match p["nodePort"].as_i64() {
+                            Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                            None => format!("{}/{proto}", p["port"]),
+                        }
+                    })
+                    .collect();
+                let external = if o["spec"]["type"] == "LoadBalancer" {
+                    "<pending>"
+                } else {
+                    "<none>"
+                };
+                vec![
+                    o["metadata"]["name"].clone(),
+                    o["spec"]["type"].clone(),
+                    json!(o["spec"]["clusterIP"].as_str().unwrap_or("None")),
+                    json!(external),
+                    json!(if ports.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        ports.join(",")
+                    }),
+                    json!(age(o)),
+                ]
+            }),
+        ),
+        ("", "ConfigMap" | "Secret") => {
+            let secret = t.kind == "Secret";
+            let mut cols = vec![column(
+                "Name",
+                "string",
+                "Name must be unique within a namespace.",
+            )];
+            if secret {
+                cols.push(column("Type", "string", "The type of the secret"));
+            }
+            cols.push(column("Data", "string", "Number of data entries"));
+            cols.push(column("Age", "string", "CreationTimestamp"));
+            (
+                cols,
+                Box::new(move |o: &Value| {
+                    let count = o["data"].as_object().map_or(0, |m| m.len())
+                        + o["binaryData"].as_object().map_or(0, |m| m.len());
+                    let mut row = vec![o["metadata"]["name"].clone()];
+                    if secret {
+                        row.push(o["type"].clone());
+                    }
+                    row.push(json!(count));
+                    row.push(json!(age(o)));
+                    row
+                }),
+            )
+        }
+        ("apps", "ReplicaSet") => (
+            vec![
+                column("Name", "string", "Name must be unique within a namespace."),
+                column("Desired", "integer", "Number of desired pods."),
+                column("Current", "integer", "Number of actually running pods."),
+                column("Ready", "integer", "Number of pods ready."),
+                column("Age", "string", "CreationTimestamp"),
+            ],
+            Box::new(|o: &Value| {
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(o["spec"]["replicas"].as_i64().unwrap_or(0)),
+                    json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
+                    json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
+                    json!(age(o)),
+                ]
+            }),
+        ),
+        ("apps", "StatefulSet") => (
+            vec![
+                column("Name", "string", "Name must be unique within a namespace."),
+                column("Ready", "string", "Number of the pod with ready state"),
+                column("Age", "string", "CreationTimestamp"),
+            ],
+            Box::new(|o: &Value| {
+                vec![
+                    o["metadata"]["name"].clone(),
+                    json!(format!(
+                        "{}/{}",
+                        o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                        o["spec"]["replicas"].as_i64().unwrap_or(0)
+                    )),
+                    json!(age(o)),
+                ]
+            }),
+        ),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => (
+            vec![
+                column("Name", "string", "Name must be unique within a namespace."),
+                column("Created At", "date", "CreationTimestamp"),
+            ],
+            Box::new(|o: &Value| {
+                vec![
+                    o["metadata"]["name"].clone(),
+                    o["metadata"]["creationTimestamp"].clone(),
+                ]
+            }),
+        ),
         _ => (
             vec![
                 column("Name", "string", "Name must be unique within a namespace."),

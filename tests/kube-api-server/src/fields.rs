@@ -294,7 +294,9 @@ fn collect(v: &Value, ctx: &[String], path: &mut FieldPath, out: &mut FieldSet, 
         }
         Value::Array(items) => match list_type(ctx) {
             ListType::Map(keys) => {
-                if update && !items.is_empty() {
+                // `containers` is a required field: always present, never "added" itself.
+                let required = ctx.last().is_some_and(|l| l == "containers");
+                if update && !items.is_empty() && !required {
                     out.insert(path.clone());
                 }
                 for item in items {

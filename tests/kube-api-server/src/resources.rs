@@ -47,6 +47,16 @@ impl ResourceType {
         }
     }
 
+    /// Whether objects carry `metadata.generation` (workloads, policy, networking, CRDs and
+    /// custom resources; not core, RBAC or coordination objects).
+    pub fn has_generation(&self) -> bool {
+        self.crd.is_some()
+            || !matches!(
+                self.group.as_str(),
+                "" | "rbac.authorization.k8s.io" | "coordination.k8s.io"
+            )
+    }
+
     /// The verbs served.
     pub fn verbs(&self) -> Vec<&'static str> {
         vec![

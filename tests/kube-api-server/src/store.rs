@@ -595,7 +595,7 @@ impl State {
         meta_mut(&mut new).insert("managedFields".into(), entries_json(&entries));
 
         // Generation.
-        let has_generation = new.get("spec").is_some() || rt.crd.is_some();
+        let has_generation = rt.has_generation();
         if has_generation {
             let generation = match &old {
                 None => 1,
@@ -988,7 +988,8 @@ fn server_side_apply(
         .map(|e| &e.set)
         .collect();
     let mut to_remove: Vec<&fields::FieldPath> = previous.difference(&applied).collect();
-    to_remove.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    // Items before their fields: an item is found by its key fields.
+    to_remove.sort_by_key(|p| p.len());
     for p in to_remove {
         let owned_elsewhere = others
             .iter()

@@ -864,3 +864,208 @@ async fn kubeconfig_for_several_servers() {
         );
     }
 }
+
+#[tokio::test]
+async fn runtime_waits_see_rollouts_and_crds() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::runtime::wait::{await_condition, conditions};
+    let server = TestServer::start_with(Options {
+        controller_delay: Duration::from_millis(10),
+        ..Options::default()
+    });
+    let client = client(&server).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .patch(
+            "web",
+            &PatchParams::apply("bowline"),
+            &Patch::Apply(deployment("web", "nginx:1.27", 2)),
+        )
+        .await
+        .expect("apply");
+    let done = tokio::time::timeout(
+        Duration::from_secs(5),
+        await_condition(
+            deployments.clone(),
+            "web",
+            conditions::is_deployment_completed(),
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect("watch");
+    assert!(done.is_some());
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "servicemonitors.monitoring.coreos.com",
+        &PatchParams::apply("bowline"),
+        &Patch::Apply(crd()),
+    )
+    .await
+    .expect("crd");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        await_condition(
+            crds,
+            "servicemonitors.monitoring.coreos.com",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect("watch");
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.patch(
+        "once",
+        &PatchParams::apply("bowline"),
+        &Patch::Apply(json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "once"}, "spec": {"template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "busybox:1"}]}}}})),
+    )
+    .await
+    .expect("job");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        await_condition(jobs, "once", conditions::is_job_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("watch");
+
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    sets.patch("db", &PatchParams::apply("bowline"), &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db"}, "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "postgres:16"}]}}}})))
+        .await
+        .expect("statefulset");
+    let live = wait_for(&server, ("apps/v1", "StatefulSet"), "db", |s| {
+        s["status"]["readyReplicas"] == 2
+    })
+    .await;
+    assert_eq!(
+        live["status"]["currentRevision"],
+        live["status"]["updateRevision"]
+    );
+    assert!(server.get("v1", "Pod", Some("default"), "db-1").is_some());
+}
+
+#[tokio::test]
+async fn list_maps_merge_per_manager_and_status_subresource() {
+    let server = TestServer::start();
+    let client = client(&server).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    // Two managers each apply their own container and env entry.
+    let with_sidecar = |image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{"name": "sidecar", "image": image}]}}}})
+    };
+    deployments
+        .patch(
+            "web",
+            &PatchParams::apply("bowline"),
+            &Patch::Apply(deployment("web", "nginx:1.27", 1)),
+        )
+        .await
+        .expect("apply");
+    let both = deployments
+        .patch(
+            "web",
+            &PatchParams::apply("mesh"),
+            &Patch::Apply(with_sidecar("envoy:1")),
+        )
+        .await
+        .expect("sidecar");
+    let names: Vec<String> = both
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["app", "sidecar"]);
+    // bowline re-applies without knowing the sidecar: it stays.
+    let again = deployments
+        .patch(
+            "web",
+            &PatchParams::apply("bowline"),
+            &Patch::Apply(deployment("web", "nginx:1.28", 1)),
+        )
+        .await
+        .expect("re-apply");
+    let containers = again
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers;
+    assert_eq!(containers.len(), 2);
+    assert_eq!(containers[0].image.as_deref(), Some("nginx:1.28"));
+    // The mesh manager stops applying the sidecar: it goes.
+    let pruned = deployments
+        .patch(
+            "web",
+            &PatchParams::apply("mesh"),
+            &Patch::Apply(
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+            ),
+        )
+        .await
+        .expect("prune");
+    let containers = pruned
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers;
+    assert_eq!(
+        containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["app"]
+    );
+
+    // Strategic merge patches merge containers by name.
+    let patched = deployments
+        .patch("web", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "A", "value": "1"}]}]}}}})))
+        .await
+        .expect("strategic");
+    let c = &patched
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers[0];
+    assert_eq!(c.image.as_deref(), Some("nginx:1.28"));
+    assert_eq!(c.env.as_ref().map(Vec::len), Some(1));
+
+    // The status subresource: main-resource writes ignore status; status writes ignore spec.
+    let status_patch = json!({"status": {"replicas": 7}});
+    let after = deployments
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(status_patch))
+        .await
+        .expect("status patch");
+    assert_eq!(after.status.expect("status").replicas, Some(7));
+    let generation = after.metadata.generation;
+    let ignored = deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 9}})),
+        )
+        .await
+        .expect("main patch");
+    assert_eq!(ignored.status.expect("status").replicas, Some(7));
+    assert_eq!(ignored.metadata.generation, generation);
+    let got = deployments.get_status("web").await.expect("get status");
+    assert_eq!(got.status.expect("status").replicas, Some(7));
+}
