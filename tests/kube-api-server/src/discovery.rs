@@ -104,7 +104,7 @@ pub(crate) fn resource_list(types: &[ResourceType], group: &str, version: &str) 
     let mut resources = Vec::new();
     for t in &served {
         resources.push(t.discovery_entry());
-        resources.extend(t.status_discovery_entry());
+        resources.extend(t.subresource_discovery_entries());
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -155,12 +155,9 @@ pub(crate) fn aggregated(types: &[ResourceType], core: bool) -> Value {
                             if !t.categories.is_empty() {
                                 r["categories"] = json!(t.categories);
                             }
-                            if t.has_status {
-                                r["subresources"] = json!([{
-                                    "subresource": "status",
-                                    "responseKind": {"group": t.group, "version": t.version, "kind": t.kind},
-                                    "verbs": ["get", "patch", "update"],
-                                }]);
+                            let subresources = t.aggregated_subresources();
+                            if !subresources.is_empty() {
+                                r["subresources"] = json!(subresources);
                             }
                             r
                         })

@@ -351,8 +351,9 @@ fn read(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Api
     let state = shared.lock();
     let accept = req.header(header::ACCEPT);
     if let Some(name) = &t.name {
+        let scale = t.subresource.as_deref() == Some("scale") && t.rt.has_scale();
         if let Some(sub) = &t.subresource
-            && !(sub == "status" && t.rt.has_status)
+            && !(sub == "status" && t.rt.has_status || scale)
         {
             return Err(ApiError::not_found_raw(
                 &t.rt.group,
@@ -361,6 +362,9 @@ fn read(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Api
             ));
         }
         let obj = state.get(&t.rt, t.namespace.as_deref(), name)?;
+        if scale {
+            return Ok((200, to_scale(&obj)));
+        }
         if discovery::wants_table(&accept) {
             return Ok((200, discovery::table(&t.rt, &[obj], &state.rv.to_string())));
         }
@@ -501,6 +505,11 @@ fn write(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Ap
             ));
         }
     };
+    let (op, scale) = if t.subresource.as_deref() == Some("scale") && t.rt.has_scale() {
+        (scale_op(shared, t, op)?, true)
+    } else {
+        (op, false)
+    };
     let w = Write {
         rt: t.rt.clone(),
         namespace: t.namespace.clone(),
@@ -512,11 +521,80 @@ fn write(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Ap
         keep_status: false,
     };
     let written = shared.lock().write(w, op)?;
-    if written.changed && t.subresource.is_none() {
+    if written.changed && t.subresource.as_deref() != Some("status") {
         controllers::after_write(shared, &written.object);
     }
     let object = State::at_version(&t.rt, &written.object);
+    if scale {
+        return Ok((written.code, to_scale(&object)));
+    }
     Ok((written.code, object))
+}
+
+/// The `autoscaling/v1` `Scale` of a Deployment, StatefulSet or ReplicaSet.
+fn to_scale(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    let selector: Vec<String> = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"],
+            "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {
+            "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector.join(","),
+        },
+    })
+}
+
+/// Turns a write of a `Scale` into a merge patch of the parent's `spec.replicas`.
+fn scale_op(shared: &Arc<Shared>, t: &Target, op: Op) -> Result<Op, ApiError> {
+    let name = t.name.clone().unwrap_or_default();
+    let current = shared.lock().get(&t.rt, t.namespace.as_deref(), &name)?;
+    let scale = to_scale(&current);
+    let new_scale = match op {
+        Op::Update(body) => {
+            let rv = body["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            if !rv.is_empty() && Some(rv) != current["metadata"]["resourceVersion"].as_str() {
+                return Err(ApiError::conflict(&t.rt, &name));
+            }
+            body
+        }
+        Op::MergePatch(p) => crate::fields::merge_patch(&scale, &p),
+        Op::StrategicPatch(p) => crate::fields::strategic_merge(&scale, &p, &[]),
+        Op::JsonPatch(p) => {
+            crate::fields::json_patch(&scale, &p).map_err(|e| ApiError::new(422, "Invalid", e))?
+        }
+        Op::Apply(cfg) => crate::fields::merge_apply(&scale, &cfg, &[]),
+        Op::Create(_) => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    let replicas = new_scale["spec"]["replicas"].as_i64().ok_or_else(|| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("Scale.autoscaling \"{name}\" is invalid: spec.replicas: Required value"),
+        )
+    })?;
+    Ok(Op::MergePatch(json!({"spec": {"replicas": replicas}})))
 }
 
 fn delete(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), ApiError> {

@@ -89,17 +89,59 @@ impl ResourceType {
         entry
     }
 
-    /// The subresource entry (`<plural>/status`) of an `APIResourceList`, if any.
-    pub fn status_discovery_entry(&self) -> Option<Value> {
-        self.has_status.then(|| {
-            json!({
+    /// Serves a `/scale` subresource (`autoscaling/v1` `Scale`).
+    pub fn has_scale(&self) -> bool {
+        self.group == "apps"
+            && matches!(
+                self.kind.as_str(),
+                "Deployment" | "StatefulSet" | "ReplicaSet"
+            )
+    }
+
+    /// The subresource entries (`<plural>/status`, `<plural>/scale`) of an `APIResourceList`.
+    pub fn subresource_discovery_entries(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.has_status {
+            out.push(json!({
                 "name": format!("{}/status", self.plural),
                 "singularName": "",
                 "namespaced": self.namespaced,
                 "kind": self.kind,
                 "verbs": ["get", "patch", "update"],
-            })
-        })
+            }));
+        }
+        if self.has_scale() {
+            out.push(json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        out
+    }
+
+    /// The subresources of an aggregated discovery entry.
+    pub fn aggregated_subresources(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.has_status {
+            out.push(json!({
+                "subresource": "status",
+                "responseKind": {"group": self.group, "version": self.version, "kind": self.kind},
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if self.has_scale() {
+            out.push(json!({
+                "subresource": "scale",
+                "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        out
     }
 }
 

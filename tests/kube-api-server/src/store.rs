@@ -395,8 +395,9 @@ impl State {
     pub fn write(&mut self, w: Write, op: Op) -> Result<Written, ApiError> {
         let rt = &w.rt;
         let status_sub = w.subresource.as_deref() == Some("status");
+        let scale_sub = w.subresource.as_deref() == Some("scale");
         if let Some(sub) = &w.subresource
-            && !(status_sub && rt.has_status)
+            && !(status_sub && rt.has_status || scale_sub && rt.has_scale())
         {
             return Err(ApiError::not_found_raw(
                 &rt.group,

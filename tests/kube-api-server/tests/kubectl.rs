@@ -272,6 +272,20 @@ fn kubectl_client_side_apply_and_custom_resources() {
         managers.contains(&"kubectl-client-side-apply"),
         "{managers:?}"
     );
+    let out = k.ok(&["scale", "deployment", "x", "--replicas=3"]);
+    assert_eq!(out.trim(), "deployment.apps/x scaled");
+    let live = server
+        .get("apps/v1", "Deployment", Some("default"), "x")
+        .expect("live");
+    assert_eq!(live["spec"]["replicas"], 3);
+    let scale_entry = live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["subresource"] == "scale")
+        .expect("scale manager")
+        .clone();
+    assert_eq!(scale_entry["manager"], "kubectl");
 
     let crd = k.file(
         "crd.yaml",
