@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod canary;
 pub mod cluster;
 pub mod config;
 pub mod diagnostic;

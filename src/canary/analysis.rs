@@ -1,0 +1,1 @@
+//! Live analysis (placeholder, filled below).
