@@ -69,6 +69,22 @@ impl Kubectl {
     }
 }
 
+fn wait_rolled_out(server: &TestServer, name: &str) {
+    for _ in 0..100 {
+        let done = server
+            .get("apps/v1", "Deployment", Some("default"), name)
+            .is_some_and(|d| {
+                d["status"]["observedGeneration"] == d["metadata"]["generation"]
+                    && d["status"]["availableReplicas"] == d["spec"]["replicas"]
+            });
+        if done {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("deployment {name} did not roll out");
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -193,14 +209,8 @@ fn kubectl_server_side_apply_get_diff_delete() {
     );
 
     // Table output once the simulated controller has rolled out.
-    let mut table = String::new();
-    for _ in 0..50 {
-        table = k.ok(&["get", "deployment", "x"]);
-        if table.contains("2/2") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_rolled_out(&server, "x");
+    let table = k.ok(&["get", "deployment", "x"]);
     let header: Vec<&str> = table
         .lines()
         .next()
@@ -241,6 +251,9 @@ fn kubectl_client_side_apply_and_custom_resources() {
     let out = k.ok(&["apply", "-f", path_str(&manifest)]);
     assert_eq!(out.trim(), "deployment.apps/x created");
     // Client-side diff: a strategic merge patch with dryRun.
+    // Let the simulated controller settle first: kubectl diff patches with the resource
+    // version it read and backs off for seconds when the object changes in between.
+    wait_rolled_out(&server, "x");
     let unchanged = k.run(&["diff", "-f", path_str(&manifest)]);
     assert_eq!(
         unchanged.code, 0,
