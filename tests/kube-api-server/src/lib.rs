@@ -63,8 +63,13 @@
 //!   [`TestServer::fail_rollouts`]); StatefulSets, DaemonSets and Jobs get pods and ready or
 //!   complete statuses; status is written through the `status` subresource by
 //!   `kube-controller-manager` (pods' status by `kubelet`).
-//! - `Table` output (`Accept: application/json;as=Table;…`) for kubectl's `get` with the
-//!   usual columns of deployments and pods, and name/age for the rest.
+//! - The `/status` subresource (get, put, patch, apply) of every type with status, and the
+//!   `/scale` subresource (`autoscaling/v1` `Scale`) of Deployments, StatefulSets and
+//!   ReplicaSets (`kubectl scale`), recorded in `managedFields` with their subresource.
+//! - `Table` output (`Accept: application/json;as=Table;…`) for kubectl's `get`, with the
+//!   usual columns of deployments, replica sets, stateful sets, pods, services, config maps,
+//!   secrets, namespaces and CRDs, and name/age for the rest.
+//! - `/openapi/v2` answers protobuf requests (older kubectl) with an empty document.
 //! - A request log and fault injection for tests.
 //!
 //! # Not reproduced

@@ -805,6 +805,12 @@ async fn injected_faults_and_request_log() {
     assert_eq!(log[0].method, "GET");
     server.clear_requests();
     assert!(server.requests().is_empty());
+
+    // kube retries 429 (the Status carries Retry-After: 0) on its own.
+    server.fail_next(Some("GET"), "/configmaps", 429, 2);
+    cms.list(&ListParams::default()).await.expect("retried");
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 429, 200]);
 }
 
 #[tokio::test]
