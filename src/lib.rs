@@ -15,6 +15,7 @@ pub mod diff;
 pub mod plan;
 pub mod render;
 pub mod source;
+pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod template;

@@ -1,0 +1,374 @@
+//! Durable state of executions, behind a trait: executions and their stage states (with inputs
+//! and outputs), an event log, manual judgments, and per (app, environment, cluster) the
+//! revisions applied with their rendered objects (for rollback).
+//!
+//! The default implementation is an embedded SQLite file ([`sqlite::SqliteStore`]); a Postgres
+//! implementation for several replicas can sit behind the same trait. Every method is one
+//! transaction: when it returns `Ok`, the change is committed.
+
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use sqlite::SqliteStore;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened, migrated or queried.
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        /// Database file.
+        path: String,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The schema migration failed.
+    #[error("state store {path}: migrating the schema: {message}")]
+    Migration {
+        /// Database file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// No execution with this id.
+    #[error("no execution {0}")]
+    NoExecution(String),
+    /// No stage of this name in the execution.
+    #[error("execution {execution} has no stage \"{stage}\"")]
+    NoStage {
+        /// Execution id.
+        execution: String,
+        /// Stage name.
+        stage: String,
+    },
+    /// A stored value is not what this version of bowline understands.
+    #[error("state store: corrupt {what}: {message}")]
+    Corrupt {
+        /// Which value.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The operation does not apply in the current state.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Lifecycle of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionStatus {
+    /// Waiting for another execution of the same app and environments to finish.
+    Queued,
+    /// Stages are running or waiting.
+    Running,
+    /// Every stage succeeded or was skipped.
+    Succeeded,
+    /// A stage failed.
+    Failed,
+    /// Canceled by a user.
+    Canceled,
+    /// A newer execution for the same app and environments replaced it while queued.
+    Superseded,
+}
+
+/// Lifecycle of a stage within an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StageStatus {
+    /// Not started yet.
+    NotStarted,
+    /// Started; its effect may be under way.
+    Running,
+    /// Waiting for something outside bowline (a judgment, an execution window).
+    Waiting,
+    /// Done.
+    Succeeded,
+    /// Done, unsuccessfully.
+    Failed,
+    /// Not run: its `when` was false or a dependency did not succeed.
+    Skipped,
+    /// Stopped by a cancellation.
+    Canceled,
+}
+
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// The stored and displayed name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($s => Some(Self::$v),)* _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(ExecutionStatus {
+    Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED", Failed => "FAILED",
+    Canceled => "CANCELED", Superseded => "SUPERSEDED",
+});
+text_enum!(StageStatus {
+    NotStarted => "NOT_STARTED", Running => "RUNNING", Waiting => "WAITING",
+    Succeeded => "SUCCEEDED", Failed => "FAILED", Skipped => "SKIPPED", Canceled => "CANCELED",
+});
+
+impl ExecutionStatus {
+    /// True once nothing more will happen.
+    pub fn is_final(self) -> bool {
+        !matches!(self, ExecutionStatus::Queued | ExecutionStatus::Running)
+    }
+}
+
+impl StageStatus {
+    /// True once the stage will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StageStatus::Succeeded
+                | StageStatus::Failed
+                | StageStatus::Skipped
+                | StageStatus::Canceled
+        )
+    }
+}
+
+/// An execution as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution {
+    /// Time-ordered unique id (ULID).
+    pub id: String,
+    /// Application.
+    pub app: String,
+    /// Environments the execution covers (its lock scope).
+    pub environments: Vec<String>,
+    /// Config-repository revision being delivered.
+    pub revision: String,
+    /// Pipeline template name.
+    pub pipeline: String,
+    /// Current status.
+    pub status: ExecutionStatus,
+    /// What started it (user, push, …) and the execution context (parameters, app).
+    pub trigger: Value,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A user asked to cancel it.
+    pub cancel_requested: bool,
+}
+
+/// A stage of an execution as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageState {
+    /// Stage name (unique in the execution).
+    pub name: String,
+    /// Stage type (`deploy`, `wait`, …).
+    pub stage_type: String,
+    /// Environment it acts on, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Current status.
+    pub status: StageStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The stage definition and resolved inputs.
+    pub inputs: Value,
+    /// Results and checkpoints (what already happened, so a resumed stage skips it).
+    pub outputs: Value,
+    /// When it started (first attempt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A stage as created with its execution.
+#[derive(Debug, Clone)]
+pub struct NewStage {
+    /// Stage name.
+    pub name: String,
+    /// Stage type.
+    pub stage_type: String,
+    /// Environment it acts on.
+    pub environment: Option<String>,
+    /// The stage definition.
+    pub inputs: Value,
+}
+
+/// An execution to create.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Application.
+    pub app: String,
+    /// Environments covered.
+    pub environments: Vec<String>,
+    /// Revision delivered.
+    pub revision: String,
+    /// Pipeline template.
+    pub pipeline: String,
+    /// Trigger and context.
+    pub trigger: Value,
+    /// Its stages.
+    pub stages: Vec<NewStage>,
+}
+
+/// A change to a stage, committed together with an event.
+#[derive(Debug, Clone, Default)]
+pub struct StageUpdate {
+    /// New status.
+    pub status: Option<StageStatus>,
+    /// Replace the outputs.
+    pub outputs: Option<Value>,
+    /// Count one more attempt.
+    pub new_attempt: bool,
+    /// Set (or clear with `Some(None)`) the error.
+    pub error: Option<Option<String>>,
+    /// Event message logged in the same transaction.
+    pub event: Option<String>,
+}
+
+/// One entry of an execution's event log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Position in the execution's log.
+    pub seq: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Stage concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// What happened.
+    pub message: String,
+}
+
+/// A manual judgment decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Go on.
+    Approve,
+    /// Stop: the stage fails.
+    Reject,
+}
+
+/// A recorded manual judgment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Judgment {
+    /// The decision.
+    pub decision: Decision,
+    /// Who decided.
+    pub user: String,
+    /// The chosen input option, if the stage offers a choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Objects applied for an app in one environment and cluster at one revision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedRevision {
+    /// Application.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Config-repository revision.
+    pub revision: String,
+    /// The rendered objects applied.
+    pub objects: Vec<Value>,
+    /// The execution that applied them.
+    pub execution: String,
+    /// When.
+    pub applied_at: DateTime<Utc>,
+}
+
+/// Which executions to list.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    /// Only this application.
+    pub app: Option<String>,
+    /// Only these statuses (all when empty).
+    pub statuses: Vec<ExecutionStatus>,
+    /// At most this many, newest first (all when `None`).
+    pub limit: Option<usize>,
+}
+
+/// Durable state of executions. Every method is atomic.
+pub trait Store: Send + Sync {
+    /// Creates a queued execution with its stages; queued executions of the same app covering
+    /// any of the same environments become superseded.
+    fn create_execution(&self, new: NewExecution) -> Result<Execution, StoreError>;
+    /// Moves a queued execution to running unless another execution of the same app covering
+    /// one of its environments is running. Returns whether it started.
+    fn try_start(&self, id: &str) -> Result<bool, StoreError>;
+    /// One execution.
+    fn execution(&self, id: &str) -> Result<Execution, StoreError>;
+    /// Executions, newest first.
+    fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError>;
+    /// The stages of an execution, in creation order.
+    fn stages(&self, id: &str) -> Result<Vec<StageState>, StoreError>;
+    /// Changes a stage (and logs the event) in one transaction.
+    fn update_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        update: StageUpdate,
+    ) -> Result<StageState, StoreError>;
+    /// Sets the final status of an execution.
+    fn finish_execution(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Asks for cancellation; the engine stops at the next stage boundary or wait.
+    fn request_cancel(&self, id: &str) -> Result<(), StoreError>;
+    /// Appends to the event log.
+    fn log(&self, id: &str, stage: Option<&str>, message: &str) -> Result<(), StoreError>;
+    /// The event log of an execution, oldest first.
+    fn events(&self, id: &str) -> Result<Vec<Event>, StoreError>;
+    /// Records the judgment of a manual-judgment stage (the first one wins).
+    fn judge(&self, id: &str, stage: &str, judgment: &Judgment) -> Result<(), StoreError>;
+    /// The judgment recorded for a stage, if any.
+    fn judgment(&self, id: &str, stage: &str) -> Result<Option<Judgment>, StoreError>;
+    /// Records objects applied for an app, environment and cluster.
+    fn save_applied(&self, applied: &AppliedRevision) -> Result<(), StoreError>;
+    /// The latest objects applied for an app, environment and cluster by an execution that
+    /// succeeded (the last good revision), excluding `except_execution`.
+    fn last_good(
+        &self,
+        app: &str,
+        environment: &str,
+        cluster: &str,
+        except_execution: Option<&str>,
+    ) -> Result<Option<AppliedRevision>, StoreError>;
+}

@@ -1,0 +1,949 @@
+//! The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a
+//! committed transition survives a crash of the process or of the machine. The schema is
+//! versioned (`PRAGMA user_version`) and migrated forward on open.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use serde_json::Value;
+
+use super::{
+    AppliedRevision, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
+    NewExecution, StageState, StageStatus, StageUpdate, Store, StoreError,
+};
+
+/// Schema versions, oldest first. Never edit a released migration; add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE executions (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    environments TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX executions_by_app_status ON executions (app, status);
+CREATE TABLE stages (
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    stage_type TEXT NOT NULL,
+    environment TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL DEFAULT '{}',
+    started_at TEXT,
+    finished_at TEXT,
+    error TEXT,
+    PRIMARY KEY (execution_id, name)
+);
+CREATE TABLE events (
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    stage TEXT,
+    message TEXT NOT NULL,
+    PRIMARY KEY (execution_id, seq)
+);
+CREATE TABLE judgments (
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    user TEXT NOT NULL,
+    input TEXT,
+    at TEXT NOT NULL,
+    PRIMARY KEY (execution_id, stage)
+);
+CREATE TABLE applied (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    objects TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+CREATE INDEX applied_by_target ON applied (app, environment, cluster, id);
+"#];
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        let sqlite = |source| StoreError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sqlite)?;
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        migrations
+            .to_latest(&mut conn)
+            .map_err(|e| StoreError::Migration {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock means a panic mid-call; SQLite rolled back the open transaction, so
+        // the connection is still consistent.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+}
+
+fn corrupt(what: &str, message: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| corrupt("timestamp", e))
+}
+
+fn parse_json(text: &str, what: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested";
+
+type ExecutionRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+);
+
+fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn to_execution(row: ExecutionRow) -> Result<Execution, StoreError> {
+    let (id, app, envs, revision, pipeline, status, trigger, created, updated, error, cancel) = row;
+    Ok(Execution {
+        environments: serde_json::from_str(&envs).map_err(|e| corrupt("environments", e))?,
+        status: ExecutionStatus::parse(&status)
+            .ok_or_else(|| corrupt("execution status", &status))?,
+        trigger: parse_json(&trigger, "trigger")?,
+        created_at: parse_time(&created)?,
+        updated_at: parse_time(&updated)?,
+        id,
+        app,
+        revision,
+        pipeline,
+        error,
+        cancel_requested: cancel,
+    })
+}
+
+const STAGE_COLUMNS: &str = "name, stage_type, environment, status, attempts, inputs, outputs, started_at, finished_at, error";
+
+fn to_stage(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 10]> {
+    Ok([
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get::<_, i64>(4).map(|n| Some(n.to_string()))?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+    ])
+}
+
+fn stage_from(cols: [Option<String>; 10]) -> Result<StageState, StoreError> {
+    let [
+        name,
+        stage_type,
+        environment,
+        status,
+        attempts,
+        inputs,
+        outputs,
+        started,
+        finished,
+        error,
+    ] = cols;
+    let need = |v: Option<String>, what: &str| v.ok_or_else(|| corrupt(what, "missing"));
+    let status = need(status, "stage status")?;
+    Ok(StageState {
+        name: need(name, "stage name")?,
+        stage_type: need(stage_type, "stage type")?,
+        environment,
+        status: StageStatus::parse(&status).ok_or_else(|| corrupt("stage status", &status))?,
+        attempts: need(attempts, "attempts")?
+            .parse()
+            .map_err(|e| corrupt("attempts", e))?,
+        inputs: parse_json(&need(inputs, "inputs")?, "stage inputs")?,
+        outputs: parse_json(&need(outputs, "outputs")?, "stage outputs")?,
+        started_at: started.as_deref().map(parse_time).transpose()?,
+        finished_at: finished.as_deref().map(parse_time).transpose()?,
+        error,
+    })
+}
+
+fn append_event(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    stage: Option<&str>,
+    message: &str,
+    at: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (execution_id, seq, at, stage, message)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE execution_id = ?1), ?2, ?3, ?4)",
+        params![id, at, stage, message],
+    )?;
+    Ok(())
+}
+
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    a.iter().any(|x| b.contains(x))
+}
+
+impl Store for SqliteStore {
+    fn create_execution(&self, new: NewExecution) -> Result<Execution, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let id = ulid::Ulid::new().to_string();
+        let at = ts(now());
+        let envs =
+            serde_json::to_string(&new.environments).map_err(|e| corrupt("environments", e))?;
+        // Queued executions of the same app and environments are replaced by this newer one.
+        let queued: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, environments FROM executions WHERE app = ?1 AND status = 'QUEUED'",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![new.app], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        for (old, old_envs) in queued {
+            let old_envs: Vec<String> =
+                serde_json::from_str(&old_envs).map_err(|e| corrupt("environments", e))?;
+            if overlaps(&old_envs, &new.environments) {
+                tx.execute(
+                    "UPDATE executions SET status = 'SUPERSEDED', updated_at = ?2 WHERE id = ?1",
+                    params![old, at],
+                )
+                .map_err(|e| self.err(e))?;
+                append_event(
+                    &tx,
+                    &old,
+                    None,
+                    &format!("superseded by execution {id}"),
+                    &at,
+                )
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        let trigger = serde_json::to_string(&new.trigger).map_err(|e| corrupt("trigger", e))?;
+        tx.execute(
+            "INSERT INTO executions (id, app, environments, revision, pipeline, status, trigger, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', ?6, ?7, ?7)",
+            params![id, new.app, envs, new.revision, new.pipeline, trigger, at],
+        )
+        .map_err(|e| self.err(e))?;
+        for (position, stage) in new.stages.iter().enumerate() {
+            let inputs = serde_json::to_string(&stage.inputs).map_err(|e| corrupt("inputs", e))?;
+            tx.execute(
+                "INSERT INTO stages (execution_id, position, name, stage_type, environment, status, inputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'NOT_STARTED', ?6)",
+                params![id, position as i64, stage.name, stage.stage_type, stage.environment, inputs],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        append_event(
+            &tx,
+            &id,
+            None,
+            &format!("queued: {} at revision {}", new.pipeline, new.revision),
+            &at,
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        drop(conn);
+        self.execution(&id)
+    }
+
+    fn try_start(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let row: Option<(String, String, String)> = tx
+            .query_row(
+                "SELECT app, environments, status FROM executions WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((app, envs, status)) = row else {
+            return Err(StoreError::NoExecution(id.to_string()));
+        };
+        if status == "RUNNING" {
+            return Ok(true);
+        }
+        if status != "QUEUED" {
+            return Err(StoreError::Conflict(format!(
+                "execution {id} is {status}, not queued"
+            )));
+        }
+        let envs: Vec<String> =
+            serde_json::from_str(&envs).map_err(|e| corrupt("environments", e))?;
+        let running: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT environments FROM executions WHERE app = ?1 AND status = 'RUNNING' AND id <> ?2")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![app, id], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        for other in running {
+            let other: Vec<String> =
+                serde_json::from_str(&other).map_err(|e| corrupt("environments", e))?;
+            if overlaps(&other, &envs) {
+                return Ok(false);
+            }
+        }
+        let at = ts(now());
+        tx.execute(
+            "UPDATE executions SET status = 'RUNNING', updated_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )
+        .map_err(|e| self.err(e))?;
+        append_event(&tx, id, None, "started", &at).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    fn execution(&self, id: &str) -> Result<Execution, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
+                params![id],
+                execution_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(to_execution)
+            .transpose()?
+            .ok_or_else(|| StoreError::NoExecution(id.to_string()))
+    }
+
+    fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions
+                 WHERE (?1 IS NULL OR app = ?1) ORDER BY id DESC"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![filter.app], execution_row)
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let execution = to_execution(row.map_err(|e| self.err(e))?)?;
+            if filter.statuses.is_empty() || filter.statuses.contains(&execution.status) {
+                out.push(execution);
+                if filter.limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn stages(&self, id: &str) -> Result<Vec<StageState>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {STAGE_COLUMNS} FROM stages WHERE execution_id = ?1 ORDER BY position"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![id], to_stage)
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(stage_from(row.map_err(|e| self.err(e))?)?);
+        }
+        Ok(out)
+    }
+
+    fn update_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        update: StageUpdate,
+    ) -> Result<StageState, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let at = ts(now());
+        let status = update.status.map(|s| s.as_str());
+        let started = matches!(
+            update.status,
+            Some(StageStatus::Running | StageStatus::Waiting)
+        );
+        let finished = update.status.is_some_and(|s| s.is_final());
+        let outputs = update
+            .outputs
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| corrupt("outputs", e))?;
+        let changed = tx
+            .execute(
+                "UPDATE stages SET
+                    status = COALESCE(?3, status),
+                    outputs = COALESCE(?4, outputs),
+                    attempts = attempts + ?5,
+                    error = CASE WHEN ?6 THEN ?7 ELSE error END,
+                    started_at = CASE WHEN ?8 AND started_at IS NULL THEN ?10 ELSE started_at END,
+                    finished_at = CASE WHEN ?9 THEN ?10 ELSE finished_at END
+                 WHERE execution_id = ?1 AND name = ?2",
+                params![
+                    id,
+                    stage,
+                    status,
+                    outputs,
+                    i64::from(update.new_attempt),
+                    update.error.is_some(),
+                    update.error.clone().flatten(),
+                    started,
+                    finished,
+                    at
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            return Err(StoreError::NoStage {
+                execution: id.to_string(),
+                stage: stage.to_string(),
+            });
+        }
+        if let Some(message) = &update.event {
+            append_event(&tx, id, Some(stage), message, &at).map_err(|e| self.err(e))?;
+        }
+        tx.execute(
+            "UPDATE executions SET updated_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )
+        .map_err(|e| self.err(e))?;
+        let row = tx
+            .query_row(
+                &format!(
+                    "SELECT {STAGE_COLUMNS} FROM stages WHERE execution_id = ?1 AND name = ?2"
+                ),
+                params![id, stage],
+                to_stage,
+            )
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        stage_from(row)
+    }
+
+    fn finish_execution(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let at = ts(now());
+        let changed = tx
+            .execute(
+                "UPDATE executions SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, status.as_str(), error, at],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            return Err(StoreError::NoExecution(id.to_string()));
+        }
+        let message = match error {
+            Some(e) => format!("{status}: {e}"),
+            None => status.to_string(),
+        };
+        append_event(&tx, id, None, &message, &at).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
+        let execution = self.execution(id)?;
+        if execution.status.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "execution {id} is already {}",
+                execution.status
+            )));
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let at = ts(now());
+        if execution.status == ExecutionStatus::Queued {
+            tx.execute(
+                "UPDATE executions SET status = 'CANCELED', cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )
+            .map_err(|e| self.err(e))?;
+        } else {
+            tx.execute(
+                "UPDATE executions SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        append_event(&tx, id, None, "cancellation requested", &at).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn log(&self, id: &str, stage: Option<&str>, message: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        append_event(&tx, id, stage, message, &ts(now())).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, at, stage, message FROM events WHERE execution_id = ?1 ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at, stage, message) = row.map_err(|e| self.err(e))?;
+            out.push(Event {
+                seq,
+                at: parse_time(&at)?,
+                stage,
+                message,
+            });
+        }
+        Ok(out)
+    }
+
+    fn judge(&self, id: &str, stage: &str, judgment: &Judgment) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let decision = match judgment.decision {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        };
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT decision FROM judgments WHERE execution_id = ?1 AND stage = ?2",
+                params![id, stage],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(existing) = existing {
+            return Err(StoreError::Conflict(format!(
+                "stage \"{stage}\" of execution {id} was already judged: {existing}"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO judgments (execution_id, stage, decision, user, input, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, stage, decision, judgment.user, judgment.input, ts(judgment.at)],
+        )
+        .map_err(|e| self.err(e))?;
+        append_event(
+            &tx,
+            id,
+            Some(stage),
+            &format!("{decision}d by {}", judgment.user),
+            &ts(now()),
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn judgment(&self, id: &str, stage: &str) -> Result<Option<Judgment>, StoreError> {
+        let conn = self.lock();
+        let row: Option<(String, String, Option<String>, String)> = conn
+            .query_row(
+                "SELECT decision, user, input, at FROM judgments WHERE execution_id = ?1 AND stage = ?2",
+                params![id, stage],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(decision, user, input, at)| {
+            Ok(Judgment {
+                decision: match decision.as_str() {
+                    "approve" => Decision::Approve,
+                    "reject" => Decision::Reject,
+                    other => return Err(corrupt("judgment", other)),
+                },
+                user,
+                input,
+                at: parse_time(&at)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn save_applied(&self, applied: &AppliedRevision) -> Result<(), StoreError> {
+        let objects = serde_json::to_string(&applied.objects).map_err(|e| corrupt("objects", e))?;
+        self.lock()
+            .execute(
+                "INSERT INTO applied (app, environment, cluster, revision, objects, execution_id, applied_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    applied.app,
+                    applied.environment,
+                    applied.cluster,
+                    applied.revision,
+                    objects,
+                    applied.execution,
+                    ts(applied.applied_at)
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn last_good(
+        &self,
+        app: &str,
+        environment: &str,
+        cluster: &str,
+        except_execution: Option<&str>,
+    ) -> Result<Option<AppliedRevision>, StoreError> {
+        let conn = self.lock();
+        let row: Option<(String, String, String, String)> = conn
+            .query_row(
+                "SELECT a.revision, a.objects, a.execution_id, a.applied_at
+                 FROM applied a JOIN executions e ON e.id = a.execution_id
+                 WHERE a.app = ?1 AND a.environment = ?2 AND a.cluster = ?3
+                   AND e.status = 'SUCCEEDED' AND (?4 IS NULL OR a.execution_id <> ?4)
+                 ORDER BY a.id DESC LIMIT 1",
+                params![app, environment, cluster, except_execution],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(revision, objects, execution, at)| {
+            Ok(AppliedRevision {
+                app: app.to_string(),
+                environment: environment.to_string(),
+                cluster: cluster.to_string(),
+                revision,
+                objects: serde_json::from_str(&objects).map_err(|e| corrupt("objects", e))?,
+                execution,
+                applied_at: parse_time(&at)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewStage;
+    use serde_json::json;
+
+    fn new(app: &str, envs: &[&str]) -> NewExecution {
+        NewExecution {
+            app: app.into(),
+            environments: envs.iter().map(|e| e.to_string()).collect(),
+            revision: "abc123".into(),
+            pipeline: "rolling-release".into(),
+            trigger: json!({"user": "test"}),
+            stages: vec![
+                NewStage {
+                    name: "deploy".into(),
+                    stage_type: "deploy".into(),
+                    environment: Some("staging".into()),
+                    inputs: json!({"strategy": "rolling"}),
+                },
+                NewStage {
+                    name: "soak".into(),
+                    stage_type: "wait".into(),
+                    environment: Some("staging".into()),
+                    inputs: json!({"duration": "1s"}),
+                },
+            ],
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn executions_survive_reopening() {
+        let (dir, store) = open();
+        let e = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        assert!(store.try_start(&e.id).expect("start"));
+        store
+            .update_stage(
+                &e.id,
+                "deploy",
+                StageUpdate {
+                    status: Some(StageStatus::Succeeded),
+                    outputs: Some(json!({"applied": true})),
+                    new_attempt: true,
+                    event: Some("deployed".into()),
+                    ..StageUpdate::default()
+                },
+            )
+            .expect("update");
+        drop(store);
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
+        assert_eq!(store.schema_version().expect("version"), 1);
+        let e2 = store.execution(&e.id).expect("execution");
+        assert_eq!(e2.status, ExecutionStatus::Running);
+        let stages = store.stages(&e.id).expect("stages");
+        assert_eq!(stages[0].status, StageStatus::Succeeded);
+        assert_eq!(stages[0].attempts, 1);
+        assert_eq!(stages[0].outputs, json!({"applied": true}));
+        assert!(
+            stages[0].started_at.is_none(),
+            "started only through Running"
+        );
+        assert!(stages[0].finished_at.is_some());
+        assert_eq!(stages[1].status, StageStatus::NotStarted);
+        let events: Vec<String> = store
+            .events(&e.id)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                "queued: rolling-release at revision abc123",
+                "started",
+                "deployed"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_running_execution_per_app_and_environment_and_newer_supersedes_queued() {
+        let (_dir, store) = open();
+        let first = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        assert!(store.try_start(&first.id).expect("start"));
+        let second = store
+            .create_execution(new("web", &["staging", "production"]))
+            .expect("create");
+        assert!(
+            !store.try_start(&second.id).expect("blocked"),
+            "overlaps the running one"
+        );
+        let other_app = store
+            .create_execution(new("api", &["staging"]))
+            .expect("create");
+        assert!(store.try_start(&other_app.id).expect("other app runs"));
+        let third = store
+            .create_execution(new("web", &["production"]))
+            .expect("create");
+        assert_eq!(
+            store.execution(&second.id).expect("second").status,
+            ExecutionStatus::Superseded
+        );
+        store
+            .finish_execution(&first.id, ExecutionStatus::Succeeded, None)
+            .expect("finish");
+        assert!(store.try_start(&third.id).expect("third starts"));
+        let running = store
+            .executions(&ExecutionFilter {
+                app: Some("web".into()),
+                statuses: vec![ExecutionStatus::Running],
+                limit: None,
+            })
+            .expect("list");
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].id, third.id);
+    }
+
+    #[test]
+    fn judgments_are_recorded_once_and_last_good_skips_failures() {
+        let (_dir, store) = open();
+        let e = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        let j = Judgment {
+            decision: Decision::Approve,
+            user: "maria".into(),
+            input: Some("go".into()),
+            at: Utc::now(),
+        };
+        store.judge(&e.id, "approve", &j).expect("judge");
+        assert!(matches!(
+            store.judge(&e.id, "approve", &j),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store
+                .judgment(&e.id, "approve")
+                .expect("read")
+                .map(|j| j.user),
+            Some("maria".into())
+        );
+
+        let applied = |execution: &str, revision: &str| AppliedRevision {
+            app: "web".into(),
+            environment: "staging".into(),
+            cluster: "eu".into(),
+            revision: revision.into(),
+            objects: vec![json!({"kind": "ConfigMap"})],
+            execution: execution.into(),
+            applied_at: Utc::now(),
+        };
+        store.save_applied(&applied(&e.id, "r1")).expect("save");
+        assert!(
+            store
+                .last_good("web", "staging", "eu", None)
+                .expect("query")
+                .is_none(),
+            "not succeeded yet"
+        );
+        store
+            .finish_execution(&e.id, ExecutionStatus::Succeeded, None)
+            .expect("finish");
+        let bad = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        store.save_applied(&applied(&bad.id, "r2")).expect("save");
+        store
+            .finish_execution(&bad.id, ExecutionStatus::Failed, Some("canary failed"))
+            .expect("finish");
+        let good = store
+            .last_good("web", "staging", "eu", None)
+            .expect("query")
+            .expect("one");
+        assert_eq!(good.revision, "r1");
+        assert!(
+            store
+                .last_good("web", "staging", "eu", Some(&e.id))
+                .expect("query")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn unknown_ids_are_errors() {
+        let (_dir, store) = open();
+        assert!(matches!(
+            store.execution("nope"),
+            Err(StoreError::NoExecution(_))
+        ));
+        let e = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        assert!(matches!(
+            store.update_stage(&e.id, "nope", StageUpdate::default()),
+            Err(StoreError::NoStage { .. })
+        ));
+    }
+}
