@@ -592,6 +592,9 @@ pub struct Stage {
     /// Maximum run time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Attempts after a failed one, with exponential backoff.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
     /// Type and type-specific settings.
     #[serde(flatten)]
     pub action: StageAction,
@@ -744,6 +747,7 @@ pub struct CanaryAnalysisStage {
 
 /// Settings of a manualJudgment stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ManualJudgmentStage {
     /// Shown to approvers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -751,6 +755,27 @@ pub struct ManualJudgmentStage {
     /// Who may decide (default: the app's approvers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Choices offered to the approver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// Outcome when the timeout passes without a decision.
+    #[serde(default)]
+    pub on_timeout: TimeoutOutcome,
+}
+
+/// What a manual judgment becomes when nobody decides in time.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum TimeoutOutcome {
+    /// The stage succeeds.
+    Approve,
+    /// The stage fails (the default).
+    #[default]
+    Reject,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Settings of a wait stage.
