@@ -327,7 +327,7 @@ fn pod_status(state: &mut State, pod: &Value, desired: PodState<'_>) -> Value {
         "podIP": pod_ip,
         "podIPs": [{"ip": pod_ip}],
         "startTime": created,
-        "qosClass": "BestEffort",
+        "qosClass": pod["spec"].as_object().map_or("BestEffort", crate::defaults::qos_class),
         "containerStatuses": statuses,
     })
 }

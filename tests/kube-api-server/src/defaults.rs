@@ -110,11 +110,26 @@ pub(crate) fn apply(
             set_default(spec, "priority", json!(0));
             set_default(spec, "serviceAccountName", json!("default"));
             set_default(spec, "serviceAccount", json!("default"));
+            let qos = qos_class(spec);
+            let status = object_at(root, "status");
+            set_default(status, "phase", json!("Pending"));
+            set_default(status, "qosClass", json!(qos));
+        }
+        ("networking.k8s.io", "Ingress") => {
+            set_default(root, "status", json!({"loadBalancer": {}}));
+        }
+        ("policy", "PodDisruptionBudget") => {
+            set_default(
+                root,
+                "status",
+                json!({"currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0}),
+            );
         }
         ("", "PersistentVolumeClaim") => {
             let spec = object_at(root, "spec");
             set_default(spec, "volumeMode", json!("Filesystem"));
             canonicalize_resources(spec);
+            set_default(object_at(root, "status"), "phase", json!("Pending"));
         }
         ("apps", "Deployment") => {
             let spec = object_at(root, "spec");
@@ -206,10 +221,21 @@ pub(crate) fn apply(
             set_default(spec, "suspend", json!(false));
             set_default(spec, "successfulJobsHistoryLimit", json!(3));
             set_default(spec, "failedJobsHistoryLimit", json!(1));
+            // Only pod defaults reach the job template (the Job defaults apply to Jobs).
             let job_template = object_at(spec, "jobTemplate");
-            default_job_spec(object_at(job_template, "spec"));
+            set_default(
+                object_at(job_template, "metadata"),
+                "creationTimestamp",
+                Value::Null,
+            );
+            default_template(object_at(job_template, "spec"));
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
+            set_default(
+                root,
+                "status",
+                json!({"currentMetrics": null, "desiredReplicas": 0}),
+            );
             let spec = object_at(root, "spec");
             set_default(spec, "minReplicas", json!(1));
             if spec
@@ -385,6 +411,13 @@ pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
+    if let Some(sa) = spec
+        .get("serviceAccountName")
+        .filter(|v| !v.is_null())
+        .cloned()
+    {
+        set_default(spec, "serviceAccount", sa);
+    }
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         if let Some(Value::Array(containers)) = spec.get_mut(list) {
             for c in containers.iter_mut().filter_map(Value::as_object_mut) {
@@ -408,6 +441,40 @@ pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>) {
                 e.insert("sizeLimit".to_string(), json!(limit));
             }
         }
+    }
+}
+
+/// The QoS class of a pod spec: `Guaranteed` when every container limits CPU and memory with
+/// equal requests, `BestEffort` without any requests or limits, else `Burstable`.
+pub(crate) fn qos_class(spec: &Map<String, Value>) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| spec.get(*l).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let resources =
+        |c: &Value, kind: &str, name: &str| c["resources"][kind][name].as_str().map(str::to_string);
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"].iter().any(|k| {
+            c["resources"][*k]
+                .as_object()
+                .is_some_and(|m| !m.is_empty())
+        })
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = resources(c, "limits", r);
+            let request = resources(c, "requests", r).or_else(|| limit.clone());
+            limit.is_some() && limit == request
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
     }
 }
 

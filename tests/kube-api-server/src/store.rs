@@ -576,6 +576,10 @@ impl State {
         }
 
         defaults::apply(rt, &mut new, old.as_ref(), &mut self.alloc);
+        // Built-in types serialise an empty status; custom resources omit it.
+        if rt.has_status && rt.crd.is_none() && new.get("status").is_none_or(Value::is_null) {
+            new["status"] = json!({});
+        }
         validate(rt, &new, &name)?;
 
         // Managed fields.
