@@ -298,6 +298,23 @@ pub(crate) fn openapi_v3_doc(types: &[ResourceType], path: &str) -> Option<Value
     }))
 }
 
+/// Whether the `Accept` header asks for `PartialObjectMetadata` (metadata-only reads).
+pub(crate) fn wants_metadata(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| {
+        let p = first.replace(' ', "");
+        p.contains("as=PartialObjectMetadata") && p.contains("g=meta.k8s.io")
+    })
+}
+
+/// The `PartialObjectMetadata` of an object.
+pub(crate) fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj["metadata"],
+    })
+}
+
 /// Whether the `Accept` header asks for a `meta.k8s.io/v1` `Table`.
 pub(crate) fn wants_table(accept: &str) -> bool {
     accept.split(',').any(|part| {

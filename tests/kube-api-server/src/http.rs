@@ -368,6 +368,9 @@ fn read(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Api
         if discovery::wants_table(&accept) {
             return Ok((200, discovery::table(&t.rt, &[obj], &state.rv.to_string())));
         }
+        if discovery::wants_metadata(&accept) {
+            return Ok((200, discovery::partial_metadata(&obj)));
+        }
         return Ok((200, obj));
     }
     let (labels, fields) = selectors(req)?;
@@ -399,6 +402,18 @@ fn read(shared: &Arc<Shared>, req: &Req, t: &Target) -> Result<(u16, Value), Api
         let mut table = discovery::table(&t.rt, &items, &rv);
         table["metadata"] = metadata;
         return Ok((200, table));
+    }
+    if discovery::wants_metadata(&accept) {
+        let items: Vec<Value> = items.iter().map(discovery::partial_metadata).collect();
+        return Ok((
+            200,
+            json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": metadata,
+                "items": items,
+            }),
+        ));
     }
     Ok((
         200,
@@ -671,16 +686,51 @@ fn event_matches(e: &Event, t: &Target, labels: &LabelSelector, fields: &FieldSe
         && fields.matches(&e.object)
 }
 
+/// How watch events present objects, after the `Accept` header.
+#[derive(Clone, Copy)]
+enum Presentation {
+    Object,
+    Table,
+    Metadata,
+}
+
+fn present(p: Presentation, rt: &ResourceType, obj: &Value, rv: u64) -> Value {
+    match p {
+        Presentation::Object => State::at_version(rt, obj),
+        Presentation::Table => discovery::table(rt, std::slice::from_ref(obj), &rv.to_string()),
+        Presentation::Metadata => discovery::partial_metadata(obj),
+    }
+}
+
 fn watch_line(kind: &str, object: &Value) -> Bytes {
     let mut line = json!({"type": kind, "object": object}).to_string();
     line.push('\n');
     Bytes::from(line)
 }
 
+/// What a live watch stream carries between events.
+struct WatchState {
+    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    target: Target,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    presentation: Presentation,
+    since: u64,
+    done: bool,
+}
+
 fn watch(shared: &Arc<Shared>, req: &Req, t: &Target) -> Response {
     let (labels, fields) = match selectors(req) {
         Ok(s) => s,
         Err(e) => return error_response(&e),
+    };
+    let accept = req.header(header::ACCEPT);
+    let presentation = if discovery::wants_table(&accept) {
+        Presentation::Table
+    } else if discovery::wants_metadata(&accept) {
+        Presentation::Metadata
+    } else {
+        Presentation::Object
     };
     let timeout = req
         .param("timeoutSeconds")
@@ -690,14 +740,18 @@ fn watch(shared: &Arc<Shared>, req: &Req, t: &Target) -> Response {
         .param("resourceVersion")
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|rv| *rv > 0);
-    let (initial, rx, last_rv) = {
+    // Subscribe and read the backlog under one lock, so no event is missed or repeated.
+    let (initial, rx, current) = {
         let state = shared.lock();
         let rx = state.events.subscribe();
         let mut initial: Vec<Bytes> = Vec::new();
         match since {
             None => {
                 for obj in state.list(&t.rt, t.namespace.as_deref(), &labels, &fields) {
-                    initial.push(watch_line("ADDED", &obj));
+                    initial.push(watch_line(
+                        "ADDED",
+                        &present(presentation, &t.rt, &obj, state.rv),
+                    ));
                 }
             }
             Some(rv) => {
@@ -715,7 +769,10 @@ fn watch(shared: &Arc<Shared>, req: &Req, t: &Target) -> Response {
                 } else {
                     for e in state.history.iter().filter(|e| e.rv > rv) {
                         if event_matches(e, t, &labels, &fields) {
-                            initial.push(watch_line(e.kind, &State::at_version(&t.rt, &e.object)));
+                            initial.push(watch_line(
+                                e.kind,
+                                &present(presentation, &t.rt, &e.object, e.rv),
+                            ));
                         }
                     }
                 }
@@ -723,46 +780,45 @@ fn watch(shared: &Arc<Shared>, req: &Req, t: &Target) -> Response {
         }
         (initial, rx, state.rv)
     };
-    let rt = t.rt.clone();
-    let target = Target {
-        rt: t.rt.clone(),
-        namespace: t.namespace.clone(),
-        name: None,
-        subresource: None,
-    };
     let deadline = tokio::time::Instant::now() + timeout;
-    let live = futures::stream::unfold(
-        (rx, target, labels, fields, rt, last_rv),
-        move |(mut rx, target, labels, fields, rt, last_rv)| async move {
-            loop {
-                let next = tokio::time::timeout_at(deadline, rx.recv()).await;
-                match next {
-                    Err(_) => return None,
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                        let status = ApiError::new(
-                            410,
-                            "Expired",
-                            "the watch fell behind; resume from a newer resource version",
-                        );
-                        return Some((
-                            watch_line("ERROR", &status.body()),
-                            (rx, target, labels, fields, rt, u64::MAX),
-                        ));
-                    }
-                    Ok(Ok(e)) => {
-                        if last_rv == u64::MAX {
-                            return None;
-                        }
-                        if e.rv > last_rv && event_matches(&e, &target, &labels, &fields) {
-                            let line = watch_line(e.kind, &State::at_version(&rt, &e.object));
-                            return Some((line, (rx, target, labels, fields, rt, last_rv)));
-                        }
+    let watch_state = WatchState {
+        rx,
+        target: Target {
+            rt: t.rt.clone(),
+            namespace: t.namespace.clone(),
+            name: None,
+            subresource: None,
+        },
+        labels,
+        fields,
+        presentation,
+        since: current,
+        done: false,
+    };
+    let live = futures::stream::unfold(watch_state, move |mut ws| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        while !ws.done {
+            match tokio::time::timeout_at(deadline, ws.rx.recv()).await {
+                Err(_) | Ok(Err(RecvError::Closed)) => return None,
+                Ok(Err(RecvError::Lagged(_))) => {
+                    ws.done = true;
+                    let status = ApiError::new(
+                        410,
+                        "Expired",
+                        "the watch fell behind; resume from a newer resource version",
+                    );
+                    return Some((watch_line("ERROR", &status.body()), ws));
+                }
+                Ok(Ok(e)) => {
+                    if e.rv > ws.since && event_matches(&e, &ws.target, &ws.labels, &ws.fields) {
+                        let object = present(ws.presentation, &ws.target.rt, &e.object, e.rv);
+                        return Some((watch_line(e.kind, &object), ws));
                     }
                 }
             }
-        },
-    );
+        }
+        None
+    });
     use futures::StreamExt;
     let stream = futures::stream::iter(initial)
         .chain(live)

@@ -69,6 +69,8 @@
 //! - `Table` output (`Accept: application/json;as=Table;…`) for kubectl's `get`, with the
 //!   usual columns of deployments, replica sets, stateful sets, pods, services, config maps,
 //!   secrets, namespaces and CRDs, and name/age for the rest.
+//! - Metadata-only reads (`Accept: application/json;as=PartialObjectMetadata…`) for get, list
+//!   and watch; watches also honour the `Table` media type (`kubectl get -w`).
 //! - `/openapi/v2` answers protobuf requests (older kubectl) with an empty document.
 //! - A request log and fault injection for tests.
 //!

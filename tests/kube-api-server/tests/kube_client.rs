@@ -418,6 +418,16 @@ async fn crud_selectors_namespaces_and_errors() {
         1
     );
 
+    // Metadata-only reads (PartialObjectMetadata).
+    let meta = all
+        .list_metadata(&ListParams::default().labels("tier=web"))
+        .await
+        .expect("list metadata");
+    assert_eq!(meta.items.len(), 2);
+    assert_eq!(meta.items[0].metadata.name.as_deref(), Some("a"));
+    let one = default.get_metadata("b").await.expect("get metadata");
+    assert_eq!(one.metadata.labels.expect("labels")["tier"], "db");
+
     // Update with a stale resource version conflicts.
     let mut a = default.get("a").await.expect("get");
     a.data = Some([("k".to_string(), "w".to_string())].into());
