@@ -135,6 +135,13 @@ async fn handle(
         status: resp.status().as_u16(),
         dry_run: req.dry_run(),
     };
+    tracing::debug!(
+        method = %record.method,
+        path = %record.path,
+        query = %record.query,
+        status = record.status,
+        "kube API test server request"
+    );
     shared.lock().requests.push(record);
     resp
 }

@@ -436,6 +436,7 @@ impl TestServer {
     /// Deployments (and StatefulSets, DaemonSets, Jobs) whose pod template uses an image
     /// containing `image_substring` never become ready: Deployments report
     /// `ProgressDeadlineExceeded`, and their pods wait with `reason` (e.g. `ImagePullBackOff`).
+    /// It applies from the next reconciliation, i.e. to workloads created or changed afterwards.
     pub fn fail_rollouts(&self, image_substring: &str, reason: &str) {
         self.shared()
             .lock()
