@@ -70,6 +70,16 @@ enum Command {
         #[arg(long)]
         exit_code: bool,
     },
+    /// Run an application's promotion pipeline in the foreground, with a progress line per
+    /// stage; resumes the app's execution left running by a stopped process.
+    Run(Box<RunArgs>),
+    /// List, show, approve, reject or cancel executions in the state store.
+    Executions {
+        #[command(flatten)]
+        state: cli::pipeline::StateArgs,
+        #[command(subcommand)]
+        command: cli::pipeline::ExecutionsCommand,
+    },
     /// Apply one application to one environment (server-side apply, cluster by cluster in wave
     /// order), prune what is no longer rendered, and wait until it is healthy.
     Sync {
@@ -97,6 +107,32 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+}
+
+/// The command-line options of `bowline run`.
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    #[command(flatten)]
+    clusters: cli::live::ClusterArgs,
+    #[command(flatten)]
+    state: cli::pipeline::StateArgs,
+    /// Application whose pipeline runs.
+    #[arg(long)]
+    app: String,
+    /// Only the stages of this environment.
+    #[arg(long)]
+    env: Option<String>,
+    /// Config-repository revision being delivered (default: the Git HEAD of the repository).
+    #[arg(long)]
+    revision: Option<String>,
+    /// Prometheus URL for canary analysis instead of the environment's.
+    #[arg(long)]
+    prometheus: Option<String>,
+    /// Directory of secret files for templates (`secrets.<file name>`).
+    #[arg(long, env = "BOWLINE_SECRETS_DIR")]
+    secrets_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +167,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             format,
             exit_code,
         } => cli::live::plan(repo, clusters, format, exit_code),
+        Command::Run(args) => {
+            let RunArgs {
+                repo,
+                clusters,
+                state,
+                app,
+                env,
+                revision,
+                prometheus,
+                secrets_dir,
+            } = *args;
+            cli::pipeline::run(
+                repo,
+                clusters,
+                state,
+                app,
+                env,
+                revision,
+                prometheus,
+                secrets_dir,
+            )
+        }
+        Command::Executions { state, command } => cli::pipeline::executions(state, command),
         Command::Sync {
             repo,
             clusters,

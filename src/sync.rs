@@ -141,24 +141,35 @@ pub async fn plan(
     })
 }
 
+/// Reads the live object, server-side dry-runs the desired one and compares them.
+async fn plan_one(
+    cluster: &Cluster,
+    target: &AppTarget<'_>,
+    rendered: &RenderedObject,
+    options: &DiffOptions,
+) -> Result<Planned, ClusterError> {
+    let key = ObjectKey::of(&rendered.object);
+    let live = cluster.get(&key).await?;
+    let body = apply_body(&rendered.object, live.as_ref(), options);
+    let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
+    let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
+    Ok(Planned { body, diff })
+}
+
 async fn plan_objects(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     options: &DiffOptions,
 ) -> Result<(Vec<Planned>, Vec<(ObjectKey, ObjectDiff)>), ClusterError> {
     let options = diff_options(options, target.objects);
-    let planned: Vec<Planned> = stream::iter(target.objects)
-        .map(|rendered| {
-            let options = &options;
-            async move {
-                let key = ObjectKey::of(&rendered.object);
-                let live = cluster.get(&key).await?;
-                let body = apply_body(&rendered.object, live.as_ref(), options);
-                let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
-                let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
-                Ok::<_, ClusterError>(Planned { body, diff })
-            }
-        })
+    // Collected first: a stream over a closure would not be `Send` for every lifetime, which
+    // callers spawning this on a runtime need.
+    let lookups: Vec<_> = target
+        .objects
+        .iter()
+        .map(|rendered| plan_one(cluster, target, rendered, &options))
+        .collect();
+    let planned: Vec<Planned> = stream::iter(lookups)
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;

@@ -37,14 +37,13 @@ pub struct ClusterArgs {
     pub request_timeout: Duration,
 }
 
-impl ClusterArgs {
-    fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
-            kubeconfig: self.kubeconfig.clone(),
-            context: self.context.clone(),
-            timeout: self.request_timeout,
-            ..ConnectOptions::default()
-        }
+/// The connection options the flags ask for.
+pub fn connect_options(args: &ClusterArgs) -> ConnectOptions {
+    ConnectOptions {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        timeout: args.request_timeout,
+        ..ConnectOptions::default()
     }
 }
 
@@ -99,7 +98,7 @@ pub fn plan(
 ) -> anyhow::Result<ExitCode> {
     let loaded = load(&repo, None, None)?;
     let table = plan::build(&loaded.repo, &loaded.diagnostics, &loaded.rendered);
-    let options = clusters.connect_options();
+    let options = connect_options(&clusters);
     let kubeconfig = options.configured();
     let targets = targets(&loaded.repo, None, None);
     let planned = runtime()?.block_on(plan_all(&targets, &options, kubeconfig.is_some()));
@@ -236,7 +235,7 @@ pub fn sync(
     else {
         anyhow::bail!("application \"{app}\" is not deployed to environment \"{env}\"");
     };
-    let options = clusters.connect_options();
+    let options = connect_options(&clusters);
     let diff = diff_options(target.app);
     let policy = target.policy;
     let sync_options = SyncOptions {

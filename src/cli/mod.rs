@@ -3,6 +3,7 @@
 
 pub mod canary;
 pub mod live;
+pub mod pipeline;
 pub mod repo;
 
 use std::process::ExitCode;

@@ -701,7 +701,7 @@ pub struct RollingSettings {
 }
 
 /// Blue/green settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreenSettings {
     /// Service routing to the new color before promotion.
@@ -716,7 +716,7 @@ pub struct BlueGreenSettings {
 }
 
 /// Canary deploy settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryDeploySettings {
     /// Replicas of canary and baseline.

@@ -22,7 +22,7 @@ pub use mask::Masker;
 pub use normalize::normalize;
 
 /// Which object a diff is about.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectKey {
     /// `apiVersion`, e.g. `apps/v1`.
@@ -30,7 +30,7 @@ pub struct ObjectKey {
     /// `kind`.
     pub kind: String,
     /// Namespace; absent for cluster-scoped objects.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// `metadata.name`.
     pub name: String,

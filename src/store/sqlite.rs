@@ -108,12 +108,20 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite)?;
         let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-        migrations
-            .to_latest(&mut conn)
-            .map_err(|e| StoreError::Migration {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
+        // Another process opening the same new file may migrate it at the same moment; the
+        // loser's statements fail, and a second pass finds the schema already current.
+        let mut migrated = migrations.to_latest(&mut conn);
+        for _ in 0..3 {
+            if migrated.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            migrated = migrations.to_latest(&mut conn);
+        }
+        migrated.map_err(|e| StoreError::Migration {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),

@@ -1,0 +1,371 @@
+//! `bowline run` (an app's pipeline in the foreground) and `bowline executions` (the store).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+
+use bowline::diagnostic;
+use bowline::pipeline::{self, Engine, Progress, Services};
+use bowline::store::{
+    Decision, ExecutionFilter, ExecutionStatus, Judgment, SqliteStore, StageStatus, Store,
+};
+
+use super::live::ClusterArgs;
+use super::repo::{RepoArgs, load};
+
+/// Where execution state lives.
+#[derive(clap::Args)]
+pub struct StateArgs {
+    /// SQLite file holding executions (created when missing).
+    #[arg(
+        long,
+        global = true,
+        default_value = "bowline.db",
+        env = "BOWLINE_STATE"
+    )]
+    pub state: PathBuf,
+}
+
+impl StateArgs {
+    fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(Arc::new(SqliteStore::open(&self.state)?))
+    }
+}
+
+/// `bowline executions` subcommands.
+#[derive(clap::Subcommand)]
+pub enum ExecutionsCommand {
+    /// List executions, newest first.
+    List {
+        /// Only this application.
+        #[arg(long)]
+        app: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one execution: stages, outputs and its event log.
+    Show {
+        /// Execution id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a manual judgment.
+    Approve(JudgeArgs),
+    /// Reject a manual judgment.
+    Reject(JudgeArgs),
+    /// Cancel an execution (running stages stop at their next check).
+    Cancel {
+        /// Execution id.
+        id: String,
+    },
+}
+
+/// Which judgment to resolve.
+#[derive(clap::Args)]
+pub struct JudgeArgs {
+    /// Execution id.
+    id: String,
+    /// Stage name (default: the only stage waiting for a judgment).
+    #[arg(long)]
+    stage: Option<String>,
+    /// The chosen input, when the stage offers choices.
+    #[arg(long)]
+    input: Option<String>,
+    /// Who decides (default: $USER).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    user: String,
+}
+
+fn print_progress(p: &Progress) {
+    let now = Utc::now().format("%H:%M:%S");
+    let line = match p {
+        Progress::Stage {
+            stage,
+            status,
+            message,
+        } => match message {
+            Some(m) => format!("{now}  {stage:<24} {:<9} {m}", status.as_str()),
+            None => format!("{now}  {stage:<24} {}", status.as_str()),
+        },
+        Progress::Note { stage, message } => format!("{now}  {stage:<24}           {message}"),
+        Progress::Finished(status) => format!("{now}  execution {status}"),
+    };
+    let mut out = std::io::stdout().lock();
+    // Progress is best effort: a closed stdout must not stop the pipeline.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The commit of a Git working copy (HEAD), without running git.
+fn git_head(repo: &Path) -> Option<String> {
+    let git = repo.join(".git");
+    let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
+    let head = head.trim();
+    let Some(reference) = head.strip_prefix("ref: ") else {
+        return Some(head.to_string());
+    };
+    if let Ok(sha) = std::fs::read_to_string(git.join(reference)) {
+        return Some(sha.trim().to_string());
+    }
+    let packed = std::fs::read_to_string(git.join("packed-refs")).ok()?;
+    packed
+        .lines()
+        .find_map(|l| l.strip_suffix(reference).map(|sha| sha.trim().to_string()))
+}
+
+fn secrets(dir: Option<&Path>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if let Some(dir) = dir {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("secrets dir {}", dir.display()))?
+        {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let value = std::fs::read_to_string(entry.path())?;
+                out.insert(name, value.trim_end_matches(['\n', '\r']).to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `bowline run`.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    repo: RepoArgs,
+    clusters: ClusterArgs,
+    state: StateArgs,
+    app: String,
+    env: Option<String>,
+    revision: Option<String>,
+    prometheus: Option<String>,
+    secrets_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let store = state.open()?;
+    let mut services = Services::new(super::live::connect_options(&clusters));
+    services.secrets = secrets(secrets_dir.as_deref())?;
+    services.prometheus_override = prometheus;
+    services.progress = Arc::new(print_progress);
+    if let Ok(ms) = std::env::var("BOWLINE_POLL_MS")
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        services.poll = Duration::from_millis(ms.max(10));
+        services.retry_delay = Duration::from_millis(ms.max(10));
+    }
+    let engine = Engine::new(store.clone(), services);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+
+    let mut stdout = std::io::stdout().lock();
+    // An execution of this app left running by a process that stopped resumes first.
+    let interrupted = engine.interrupted(Some(&app))?;
+    let id = if let Some(execution) = interrupted.into_iter().next() {
+        writeln!(
+            stdout,
+            "resuming execution {} of {} ({}, revision {}), interrupted while running",
+            execution.id, execution.app, execution.pipeline, execution.revision
+        )?;
+        execution.id
+    } else {
+        let loaded = load(&repo, Some(&app), env.as_deref())?;
+        let errors = diagnostic::error_count(&loaded.diagnostics);
+        if errors > 0 {
+            for d in &loaded.diagnostics {
+                writeln!(stdout, "{d}")?;
+            }
+            writeln!(
+                stdout,
+                "run refused: {} in the config repository",
+                diagnostic::count(errors, "error")
+            )?;
+            return Ok(ExitCode::from(1));
+        }
+        let revision = revision
+            .or_else(|| git_head(&repo.repo))
+            .unwrap_or_else(|| "working-tree".to_string());
+        let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
+        let new = pipeline::prepare(&loaded.repo, &app, env.as_deref(), &revision, &user)?;
+        let execution = engine.create(new)?;
+        writeln!(
+            stdout,
+            "execution {} of {} ({}, revision {}): {} stages",
+            execution.id,
+            execution.app,
+            execution.pipeline,
+            execution.revision,
+            store.stages(&execution.id)?.len()
+        )?;
+        execution.id
+    };
+    drop(stdout);
+    let status = rt.block_on(engine.run(&id))?;
+    let execution = store.execution(&id)?;
+    let mut stdout = std::io::stdout().lock();
+    match &execution.error {
+        Some(e) => writeln!(stdout, "execution {id} {status}: {e}")?,
+        None => writeln!(stdout, "execution {id} {status}")?,
+    }
+    Ok(ExitCode::from(match status {
+        ExecutionStatus::Succeeded => 0,
+        _ => 1,
+    }))
+}
+
+/// `bowline executions …`.
+pub fn executions(state: StateArgs, command: ExecutionsCommand) -> anyhow::Result<ExitCode> {
+    let store = state.open()?;
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        ExecutionsCommand::List { app, limit } => {
+            let list = store.executions(&ExecutionFilter {
+                app,
+                statuses: vec![],
+                limit: Some(limit),
+            })?;
+            writeln!(
+                stdout,
+                "{:<26}  {:<20}  {:<18}  {:<10}  {:<12}  CREATED",
+                "ID", "APP", "PIPELINE", "STATUS", "REVISION"
+            )?;
+            for e in list {
+                writeln!(
+                    stdout,
+                    "{:<26}  {:<20}  {:<18}  {:<10}  {:<12}  {}",
+                    e.id,
+                    e.app,
+                    e.pipeline,
+                    e.status.as_str(),
+                    e.revision.chars().take(12).collect::<String>(),
+                    e.created_at.format("%Y-%m-%d %H:%M:%S")
+                )?;
+            }
+        }
+        ExecutionsCommand::Show { id, json } => {
+            let execution = store.execution(&id)?;
+            let stages = store.stages(&id)?;
+            let events = store.events(&id)?;
+            if json {
+                let mut execution = serde_json::to_value(&execution)?;
+                // The snapshot holds every rendered object; `show` keeps the summary readable.
+                if let Some(map) = execution.as_object_mut() {
+                    map.remove("trigger");
+                }
+                serde_json::to_writer_pretty(
+                    &mut stdout,
+                    &serde_json::json!({"execution": execution, "stages": stages, "events": events}),
+                )?;
+                writeln!(stdout)?;
+            } else {
+                writeln!(
+                    stdout,
+                    "execution {} of {}: {} ({}, revision {})",
+                    execution.id,
+                    execution.app,
+                    execution.status,
+                    execution.pipeline,
+                    execution.revision
+                )?;
+                if let Some(e) = &execution.error {
+                    writeln!(stdout, "error: {e}")?;
+                }
+                writeln!(stdout)?;
+                for s in &stages {
+                    writeln!(
+                        stdout,
+                        "  {:<24} {:<12} {:<10} attempts {}{}",
+                        s.name,
+                        s.stage_type,
+                        s.status.as_str(),
+                        s.attempts,
+                        s.error
+                            .as_ref()
+                            .map(|e| format!("  {e}"))
+                            .unwrap_or_default()
+                    )?;
+                }
+                writeln!(stdout)?;
+                for e in &events {
+                    writeln!(
+                        stdout,
+                        "  {}  {:<24} {}",
+                        e.at.format("%H:%M:%S%.3f"),
+                        e.stage.as_deref().unwrap_or("-"),
+                        e.message
+                    )?;
+                }
+            }
+        }
+        ExecutionsCommand::Approve(args) => return judge(&*store, args, Decision::Approve),
+        ExecutionsCommand::Reject(args) => return judge(&*store, args, Decision::Reject),
+        ExecutionsCommand::Cancel { id } => {
+            store.request_cancel(&id)?;
+            writeln!(stdout, "cancellation of {id} requested")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn judge(store: &dyn Store, args: JudgeArgs, decision: Decision) -> anyhow::Result<ExitCode> {
+    let stages = store.stages(&args.id)?;
+    let stage = match args.stage {
+        Some(s) => s,
+        None => {
+            let waiting: Vec<&str> = stages
+                .iter()
+                .filter(|s| s.stage_type == "manualJudgment" && s.status == StageStatus::Waiting)
+                .map(|s| s.name.as_str())
+                .collect();
+            match waiting.as_slice() {
+                [one] => one.to_string(),
+                [] => anyhow::bail!("execution {} has no stage waiting for a judgment", args.id),
+                many => anyhow::bail!(
+                    "several stages wait for a judgment: {}; pass --stage",
+                    many.join(", ")
+                ),
+            }
+        }
+    };
+    let state = stages
+        .iter()
+        .find(|s| s.name == stage)
+        .ok_or_else(|| anyhow::anyhow!("execution {} has no stage \"{stage}\"", args.id))?;
+    anyhow::ensure!(
+        state.stage_type == "manualJudgment",
+        "stage \"{stage}\" is a {} stage, not a manual judgment",
+        state.stage_type
+    );
+    store.judge(
+        &args.id,
+        &stage,
+        &Judgment {
+            decision,
+            user: args.user.clone(),
+            input: args.input,
+            at: Utc::now(),
+        },
+    )?;
+    writeln!(
+        std::io::stdout().lock(),
+        "{} {} of execution {} as {}",
+        match decision {
+            Decision::Approve => "approved",
+            Decision::Reject => "rejected",
+        },
+        stage,
+        args.id,
+        args.user
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,398 @@
+//! Promotion pipelines: a PipelineTemplate instantiated for an application becomes an
+//! **execution** whose stages run as a DAG (independent branches concurrently), honouring
+//! `dependsOn`, `when`, `timeout`, `retries`, cancellation and execution windows. Every stage
+//! transition is committed to the [`crate::store`] before its effect is reported, and an
+//! execution interrupted by a crash resumes from its last committed stage state.
+//!
+//! The execution keeps a snapshot of everything it needs (rendered objects per environment,
+//! clusters, parameters, canary config), so resuming never depends on the repository having
+//! stayed the same.
+
+pub mod expr;
+pub mod snapshot;
+pub mod stages;
+pub mod window;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::cluster::ConnectOptions;
+use crate::config::Stage;
+use crate::store::{
+    Execution, ExecutionStatus, NewExecution, StageState, StageStatus, StageUpdate, Store,
+    StoreError,
+};
+pub use snapshot::{Snapshot, prepare};
+
+/// Why the engine could not carry on (stage failures are not errors: they fail the stage).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The execution's stored data is not usable.
+    #[error("execution {id}: {message}")]
+    Invalid {
+        /// Execution id.
+        id: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Something worth telling the person watching an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// A stage changed status.
+    Stage {
+        /// Stage name.
+        stage: String,
+        /// New status.
+        status: StageStatus,
+        /// Details (error, skip reason, wait reason).
+        message: Option<String>,
+    },
+    /// A stage reports what it is doing.
+    Note {
+        /// Stage name.
+        stage: String,
+        /// What.
+        message: String,
+    },
+    /// The execution ended.
+    Finished(ExecutionStatus),
+}
+
+/// Where progress goes.
+pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// What stages need from the outside world.
+#[derive(Clone)]
+pub struct Services {
+    /// How to reach clusters.
+    pub connect: ConnectOptions,
+    /// HTTP client for webhooks and `http_ok`.
+    pub http: reqwest::Client,
+    /// Secrets for templates (`secrets.<name>`), never logged.
+    pub secrets: BTreeMap<String, String>,
+    /// How often running stages look at the world (health, judgments, cancellation).
+    pub poll: Duration,
+    /// Base delay of stage retries (doubles per attempt, at most a minute).
+    pub retry_delay: Duration,
+    /// Prometheus URL used instead of the environment's (tests, port-forwards).
+    pub prometheus_override: Option<String>,
+    /// Progress output.
+    pub progress: ProgressSink,
+}
+
+impl Services {
+    /// Services with defaults and no progress output.
+    pub fn new(connect: ConnectOptions) -> Services {
+        Services {
+            connect,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            secrets: BTreeMap::new(),
+            poll: Duration::from_secs(1),
+            retry_delay: Duration::from_secs(2),
+            prometheus_override: None,
+            progress: Arc::new(|_| {}),
+        }
+    }
+}
+
+/// Runs executions against a store.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    services: Arc<Services>,
+}
+
+/// What one stage attempt produced.
+pub(crate) type StageResult = Result<Value, String>;
+
+impl Engine {
+    /// An engine over `store` using `services`.
+    pub fn new(store: Arc<dyn Store>, services: Services) -> Engine {
+        Engine {
+            store,
+            services: Arc::new(services),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates a queued execution.
+    pub fn create(&self, new: NewExecution) -> Result<Execution, EngineError> {
+        Ok(self.store.create_execution(new)?)
+    }
+
+    fn progress(&self, p: Progress) {
+        (self.services.progress)(&p);
+    }
+
+    /// Runs execution `id` to its end: waits for its turn (one running execution per app and
+    /// environment), then runs or resumes its stages. Returns the final status.
+    #[tracing::instrument(level = "info", skip(self))]
+    pub async fn run(&self, id: &str) -> Result<ExecutionStatus, EngineError> {
+        loop {
+            let execution = self.store.execution(id)?;
+            if execution.status.is_final() {
+                return Ok(execution.status);
+            }
+            if self.store.try_start(id)? {
+                break;
+            }
+            tokio::time::sleep(self.services.poll).await;
+        }
+        let execution = self.store.execution(id)?;
+        let snapshot: Arc<Snapshot> = Arc::new(
+            serde_json::from_value(execution.trigger.clone()).map_err(|e| {
+                EngineError::Invalid {
+                    id: id.to_string(),
+                    message: format!("snapshot: {e}"),
+                }
+            })?,
+        );
+        let mut tasks: JoinSet<(String, StageResult)> = JoinSet::new();
+        let mut running: HashSet<String> = HashSet::new();
+        loop {
+            let execution = self.store.execution(id)?;
+            let states = self.store.stages(id)?;
+            if execution.cancel_requested {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                for s in states.iter().filter(|s| !s.status.is_final()) {
+                    self.transition(
+                        id,
+                        &s.name,
+                        StageStatus::Canceled,
+                        None,
+                        Some("canceled".into()),
+                    )?;
+                }
+                self.store
+                    .finish_execution(id, ExecutionStatus::Canceled, None)?;
+                self.progress(Progress::Finished(ExecutionStatus::Canceled));
+                return Ok(ExecutionStatus::Canceled);
+            }
+            if states.iter().all(|s| s.status.is_final()) && tasks.is_empty() {
+                let failed: Vec<&str> = states
+                    .iter()
+                    .filter(|s| s.status == StageStatus::Failed)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                let (status, error) = if failed.is_empty() {
+                    (ExecutionStatus::Succeeded, None)
+                } else {
+                    (
+                        ExecutionStatus::Failed,
+                        Some(format!("stage {} failed", failed.join(", "))),
+                    )
+                };
+                self.store.finish_execution(id, status, error.as_deref())?;
+                self.progress(Progress::Finished(status));
+                return Ok(status);
+            }
+            self.schedule(&execution, &snapshot, &states, &mut tasks, &mut running)?;
+            if tasks.is_empty() {
+                // Nothing runnable and nothing running: only possible with a broken graph.
+                return Err(EngineError::Invalid {
+                    id: id.to_string(),
+                    message: "no stage can start (dependency cycle or unknown dependency)".into(),
+                });
+            }
+            tokio::select! {
+                joined = tasks.join_next() => {
+                    if let Some(joined) = joined {
+                        match joined {
+                            Ok((name, result)) => {
+                                running.remove(&name);
+                                self.settle(id, &name, result)?;
+                            }
+                            Err(e) if e.is_cancelled() => {}
+                            Err(e) => {
+                                return Err(EngineError::Invalid { id: id.to_string(), message: format!("stage task panicked: {e}") });
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(self.services.poll) => {}
+            }
+        }
+    }
+
+    /// Starts every stage that can start: not started with all dependencies final (or left
+    /// running by an interrupted process). Skips the ones whose condition is false.
+    fn schedule(
+        &self,
+        execution: &Execution,
+        snapshot: &Arc<Snapshot>,
+        states: &[StageState],
+        tasks: &mut JoinSet<(String, StageResult)>,
+        running: &mut HashSet<String>,
+    ) -> Result<(), EngineError> {
+        let by_name: HashMap<&str, &StageState> =
+            states.iter().map(|s| (s.name.as_str(), s)).collect();
+        for state in states {
+            if running.contains(&state.name) || state.status.is_final() {
+                continue;
+            }
+            let stage: Stage =
+                serde_json::from_value(state.inputs.clone()).map_err(|e| EngineError::Invalid {
+                    id: execution.id.clone(),
+                    message: format!("stage {}: {e}", state.name),
+                })?;
+            let resumed = matches!(state.status, StageStatus::Running | StageStatus::Waiting);
+            if !resumed {
+                let deps: Vec<&StageState> = stage
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| by_name.get(d.as_str()).copied())
+                    .collect();
+                if deps.iter().any(|d| !d.status.is_final()) {
+                    continue;
+                }
+                let ctx = snapshot.expr_context(&stage, states);
+                let run = match &stage.when {
+                    Some(when) => match expr::eval_bool(when, &ctx, None) {
+                        Ok(v) => v
+                            .then_some(())
+                            .ok_or_else(|| format!("when `{when}` is false")),
+                        Err(e) => {
+                            self.transition(
+                                &execution.id,
+                                &state.name,
+                                StageStatus::Failed,
+                                Some(e.to_string()),
+                                None,
+                            )?;
+                            continue;
+                        }
+                    },
+                    None => match deps.iter().find(|d| {
+                        !matches!(d.status, StageStatus::Succeeded | StageStatus::Skipped)
+                    }) {
+                        Some(d) => Err(format!(
+                            "dependency {} {}",
+                            d.name,
+                            d.status.as_str().to_ascii_lowercase()
+                        )),
+                        None => Ok(()),
+                    },
+                };
+                if let Err(reason) = run {
+                    self.transition(
+                        &execution.id,
+                        &state.name,
+                        StageStatus::Skipped,
+                        None,
+                        Some(format!("skipped: {reason}")),
+                    )?;
+                    continue;
+                }
+            }
+            running.insert(state.name.clone());
+            let runner = stages::StageRun {
+                engine: self.clone(),
+                execution: execution.id.clone(),
+                revision: execution.revision.clone(),
+                snapshot: snapshot.clone(),
+                stage,
+                resumed,
+                state: state.clone(),
+            };
+            tasks.spawn(async move {
+                let name = runner.stage.name.clone();
+                let result = runner.run().await;
+                (name, result)
+            });
+        }
+        Ok(())
+    }
+
+    fn settle(&self, id: &str, stage: &str, result: StageResult) -> Result<(), EngineError> {
+        match result {
+            Ok(outputs) => {
+                self.store.update_stage(
+                    id,
+                    stage,
+                    StageUpdate {
+                        status: Some(StageStatus::Succeeded),
+                        outputs: Some(outputs),
+                        event: Some("succeeded".into()),
+                        ..StageUpdate::default()
+                    },
+                )?;
+                self.progress(Progress::Stage {
+                    stage: stage.to_string(),
+                    status: StageStatus::Succeeded,
+                    message: None,
+                });
+            }
+            Err(error) => self.transition(id, stage, StageStatus::Failed, Some(error), None)?,
+        }
+        Ok(())
+    }
+
+    /// Commits a status change (with its error and event), then reports it.
+    pub(crate) fn transition(
+        &self,
+        id: &str,
+        stage: &str,
+        status: StageStatus,
+        error: Option<String>,
+        event: Option<String>,
+    ) -> Result<(), EngineError> {
+        let message = error.clone().or(event.clone());
+        self.store.update_stage(
+            id,
+            stage,
+            StageUpdate {
+                status: Some(status),
+                error: error.clone().map(Some),
+                event: Some(event.unwrap_or_else(|| match &error {
+                    Some(e) => format!("{}: {e}", status.as_str().to_ascii_lowercase()),
+                    None => status.as_str().to_ascii_lowercase(),
+                })),
+                ..StageUpdate::default()
+            },
+        )?;
+        self.progress(Progress::Stage {
+            stage: stage.to_string(),
+            status,
+            message,
+        });
+        Ok(())
+    }
+
+    /// Executions left running by a process that stopped, for resuming.
+    pub fn interrupted(&self, app: Option<&str>) -> Result<Vec<Execution>, EngineError> {
+        Ok(self.store.executions(&crate::store::ExecutionFilter {
+            app: app.map(str::to_string),
+            statuses: vec![ExecutionStatus::Running],
+            limit: None,
+        })?)
+    }
+}
+
+/// Outputs merged with `extra` (objects only).
+pub(crate) fn merged(outputs: &Value, extra: Value) -> Value {
+    let mut out = match outputs {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Value::Object(extra) = extra {
+        out.extend(extra);
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,254 @@
+//! What an execution carries with it: the instantiated stages and everything they need
+//! (rendered objects per environment, clusters, parameters, canary config, windows), taken
+//! from the repository when the execution is created.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::expr::{ExprContext, StageView};
+use crate::config::instantiate::{instantiate, parameter_values};
+use crate::config::{CanaryConfig, Cluster, ConfigRepo, ExecutionWindow, IgnoreDifference, Stage};
+use crate::store::{NewExecution, NewStage, StageState};
+
+/// One environment as the execution sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvSnapshot {
+    /// Namespace of the app there.
+    pub namespace: String,
+    /// Clusters, with waves.
+    pub clusters: Vec<Cluster>,
+    /// Prometheus base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    /// Rendered objects in apply order.
+    pub objects: Vec<Value>,
+}
+
+/// Everything an execution needs, stored with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Who or what started it.
+    pub user: String,
+    /// The application (`name`, `labels`, `image`).
+    pub app: Value,
+    /// Pipeline parameters.
+    pub parameters: Value,
+    /// Environments the app deploys to.
+    pub environments: BTreeMap<String, EnvSnapshot>,
+    /// Execution windows of the template.
+    #[serde(default)]
+    pub windows: Vec<ExecutionWindow>,
+    /// The app's canary config, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryConfig>,
+    /// The app's ignore rules.
+    #[serde(default)]
+    pub ignore_differences: Vec<IgnoreDifference>,
+    /// Take over fields of other managers.
+    #[serde(default)]
+    pub force_conflicts: bool,
+    /// Prune objects no longer rendered.
+    #[serde(default)]
+    pub prune: bool,
+    /// Who may resolve manual judgments.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+impl Snapshot {
+    /// The expression context of `stage`, with the current state of every stage.
+    pub fn expr_context(&self, stage: &Stage, states: &[StageState]) -> ExprContext {
+        ExprContext {
+            parameters: self.parameters.clone(),
+            app: self.app.clone(),
+            trigger: json!({"user": self.user}),
+            environment: stage
+                .environment
+                .as_ref()
+                .and_then(|e| self.environments.get(e).map(|s| (e, s)))
+                .map(|(name, s)| json!({"name": name, "namespace": s.namespace}))
+                .unwrap_or(Value::Null),
+            stages: states
+                .iter()
+                .map(|s| (s.name.clone(), StageView::new(s.status, s.outputs.clone())))
+                .collect(),
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why an execution cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// No such application.
+    #[error("unknown application \"{0}\"")]
+    UnknownApp(String),
+    /// The application has no pipeline.
+    #[error("application \"{0}\" has no pipeline (spec.pipeline or defaults.pipeline)")]
+    NoPipeline(String),
+    /// The environment filter matches no environment of the app.
+    #[error("application \"{app}\" is not deployed to environment \"{environment}\"")]
+    UnknownEnvironment {
+        /// Application.
+        app: String,
+        /// Environment asked for.
+        environment: String,
+    },
+    /// The pipeline or manifests do not instantiate or render.
+    #[error("{0}")]
+    Invalid(String),
+    /// No stage is left for the chosen environment.
+    #[error("pipeline {pipeline} has no stage for environment \"{environment}\"")]
+    NoStages {
+        /// Pipeline.
+        pipeline: String,
+        /// Environment.
+        environment: String,
+    },
+}
+
+/// Builds the execution of `app`'s pipeline at `revision`, restricted to the stages of
+/// `environment` when given (stages without an environment stay when everything they depend
+/// on stays).
+pub fn prepare(
+    repo: &ConfigRepo,
+    app: &str,
+    environment: Option<&str>,
+    revision: &str,
+    user: &str,
+) -> Result<NewExecution, PrepareError> {
+    let doc = repo
+        .apps
+        .get(app)
+        .ok_or_else(|| PrepareError::UnknownApp(app.to_string()))?;
+    let application = &doc.doc;
+    let pipeline = repo
+        .pipeline_of(application)
+        .ok_or_else(|| PrepareError::NoPipeline(app.to_string()))?
+        .to_string();
+    let template = repo.pipelines.get(&pipeline).ok_or_else(|| {
+        PrepareError::Invalid(format!("unknown pipeline template \"{pipeline}\""))
+    })?;
+    let mut stages = instantiate(&template.doc, application).map_err(|errors| {
+        PrepareError::Invalid(
+            errors
+                .iter()
+                .map(|e| format!("{}: {}: {}", template.file, e.pointer, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let app_envs = repo.app_environments(application);
+    if let Some(env) = environment {
+        if !app_envs.iter().any(|e| e.name == env) {
+            return Err(PrepareError::UnknownEnvironment {
+                app: app.to_string(),
+                environment: env.to_string(),
+            });
+        }
+        stages = restrict(stages, env);
+        if stages.is_empty() {
+            return Err(PrepareError::NoStages {
+                pipeline,
+                environment: env.to_string(),
+            });
+        }
+    }
+    let mut environments = BTreeMap::new();
+    for env in &app_envs {
+        if environment.is_some_and(|e| e != env.name) {
+            continue;
+        }
+        let renderer = crate::render::AppRenderer::new(repo, doc).map_err(|d| {
+            PrepareError::Invalid(
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let objects = renderer.render(env).map_err(|d| {
+            PrepareError::Invalid(
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        environments.insert(
+            env.name.clone(),
+            EnvSnapshot {
+                namespace: application.namespace_in(env),
+                clusters: env.clusters.clone(),
+                prometheus: env.prometheus.as_ref().map(|p| p.url.clone()),
+                objects: objects.into_iter().map(|o| o.object).collect(),
+            },
+        );
+    }
+    let policy = repo.sync_policy(application);
+    let snapshot = Snapshot {
+        user: user.to_string(),
+        app: json!({
+            "name": app,
+            "labels": application.metadata.labels,
+            "image": application.spec.image.reference(),
+        }),
+        parameters: Value::Object(parameter_values(&template.doc, application)),
+        environments,
+        windows: template.doc.spec.execution_windows.clone(),
+        canary: application
+            .spec
+            .canary
+            .as_ref()
+            .and_then(|c| repo.canaries.get(&c.config))
+            .map(|c| c.doc.clone()),
+        ignore_differences: application.spec.ignore_differences.clone(),
+        force_conflicts: policy.force_conflicts,
+        prune: policy.prune,
+        approvers: application.spec.approvers.clone(),
+    };
+    let new_stages = stages
+        .iter()
+        .map(|s| NewStage {
+            name: s.name.clone(),
+            stage_type: s.action.stage_type().as_str().to_string(),
+            environment: s.environment.clone(),
+            inputs: serde_json::to_value(s).unwrap_or(Value::Null),
+        })
+        .collect();
+    Ok(NewExecution {
+        app: app.to_string(),
+        environments: snapshot.environments.keys().cloned().collect(),
+        revision: revision.to_string(),
+        pipeline,
+        trigger: serde_json::to_value(&snapshot).unwrap_or(Value::Null),
+        stages: new_stages,
+    })
+}
+
+/// The stages of `environment`, plus environment-less stages whose dependencies all stay;
+/// dependencies on dropped stages are removed.
+fn restrict(stages: Vec<Stage>, environment: &str) -> Vec<Stage> {
+    let mut kept: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    for stage in stages {
+        let keep = match &stage.environment {
+            Some(e) => e == environment,
+            None => {
+                !stage.depends_on.is_empty() && stage.depends_on.iter().all(|d| kept.contains(d))
+            }
+        };
+        if keep {
+            kept.insert(stage.name.clone());
+            out.push(stage);
+        }
+    }
+    for stage in &mut out {
+        stage.depends_on.retain(|d| kept.contains(d));
+    }
+    out
+}

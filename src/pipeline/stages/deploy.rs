@@ -1,0 +1,703 @@
+//! `deploy` (strategies rolling, blueGreen and canary), `canaryAnalysis`, `promote` and
+//! `rollback`: the stages that change clusters.
+//!
+//! * **rolling**: apply the rendered objects (with the stage's maxSurge/maxUnavailable) and
+//!   wait until healthy, cluster by cluster in wave order.
+//! * **canary**: next to production, a `<name>-baseline` Deployment running the current
+//!   production pod template and a `<name>-canary` Deployment running the new one, labelled
+//!   `bowline.dev/track: baseline|canary` so metrics can tell them apart, both behind the
+//!   production Service (which selects neither track). `promote` applies the new version to
+//!   production and removes both; `rollback` removes both and leaves production untouched.
+//! * **blueGreen**: a `<name>-<revision>` Deployment whose pods carry
+//!   `bowline.dev/revision`; once healthy, the Services are switched to it (at once with
+//!   `autoPromote`, else by `promote`), the previous one is kept for `scaleDownDelay` for an
+//!   instant rollback, then scaled to zero.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::StageRun;
+use crate::canary::analysis::{self, Plan, Request, Status};
+use crate::canary::retrieval::{PrometheusSource, Scope};
+use crate::cluster::{Cluster, health};
+use crate::config::{CanaryAnalysisStage, DeployStage, IntOrPercent, Strategy};
+use crate::diff::{DiffOptions, ObjectKey};
+use crate::pipeline::StageResult;
+use crate::pipeline::snapshot::EnvSnapshot;
+use crate::render::RenderedObject;
+use crate::store::{AppliedRevision, StageStatus};
+use crate::sync::{self, AppTarget, SyncEvent, SyncOptions};
+
+/// Label telling canary and baseline pods apart.
+pub const TRACK_LABEL: &str = "bowline.dev/track";
+/// Label of the pods of one blue/green revision.
+pub const REVISION_LABEL: &str = "bowline.dev/revision";
+
+fn rendered(objects: &[Value]) -> Vec<RenderedObject> {
+    objects
+        .iter()
+        .map(|o| {
+            let key = ObjectKey::of(o);
+            RenderedObject {
+                api_version: key.api_version,
+                kind: key.kind,
+                namespace: key.namespace,
+                name: key.name,
+                source: String::new(),
+                line: 0,
+                object: o.clone(),
+            }
+        })
+        .collect()
+}
+
+fn is_deployment(o: &Value) -> bool {
+    o.get("kind").and_then(Value::as_str) == Some("Deployment")
+        && o.get("apiVersion").and_then(Value::as_str) == Some("apps/v1")
+}
+
+async fn connect(run: &StageRun, cluster: &crate::config::Cluster) -> Result<Cluster, String> {
+    Cluster::connect(
+        &cluster.name,
+        &cluster.context,
+        &run.engine.services.connect,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Clusters of the environment in wave order.
+fn clusters(env: &EnvSnapshot) -> Vec<crate::config::Cluster> {
+    let mut clusters = env.clusters.clone();
+    clusters.sort_by_key(|c| c.wave);
+    clusters
+}
+
+/// Syncs `objects` to every cluster of the stage's environment and waits until healthy,
+/// recording what was applied per cluster. Clusters already done (after a restart) are
+/// synced again, which only dry-runs: nothing changed means nothing is written.
+async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result<(), String> {
+    let (env_name, env) = run.environment()?;
+    let env_name = env_name.to_string();
+    let env = env.clone();
+    let rendered = rendered(objects);
+    let diff = DiffOptions {
+        ignore: run.snapshot.ignore_differences.clone(),
+        ..DiffOptions::default()
+    };
+    let app = run.snapshot.app["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let timeout = run.remaining().unwrap_or(Duration::from_secs(600));
+    for cluster in clusters(&env) {
+        let connected = connect(run, &cluster).await?;
+        let target = AppTarget {
+            app: &app,
+            environment: &env_name,
+            cluster: &cluster.name,
+            namespace: &env.namespace,
+            objects: &rendered,
+            prune: run.snapshot.prune,
+            force_conflicts: run.snapshot.force_conflicts,
+        };
+        let options = SyncOptions {
+            timeout,
+            poll: run.engine.services.poll,
+            ..SyncOptions::default()
+        };
+        let stage = run.stage.name.clone();
+        let engine = run.engine.clone();
+        let cluster_name = cluster.name.clone();
+        let progress = move |event: SyncEvent| {
+            let message = match event {
+                SyncEvent::Applied(d) if d.action != crate::diff::Action::Unchanged => {
+                    format!("{cluster_name}: {} {}", d.action.as_str(), d.key)
+                }
+                SyncEvent::Pruned(key) => format!("{cluster_name}: pruned {key}"),
+                SyncEvent::Health(key, h) => format!("{cluster_name}: {key} {h}"),
+                _ => return,
+            };
+            engine.progress(crate::pipeline::Progress::Note {
+                stage: stage.clone(),
+                message,
+            });
+        };
+        let report = sync::sync(&connected, &target, &diff, &options, &progress)
+            .await
+            .map_err(|e| e.to_string())?;
+        let c = report.plan.counts;
+        run.note(&format!(
+            "{}: {} created, {} updated, {} unchanged, {} pruned; healthy",
+            cluster.name, c.create, c.update, c.unchanged, c.delete
+        ));
+        if record {
+            run.engine
+                .store
+                .save_applied(&AppliedRevision {
+                    app: app.clone(),
+                    environment: env_name.clone(),
+                    cluster: cluster.name.clone(),
+                    revision: run.revision.clone(),
+                    objects: objects.to_vec(),
+                    execution: run.execution.clone(),
+                    applied_at: Utc::now(),
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        let mut done = run
+            .state
+            .outputs
+            .get("clusters")
+            .cloned()
+            .unwrap_or(json!({}));
+        done[cluster.name.as_str()] = json!("healthy");
+        run.checkpoint(json!({"clusters": done}))?;
+    }
+    Ok(())
+}
+
+pub(super) async fn deploy(run: &mut StageRun, stage: DeployStage) -> StageResult {
+    let (_, env) = run.environment()?;
+    let objects = env.objects.clone();
+    run.checkpoint(json!({"strategy": stage.strategy.as_str()}))?;
+    match stage.strategy {
+        Strategy::Rolling => {
+            let objects = with_rolling_settings(&objects, &stage);
+            sync_env(run, &objects, true).await?;
+            Ok(run.state.outputs.clone())
+        }
+        Strategy::Canary => deploy_canary(run, &stage, &objects).await,
+        Strategy::BlueGreen => deploy_blue_green(run, &stage, &objects).await,
+    }
+}
+
+/// The objects with the stage's rolling settings on every Deployment.
+fn with_rolling_settings(objects: &[Value], stage: &DeployStage) -> Vec<Value> {
+    let Some(rolling) = &stage.rolling else {
+        return objects.to_vec();
+    };
+    let text = |v: &IntOrPercent| match v {
+        IntOrPercent::Int(n) => json!(n),
+        IntOrPercent::Percent(p) => json!(p),
+    };
+    objects
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            if is_deployment(&o) {
+                let mut update = serde_json::Map::new();
+                if let Some(s) = &rolling.max_surge {
+                    update.insert("maxSurge".into(), text(s));
+                }
+                if let Some(u) = &rolling.max_unavailable {
+                    update.insert("maxUnavailable".into(), text(u));
+                }
+                o["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": update});
+            }
+            o
+        })
+        .collect()
+}
+
+/// `<name>-<suffix>` Deployment from `template_source`'s pod template, with `label=value` on
+/// the object, its selector and its pods.
+fn variant(
+    deployment: &Value,
+    template_source: &Value,
+    suffix: &str,
+    label: &str,
+    value: &str,
+    replicas: i64,
+) -> Value {
+    let mut d = deployment.clone();
+    let name = format!(
+        "{}-{suffix}",
+        deployment["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    d["metadata"]["name"] = json!(name);
+    d["metadata"]["labels"][label] = json!(value);
+    d["spec"]["replicas"] = json!(replicas);
+    d["spec"]["template"] = template_source["spec"]["template"].clone();
+    d["spec"]["template"]["metadata"]["labels"][label] = json!(value);
+    d["spec"]["selector"]["matchLabels"][label] = json!(value);
+    if let Some(meta) = d["spec"]["template"]["metadata"].as_object_mut() {
+        meta.remove("creationTimestamp");
+    }
+    d
+}
+
+async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value]) -> StageResult {
+    let settings = stage.canary.clone().unwrap_or_default();
+    let (_, env) = run.environment()?;
+    let env = env.clone();
+    let mut created = Vec::new();
+    for cluster in clusters(&env) {
+        let connected = connect(run, &cluster).await?;
+        let mut workloads = Vec::new();
+        for d in objects.iter().filter(|o| is_deployment(o)) {
+            let key = ObjectKey::of(d);
+            let production = connected.get(&key).await.map_err(|e| e.to_string())?.ok_or_else(|| {
+                format!(
+                    "{}: canary needs a running production version of {key} to compare with; deploy it first (rolling)",
+                    cluster.name
+                )
+            })?;
+            let prod_replicas = production["spec"]["replicas"].as_i64().unwrap_or(1);
+            let replicas = match (settings.replicas, settings.weight) {
+                (Some(r), _) => i64::from(r),
+                (None, Some(w)) => ((prod_replicas * i64::from(w)) as f64 / 100.0)
+                    .ceil()
+                    .max(1.0) as i64,
+                (None, None) => 1,
+            };
+            workloads.push(variant(
+                d,
+                &production,
+                "baseline",
+                TRACK_LABEL,
+                "baseline",
+                replicas,
+            ));
+            workloads.push(variant(d, d, "canary", TRACK_LABEL, "canary", replicas));
+        }
+        for w in &workloads {
+            connected
+                .apply(w, false, run.snapshot.force_conflicts)
+                .await
+                .map_err(|e| e.to_string())?;
+            run.note(&format!("{}: applied {}", cluster.name, ObjectKey::of(w)));
+        }
+        wait_healthy(run, &connected, &workloads).await?;
+        created.extend(
+            workloads
+                .iter()
+                .map(|w| json!({"cluster": cluster.name, "key": ObjectKey::of(w)})),
+        );
+    }
+    run.checkpoint(json!({"canaryWorkloads": created}))?;
+    Ok(run.state.outputs.clone())
+}
+
+async fn wait_healthy(
+    run: &StageRun,
+    cluster: &Cluster,
+    workloads: &[Value],
+) -> Result<(), String> {
+    let deadline = run.remaining().map(|r| tokio::time::Instant::now() + r);
+    for w in workloads {
+        let key = ObjectKey::of(w);
+        loop {
+            match cluster.health(&key).await.map_err(|e| e.to_string())? {
+                health::Health::Healthy => break,
+                health::Health::Failed(reason) => {
+                    return Err(format!("rollout of {key} failed: {reason}"));
+                }
+                health::Health::Progressing(m) => {
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        return Err(format!("timed out waiting for {key}: {m}"));
+                    }
+                }
+            }
+            tokio::time::sleep(run.engine.services.poll.min(Duration::from_millis(500))).await;
+        }
+    }
+    Ok(())
+}
+
+async fn deploy_blue_green(
+    run: &mut StageRun,
+    stage: &DeployStage,
+    objects: &[Value],
+) -> StageResult {
+    let settings = stage.blue_green.clone().unwrap_or_default();
+    let revision: String = run
+        .revision
+        .chars()
+        .take(12)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let revision = if revision.is_empty() {
+        "new".to_string()
+    } else {
+        revision
+    };
+    // Everything but Deployments and Services goes as rendered; Deployments get a versioned
+    // copy; Services are switched later.
+    let mut versioned = Vec::new();
+    let mut others = Vec::new();
+    for o in objects {
+        if is_deployment(o) {
+            let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
+            versioned.push(variant(
+                o,
+                o,
+                &revision,
+                REVISION_LABEL,
+                &revision,
+                replicas,
+            ));
+        } else if o.get("kind").and_then(Value::as_str) != Some("Service") {
+            others.push(o.clone());
+        }
+    }
+    let (_, env) = run.environment()?;
+    let env = env.clone();
+    for cluster in clusters(&env) {
+        let connected = connect(run, &cluster).await?;
+        for o in others.iter().chain(&versioned) {
+            connected
+                .apply(o, false, run.snapshot.force_conflicts)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        wait_healthy(run, &connected, &versioned).await?;
+        run.note(&format!("{}: revision {revision} is healthy", cluster.name));
+    }
+    run.checkpoint(
+        json!({"blueGreen": {"revision": revision, "switched": false,
+        "scaleDownDelay": settings.scale_down_delay.map(|d| d.0.as_secs()).unwrap_or(30)}}),
+    )?;
+    if settings.auto_promote {
+        switch_services(run, objects, &revision).await?;
+    }
+    Ok(run.state.outputs.clone())
+}
+
+/// Points every rendered Service at the pods of `revision` (keeping its selector otherwise),
+/// remembering the previous revision for rollback.
+async fn switch_services(
+    run: &mut StageRun,
+    objects: &[Value],
+    revision: &str,
+) -> Result<(), String> {
+    let (_, env) = run.environment()?;
+    let env = env.clone();
+    let mut previous: Option<String> = None;
+    for cluster in clusters(&env) {
+        let connected = connect(run, &cluster).await?;
+        for service in objects
+            .iter()
+            .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Service"))
+        {
+            if let Some(live) = connected
+                .get(&ObjectKey::of(service))
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                previous = previous.or_else(|| {
+                    live["spec"]["selector"][REVISION_LABEL]
+                        .as_str()
+                        .map(str::to_string)
+                });
+            }
+            let mut s = service.clone();
+            s["spec"]["selector"][REVISION_LABEL] = json!(revision);
+            connected
+                .apply(&s, false, run.snapshot.force_conflicts)
+                .await
+                .map_err(|e| e.to_string())?;
+            run.note(&format!(
+                "{}: {} now routes to revision {revision}",
+                cluster.name,
+                ObjectKey::of(&s)
+            ));
+        }
+    }
+    let mut bg = run
+        .state
+        .outputs
+        .get("blueGreen")
+        .cloned()
+        .unwrap_or(json!({}));
+    bg["switched"] = json!(true);
+    bg["previous"] = json!(previous);
+    bg["switchedAt"] = json!(Utc::now());
+    run.checkpoint(json!({"blueGreen": bg}))
+}
+
+/// The deploy stage of this stage's environment in the same execution, with its outputs.
+fn deploy_stage_of(run: &StageRun) -> Result<Option<(String, Value)>, String> {
+    let env = run.stage.environment.clone();
+    let states = run
+        .engine
+        .store
+        .stages(&run.execution)
+        .map_err(|e| e.to_string())?;
+    Ok(states
+        .into_iter()
+        .filter(|s| {
+            s.stage_type == "deploy" && s.environment == env && s.status == StageStatus::Succeeded
+        })
+        .map(|s| {
+            let strategy = s.outputs["strategy"]
+                .as_str()
+                .unwrap_or("rolling")
+                .to_string();
+            (strategy, s.outputs)
+        })
+        .next_back())
+}
+
+async fn delete_canary_workloads(run: &mut StageRun, outputs: &Value) -> Result<(), String> {
+    let (_, env) = run.environment()?;
+    let env = env.clone();
+    let items = outputs["canaryWorkloads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for cluster in clusters(&env) {
+        let connected = connect(run, &cluster).await?;
+        for item in items
+            .iter()
+            .filter(|i| i["cluster"] == cluster.name.as_str())
+        {
+            let key: ObjectKey =
+                serde_json::from_value(item["key"].clone()).map_err(|e| e.to_string())?;
+            connected
+                .delete(&key, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            run.note(&format!("{}: removed {key}", cluster.name));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn promote(run: &mut StageRun) -> StageResult {
+    let Some((strategy, outputs)) = deploy_stage_of(run)? else {
+        return Err("nothing to promote: no successful deploy stage for this environment".into());
+    };
+    let (_, env) = run.environment()?;
+    let objects = env.objects.clone();
+    match strategy.as_str() {
+        "canary" => {
+            if run.state.outputs.get("production") != Some(&json!("healthy")) {
+                sync_env(run, &objects, true).await?;
+                run.checkpoint(json!({"production": "healthy"}))?;
+            }
+            delete_canary_workloads(run, &outputs).await?;
+            Ok(json!({"promoted": "canary", "production": "healthy"}))
+        }
+        "blueGreen" => {
+            let revision = outputs["blueGreen"]["revision"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if !outputs["blueGreen"]["switched"].as_bool().unwrap_or(false)
+                && run.state.outputs.get("switched").is_none()
+            {
+                run.state.outputs = merged_outputs(&run.state.outputs, &outputs);
+                switch_services(run, &objects, &revision).await?;
+                run.checkpoint(json!({"switched": true}))?;
+            }
+            let delay = Duration::from_secs(
+                outputs["blueGreen"]["scaleDownDelay"]
+                    .as_u64()
+                    .unwrap_or(30),
+            );
+            let previous = run.state.outputs["blueGreen"]["previous"]
+                .as_str()
+                .map(str::to_string);
+            if let Some(previous) = previous.filter(|p| *p != revision) {
+                run.note(&format!(
+                    "keeping revision {previous} for {}s for an instant rollback",
+                    delay.as_secs()
+                ));
+                tokio::time::sleep(delay).await;
+                scale_revision(run, &objects, &previous, 0).await?;
+            }
+            record_applied(run, &objects)?;
+            Ok(json!({"promoted": "blueGreen", "revision": revision}))
+        }
+        _ => {
+            run.note("rolling deploys are live once healthy: nothing to promote");
+            Ok(json!({"promoted": "rolling"}))
+        }
+    }
+}
+
+fn merged_outputs(current: &Value, deploy: &Value) -> Value {
+    crate::pipeline::merged(current, json!({"blueGreen": deploy["blueGreen"]}))
+}
+
+fn record_applied(run: &StageRun, objects: &[Value]) -> Result<(), String> {
+    let (env_name, env) = run.environment()?;
+    for cluster in &env.clusters {
+        run.engine
+            .store
+            .save_applied(&AppliedRevision {
+                app: run.snapshot.app["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                environment: env_name.to_string(),
+                cluster: cluster.name.clone(),
+                revision: run.revision.clone(),
+                objects: objects.to_vec(),
+                execution: run.execution.clone(),
+                applied_at: Utc::now(),
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn scale_revision(
+    run: &mut StageRun,
+    objects: &[Value],
+    revision: &str,
+    replicas: i64,
+) -> Result<(), String> {
+    let (_, env) = run.environment()?;
+    let env = env.clone();
+    for cluster in clusters(&env) {
+        let connected = connect(run, &cluster).await?;
+        for d in objects.iter().filter(|o| is_deployment(o)) {
+            let mut key = ObjectKey::of(d);
+            key.name = format!("{}-{revision}", key.name);
+            if let Some(mut live) = connected.get(&key).await.map_err(|e| e.to_string())? {
+                crate::diff::normalize(&mut live);
+                live["spec"]["replicas"] = json!(replicas);
+                connected
+                    .apply(&live, false, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                run.note(&format!("{}: scaled {key} to {replicas}", cluster.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
+    let deploy = deploy_stage_of(run)?;
+    let (env_name, env) = run.environment()?;
+    let env_name = env_name.to_string();
+    let env = env.clone();
+    let objects = env.objects.clone();
+    match deploy {
+        Some((strategy, outputs)) if strategy == "canary" => {
+            delete_canary_workloads(run, &outputs).await?;
+            run.note("production was not changed by the canary");
+            Ok(json!({"rolledBack": "canary"}))
+        }
+        Some((strategy, outputs))
+            if strategy == "blueGreen" && outputs["blueGreen"]["switched"] != json!(true) =>
+        {
+            let revision = outputs["blueGreen"]["revision"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            scale_revision(run, &objects, &revision, 0).await?;
+            Ok(json!({"rolledBack": "blueGreen", "revision": revision}))
+        }
+        _ => {
+            let app = run.snapshot.app["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut restored = BTreeMap::new();
+            for cluster in clusters(&env) {
+                let good = run
+                    .engine
+                    .store
+                    .last_good(&app, &env_name, &cluster.name, Some(&run.execution))
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: no earlier successful revision to roll back to",
+                            cluster.name
+                        )
+                    })?;
+                restored.insert(cluster.name.clone(), good.revision.clone());
+                run.note(&format!(
+                    "{}: re-applying revision {}",
+                    cluster.name, good.revision
+                ));
+                sync_env(run, &good.objects, false).await?;
+            }
+            Ok(json!({"rolledBack": "revision", "revisions": restored}))
+        }
+    }
+}
+
+pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> StageResult {
+    let mut config = run
+        .snapshot
+        .canary
+        .clone()
+        .ok_or("canaryAnalysis needs a canary config (spec.canary.config of the app)")?;
+    if let Some(lifetime) = stage.lifetime {
+        config.spec.analysis.lifetime = lifetime;
+    }
+    if let Some(interval) = stage.interval {
+        config.spec.analysis.interval = Some(interval);
+    }
+    let (_, env) = run.environment()?;
+    let url = run
+        .engine
+        .services
+        .prometheus_override
+        .clone()
+        .or_else(|| env.prometheus.clone())
+        .ok_or("the environment has no prometheus.url for canary analysis")?;
+    let namespace = env.namespace.clone();
+    let app = run.snapshot.app["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let started = match run
+        .state
+        .outputs
+        .get("analysisStart")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+    {
+        Some(t) => t,
+        None => {
+            let t = Utc::now();
+            run.checkpoint(json!({"analysisStart": t}))?;
+            t
+        }
+    };
+    let scope = |track: &str| Scope {
+        scope: app.clone(),
+        location: namespace.clone(),
+        labels: [(TRACK_LABEL.replace(['.', '/'], "_"), track.to_string())]
+            .into_iter()
+            .collect(),
+    };
+    let request = Request {
+        plan: Plan::from_config(&config, started, None, None),
+        baseline: scope("baseline"),
+        canary: scope("canary"),
+        config,
+    };
+    let source = PrometheusSource::new(&url, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let analysis: Pin<Box<dyn Future<Output = analysis::AnalysisReport> + Send + '_>> =
+        Box::pin(analysis::run(&source, &request));
+    let report = analysis.await;
+    let score = report.last_result().map(|r| r.score.score);
+    let outputs = json!({
+        "analysisStart": started,
+        "status": report.status.as_str(),
+        "reason": report.reason,
+        "score": score,
+        "report": report,
+    });
+    run.checkpoint(outputs.clone())?;
+    match report.status {
+        Status::Pass => Ok(outputs),
+        Status::Marginal => Err(format!("canary marginal: {}", report.reason)),
+        Status::Fail | Status::Error => Err(format!(
+            "canary {}: {}",
+            report.status.as_str().to_ascii_lowercase(),
+            report.reason
+        )),
+    }
+}

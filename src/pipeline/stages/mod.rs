@@ -1,0 +1,204 @@
+//! Stage implementations and what they share: execution windows, retries with backoff,
+//! timeouts measured from the first start (so a resumed stage does not get a fresh timeout),
+//! and checkpoints (outputs committed as the stage goes, so a resumed stage skips what it
+//! already did).
+
+mod deploy;
+mod judgment;
+mod simple;
+mod webhook;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::snapshot::{EnvSnapshot, Snapshot};
+use super::{Engine, Progress, StageResult, merged, window};
+use crate::config::{Stage, StageAction};
+use crate::store::{StageState, StageStatus, StageUpdate};
+
+/// One stage being run (or resumed) by the engine.
+pub(crate) struct StageRun {
+    pub engine: Engine,
+    pub execution: String,
+    pub revision: String,
+    pub snapshot: Arc<Snapshot>,
+    pub stage: Stage,
+    pub resumed: bool,
+    pub state: StageState,
+}
+
+impl StageRun {
+    /// Runs the stage to a result: waits for its execution window, then attempts it (with
+    /// retries and its timeout).
+    pub async fn run(mut self) -> StageResult {
+        self.wait_for_window().await?;
+        let manual = matches!(self.stage.action, StageAction::ManualJudgment(_));
+        let attempts = if manual { 1 } else { self.stage.retries + 1 };
+        let mut delay = self.engine.services.retry_delay;
+        let mut last_error = String::new();
+        for attempt in 0..attempts {
+            if attempt > 0 || !self.resumed || self.state.status != StageStatus::Running {
+                let event = if attempt == 0 {
+                    "started".to_string()
+                } else {
+                    format!("retrying (attempt {}) after: {last_error}", attempt + 1)
+                };
+                match self.commit(StageUpdate {
+                    status: Some(StageStatus::Running),
+                    new_attempt: true,
+                    event: Some(event),
+                    ..StageUpdate::default()
+                }) {
+                    Ok(()) => self.report(
+                        StageStatus::Running,
+                        (attempt > 0).then(|| format!("attempt {}", attempt + 1)),
+                    ),
+                    Err(e) => return Err(e),
+                }
+            } else {
+                self.note("resumed after a restart");
+            }
+            let result = match (manual, self.remaining()) {
+                (false, Some(remaining)) => {
+                    match tokio::time::timeout(remaining, self.attempt()).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!(
+                            "timed out after {}",
+                            humantime::format_duration(
+                                self.stage.timeout.map(|t| t.0).unwrap_or_default()
+                            )
+                        )),
+                    }
+                }
+                _ => self.attempt().await,
+            };
+            match result {
+                Ok(outputs) => return Ok(outputs),
+                Err(e) => last_error = e,
+            }
+            if attempt + 1 < attempts {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+                // A restart between attempts resumes as a fresh attempt.
+                self.resumed = false;
+            }
+        }
+        Err(last_error)
+    }
+
+    fn attempt(&mut self) -> Pin<Box<dyn Future<Output = StageResult> + Send + '_>> {
+        match self.stage.action.clone() {
+            StageAction::Deploy(d) => Box::pin(deploy::deploy(self, d)),
+            StageAction::Promote {} => Box::pin(deploy::promote(self)),
+            StageAction::Rollback {} => Box::pin(deploy::rollback(self)),
+            StageAction::CanaryAnalysis(a) => Box::pin(deploy::analysis(self, a)),
+            StageAction::ManualJudgment(j) => Box::pin(judgment::judgment(self, j)),
+            StageAction::Wait(w) => Box::pin(simple::wait(self, w)),
+            StageAction::CheckPreconditions(p) => Box::pin(simple::preconditions(self, p)),
+            StageAction::Webhook(w) => Box::pin(webhook::webhook(self, w)),
+        }
+    }
+
+    /// Time left before the stage's timeout, counted from its first start.
+    fn remaining(&self) -> Option<Duration> {
+        let timeout = self.stage.timeout?.0;
+        let started = self.state.started_at.unwrap_or_else(Utc::now);
+        let spent = (Utc::now() - started).to_std().unwrap_or_default();
+        Some(timeout.saturating_sub(spent))
+    }
+
+    async fn wait_for_window(&mut self) -> Result<(), String> {
+        let env = self.stage.environment.clone();
+        let mut announced = false;
+        loop {
+            let next = window::next_opening(&self.snapshot.windows, env.as_deref(), Utc::now())
+                .map_err(|e| e.to_string())?;
+            let Some(opens) = next else {
+                return Ok(());
+            };
+            if !announced {
+                let message = format!(
+                    "waiting for the execution window (opens {})",
+                    opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                self.commit(StageUpdate {
+                    status: Some(StageStatus::Waiting),
+                    outputs: Some(merged(
+                        &self.state.outputs,
+                        json!({"waitingFor": "window", "windowOpens": opens}),
+                    )),
+                    event: Some(message.clone()),
+                    ..StageUpdate::default()
+                })?;
+                self.report(StageStatus::Waiting, Some(message));
+                announced = true;
+            }
+            let wait = (opens - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(
+                wait.min(self.engine.services.poll.max(Duration::from_secs(1)) * 30),
+            )
+            .await;
+        }
+    }
+
+    /// Commits a stage update; the returned state replaces the local copy.
+    fn commit(&mut self, update: StageUpdate) -> Result<(), String> {
+        let state = self
+            .engine
+            .store
+            .update_stage(&self.execution, &self.stage.name, update)
+            .map_err(|e| e.to_string())?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Commits `extra` into the outputs (a checkpoint), before its effect is reported.
+    fn checkpoint(&mut self, extra: Value) -> Result<(), String> {
+        let outputs = merged(&self.state.outputs, extra);
+        self.commit(StageUpdate {
+            outputs: Some(outputs),
+            ..StageUpdate::default()
+        })
+    }
+
+    fn report(&self, status: StageStatus, message: Option<String>) {
+        self.engine.progress(Progress::Stage {
+            stage: self.stage.name.clone(),
+            status,
+            message,
+        });
+    }
+
+    /// Tells the watcher what the stage is doing (and logs it in the execution's events).
+    fn note(&self, message: &str) {
+        let _ = self
+            .engine
+            .store
+            .log(&self.execution, Some(&self.stage.name), message);
+        tracing::info!(execution = %self.execution, stage = %self.stage.name, "{message}");
+        self.engine.progress(Progress::Note {
+            stage: self.stage.name.clone(),
+            message: message.to_string(),
+        });
+    }
+
+    /// The snapshot of the stage's environment.
+    fn environment(&self) -> Result<(&str, &EnvSnapshot), String> {
+        let name = self
+            .stage
+            .environment
+            .as_deref()
+            .ok_or_else(|| format!("stage {} needs an environment", self.stage.name))?;
+        let env = self
+            .snapshot
+            .environments
+            .get(name)
+            .ok_or_else(|| format!("environment \"{name}\" is not part of this execution"))?;
+        Ok((name, env))
+    }
+}

@@ -1,0 +1,100 @@
+//! `wait` and `checkPreconditions`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::StageRun;
+use crate::config::{CheckPreconditionsStage, WaitStage};
+use crate::pipeline::StageResult;
+use crate::pipeline::expr::{self, HttpCheck};
+
+/// Waits for the duration, counted from the stage's first start, so a restart does not make
+/// the wait longer.
+pub(super) async fn wait(run: &mut StageRun, stage: WaitStage) -> StageResult {
+    let until: DateTime<Utc> = match run
+        .state
+        .outputs
+        .get("until")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+    {
+        Some(until) => until,
+        None => {
+            let until = Utc::now()
+                + chrono::Duration::from_std(stage.duration.0).map_err(|e| e.to_string())?;
+            run.checkpoint(json!({"until": until}))?;
+            until
+        }
+    };
+    let left = (until - Utc::now()).to_std().unwrap_or_default();
+    run.note(&format!(
+        "waiting {}",
+        humantime::format_duration(Duration::from_secs(left.as_secs()))
+    ));
+    tokio::time::sleep(left).await;
+    Ok(run.state.outputs.clone())
+}
+
+/// Evaluates every precondition; fails with the messages of those that do not hold.
+pub(super) async fn preconditions(
+    run: &mut StageRun,
+    stage: CheckPreconditionsStage,
+) -> StageResult {
+    let states = run
+        .engine
+        .store
+        .stages(&run.execution)
+        .map_err(|e| e.to_string())?;
+    let ctx = run.snapshot.expr_context(&run.stage, &states);
+    let http = run.engine.services.http.clone();
+    let handle = tokio::runtime::Handle::current();
+    let check: HttpCheck = Arc::new(move |url: &str| {
+        let http = http.clone();
+        let url = url.to_string();
+        handle.block_on(async move {
+            matches!(
+                http.get(&url).timeout(Duration::from_secs(10)).send().await,
+                Ok(r) if r.status().is_success()
+            )
+        })
+    });
+    let preconditions = stage.preconditions.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        preconditions
+            .iter()
+            .map(|p| {
+                let outcome = expr::eval_bool(&p.expression, &ctx, Some(check.clone()));
+                (p.clone(), outcome)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut failed = Vec::new();
+    let mut report = Vec::new();
+    for (p, outcome) in results {
+        let ok = match outcome {
+            Ok(true) => true,
+            Ok(false) => {
+                failed.push(
+                    p.message
+                        .clone()
+                        .unwrap_or_else(|| format!("`{}` is false", p.expression)),
+                );
+                false
+            }
+            Err(e) => {
+                failed.push(e.to_string());
+                false
+            }
+        };
+        report.push(json!({"expression": p.expression, "ok": ok}));
+    }
+    if failed.is_empty() {
+        Ok(json!({"preconditions": report}))
+    } else {
+        Err(format!("precondition failed: {}", failed.join("; ")))
+    }
+}

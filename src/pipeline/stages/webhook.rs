@@ -1,0 +1,88 @@
+//! `webhook`: a templated HTTP call (e.g. a Grafana annotation), with expected status codes
+//! and its own retries. Secret values never appear in outputs or logs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::StageRun;
+use crate::config::WebhookStage;
+use crate::pipeline::StageResult;
+use crate::pipeline::expr;
+
+pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageResult {
+    let states = run
+        .engine
+        .store
+        .stages(&run.execution)
+        .map_err(|e| e.to_string())?;
+    let mut ctx = run.snapshot.expr_context(&run.stage, &states);
+    ctx.secrets = run.engine.services.secrets.clone();
+    let redact = |text: &str| {
+        ctx.secrets
+            .values()
+            .filter(|s| !s.is_empty())
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+    };
+    let url = expr::render_value(&Value::String(stage.url.clone()), &ctx)
+        .map_err(|e| redact(&e.to_string()))?;
+    let url = url.as_str().unwrap_or_default().to_string();
+    let headers =
+        expr::render_value(&json!(stage.headers), &ctx).map_err(|e| redact(&e.to_string()))?;
+    let body = stage
+        .body
+        .as_ref()
+        .map(|b| expr::render_value(b, &ctx))
+        .transpose()
+        .map_err(|e| redact(&e.to_string()))?;
+    let method = reqwest::Method::from_bytes(stage.method.to_ascii_uppercase().as_bytes())
+        .map_err(|e| format!("method {}: {e}", stage.method))?;
+    let expected: Vec<u16> = if stage.expect_status.is_empty() {
+        (200..300).collect()
+    } else {
+        stage.expect_status.clone()
+    };
+    let mut delay = Duration::from_millis(500);
+    let mut last = String::new();
+    for attempt in 0..=stage.retries {
+        if attempt > 0 {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+        let mut request = run.engine.services.http.request(method.clone(), &url);
+        if let Some(map) = headers.as_object() {
+            for (k, v) in map {
+                request = request.header(k, v.as_str().unwrap_or_default());
+            }
+        }
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if expected.contains(&status) {
+                    run.note(&format!("{method} {} answered {status}", redact(&url)));
+                    return Ok(json!({"status": status, "attempts": attempt + 1}));
+                }
+                let text = response.text().await.unwrap_or_default();
+                last = format!(
+                    "{method} {} answered {status} (expected {}): {}",
+                    redact(&url),
+                    expected
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    redact(text.chars().take(200).collect::<String>().trim())
+                );
+                // Client errors other than throttling will not change on retry.
+                if (400..500).contains(&status) && status != 429 && status != 408 {
+                    break;
+                }
+            }
+            Err(e) => last = redact(&format!("{method} {}: {e}", url)),
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,350 @@
+//! `bowline run` and `bowline executions` end to end: the real binary, the SQLite store and the
+//! Kubernetes API test server.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bowline::store::{ExecutionFilter, SqliteStore, StageStatus, Store};
+use kube_api_test_server::{Options, TestServer, kubeconfig_for};
+use serde_json::json;
+use tempfile::TempDir;
+
+const STAGING: &str = "gke_acme-shop_europe-west1_staging";
+
+struct World {
+    repo: TempDir,
+    kubeconfig: PathBuf,
+    state: PathBuf,
+    staging: TestServer,
+}
+
+impl World {
+    fn new(controller_delay: Duration) -> World {
+        let repo = tempfile::tempdir().expect("temp dir");
+        common::copy_tree(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo"),
+            repo.path(),
+            &[],
+        );
+        let staging = TestServer::start_with(Options {
+            controller_delay,
+            ..Options::default()
+        });
+        staging.create(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-staging"}}),
+        );
+        let kubeconfig = repo.path().join("kubeconfig.yaml");
+        fs::write(&kubeconfig, kubeconfig_for(&[(STAGING, &staging)])).expect("kubeconfig");
+        let state = repo.path().join("state.db");
+        World {
+            repo,
+            kubeconfig,
+            state,
+            staging,
+        }
+    }
+
+    fn edit(&self, relative: &str, from: &str, to: &str) {
+        let path = self.repo.path().join(relative);
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{relative} has no {from:?}");
+        fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    }
+
+    fn write(&self, relative: &str, text: &str) {
+        fs::write(self.repo.path().join(relative), text).expect("write");
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bowline"));
+        c.args(args)
+            .arg("--state")
+            .arg(&self.state)
+            .env("BOWLINE_POLL_MS", "50")
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn run_command(&self, app: &str) -> Command {
+        let mut c = self.command(&[
+            "run",
+            "--app",
+            app,
+            "--env",
+            "staging",
+            "--revision",
+            "rev1",
+        ]);
+        c.arg(self.repo.path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig);
+        c
+    }
+
+    fn run(&self, app: &str) -> Output {
+        self.run_command(app).output().expect("bowline runs")
+    }
+
+    fn spawn(&self, app: &str) -> Child {
+        self.run_command(app)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bowline starts")
+    }
+
+    fn executions(&self, args: &[&str]) -> Output {
+        let mut full = vec!["executions"];
+        full.extend_from_slice(args);
+        self.command(&full).output().expect("bowline runs")
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.state).expect("store")
+    }
+
+    fn latest(&self) -> String {
+        self.store()
+            .executions(&ExecutionFilter::default())
+            .expect("list")
+            .first()
+            .expect("an execution")
+            .id
+            .clone()
+    }
+
+    /// Waits until `stage` of the latest execution has `status`.
+    fn wait_for(&self, stage: &str, status: StageStatus) -> String {
+        let started = Instant::now();
+        loop {
+            if self.state.exists()
+                && let Ok(list) = self.store().executions(&ExecutionFilter::default())
+                && let Some(e) = list.first()
+                && let Ok(stages) = self.store().stages(&e.id)
+                && stages.iter().any(|s| s.name == stage && s.status == status)
+            {
+                return e.id.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{stage} never became {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Real (not dry-run) writes to Deployments seen by the API server.
+fn deployment_writes(server: &TestServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH" && r.path.contains("/deployments/") && !r.dry_run && r.status < 300
+        })
+        .count()
+}
+
+#[test]
+fn rolling_pipeline_runs_to_the_end_and_is_recorded() {
+    let world = World::new(Duration::from_millis(100));
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "  pipeline:\n",
+        "  pipeline:\n    variables: {soakTime: 1s}\n",
+    );
+    let out = world.run("inventory-worker");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "deploy-staging           RUNNING",
+        "deploy-staging           SUCCEEDED",
+        "soak-staging             SUCCEEDED",
+        "execution SUCCEEDED",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?}:\n{stdout}");
+    }
+    assert!(
+        world
+            .staging
+            .get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-staging"),
+                "inventory-worker"
+            )
+            .is_some()
+    );
+    let id = world.latest();
+    let show = world.executions(&["show", &id]);
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains(&format!(
+            "execution {id} of inventory-worker: SUCCEEDED (rolling-release, revision rev1)"
+        )),
+        "{shown}"
+    );
+    let list = world.executions(&["list"]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("SUCCEEDED"),
+        "{}",
+        text(&list)
+    );
+}
+
+#[test]
+fn a_killed_run_resumes_without_repeating_a_stage() {
+    let world = World::new(Duration::from_millis(100));
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "  pipeline:\n",
+        "  pipeline:\n    variables: {soakTime: 3s}\n",
+    );
+    let mut child = world.spawn("inventory-worker");
+    let id = world.wait_for("soak-staging", StageStatus::Running);
+    let writes_before = deployment_writes(&world.staging);
+    assert_eq!(
+        writes_before, 1,
+        "the deploy stage applied the Deployment once"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+
+    let out = world.run("inventory-worker");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("resuming execution {id}")),
+        "{stdout}"
+    );
+    assert_eq!(deployment_writes(&world.staging), 1, "no stage ran twice");
+    let stages = world.store().stages(&id).expect("stages");
+    for s in &stages {
+        assert_eq!(s.status, StageStatus::Succeeded, "{s:?}");
+    }
+    let deploy = stages
+        .iter()
+        .find(|s| s.name == "deploy-staging")
+        .expect("deploy stage");
+    assert_eq!(deploy.attempts, 1, "the deploy stage started once");
+}
+
+const JUDGED: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: judged
+spec:
+  parameters:
+    - name: previewService
+      type: string
+  stages:
+    - name: approve
+      type: manualJudgment
+      environment: staging
+      timeout: TIMEOUT
+      onTimeout: OUTCOME
+      inputs: [fast, slow]
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      dependsOn: [approve]
+      strategy: rolling
+    - name: cleanup
+      type: wait
+      environment: staging
+      dependsOn: [approve]
+      when: failure()
+      duration: 1s
+";
+
+fn judged(world: &World, timeout: &str, outcome: &str) {
+    world.write(
+        "pipelines/judged.yaml",
+        &JUDGED
+            .replace("TIMEOUT", timeout)
+            .replace("OUTCOME", outcome),
+    );
+    world.edit(
+        "apps/storefront-web/app.yaml",
+        "template: blue-green-release",
+        "template: judged",
+    );
+}
+
+#[test]
+fn manual_judgment_approve_reject_and_timeout() {
+    // Approve with an input choice.
+    let world = World::new(Duration::from_millis(50));
+    judged(&world, "1m", "reject");
+    let child = world.spawn("storefront-web");
+    let id = world.wait_for("approve", StageStatus::Waiting);
+    let wrong = world.executions(&["approve", &id, "--stage", "deploy-staging"]);
+    assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
+    let ok = world.executions(&["approve", &id, "--input", "fast", "--user", "maria"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = child.wait_with_output().expect("finishes");
+    assert!(out.status.success(), "{}", text(&out));
+    let stages = world.store().stages(&id).expect("stages");
+    let approve = &stages[0];
+    assert_eq!(approve.outputs["user"], "maria");
+    assert_eq!(approve.outputs["input"], "fast");
+    assert_eq!(
+        stages[2].status,
+        StageStatus::Skipped,
+        "cleanup runs only on failure"
+    );
+
+    // Reject: the deploy is skipped, the failure branch runs, the execution fails.
+    let world = World::new(Duration::from_millis(50));
+    judged(&world, "1m", "reject");
+    let child = world.spawn("storefront-web");
+    let id = world.wait_for("approve", StageStatus::Waiting);
+    assert!(
+        world
+            .executions(&["reject", &id, "--user", "maria"])
+            .status
+            .success()
+    );
+    let out = child.wait_with_output().expect("finishes");
+    assert_eq!(out.status.code(), Some(1));
+    let stages = world.store().stages(&id).expect("stages");
+    assert_eq!(stages[0].status, StageStatus::Failed);
+    assert_eq!(stages[0].error.as_deref(), Some("rejected by maria"));
+    assert_eq!(stages[1].status, StageStatus::Skipped);
+    assert_eq!(stages[2].status, StageStatus::Succeeded);
+    assert!(
+        world
+            .staging
+            .get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-staging"),
+                "storefront-web"
+            )
+            .is_none()
+    );
+
+    // Nobody decides: the timeout resolves to the configured outcome.
+    let world = World::new(Duration::from_millis(50));
+    judged(&world, "1s", "approve");
+    let out = world.run("storefront-web");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("no judgment before the timeout: approved as configured")
+    );
+}
