@@ -304,7 +304,11 @@ pub async fn run(source: &PrometheusSource, request: &Request) -> AnalysisReport
             tracing::info!(seconds = wait.as_secs(), "waiting for the window to close");
             tokio::time::sleep(wait).await;
         }
-        let fetches = (0..spec.metrics.len()).map(|i| fetch_metric(source, request, i, &windows));
+        // Collected first so that the future holds no closure (keeps `run` Send for spawning).
+        let mut fetches = Vec::with_capacity(spec.metrics.len());
+        for i in 0..spec.metrics.len() {
+            fetches.push(fetch_metric(source, request, i, &windows));
+        }
         let outcomes = futures::future::join_all(fetches).await;
         let mut pairs = Vec::new();
         let mut series = Vec::new();
@@ -409,6 +413,34 @@ mod tests {
             delay: Duration::from_secs(120),
             baseline_offset: None,
         }
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn run_is_send_for_spawned_tasks() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let source =
+            PrometheusSource::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("client");
+        let config: CanaryConfig = serde_yaml::from_str(
+            "metadata: {name: c}\nspec:\n  metrics: []\n  classifier: {groupWeights: {}, scoreThresholds: {marginal: 1, pass: 2}}\n",
+        )
+        .expect("config");
+        let request = Request {
+            plan: Plan::from_config(&config, at(0), None, None),
+            config,
+            baseline: Scope::default(),
+            canary: Scope::default(),
+        };
+        let future = run(&source, &request);
+        assert_send(&future);
+        drop(future);
+        // What a pipeline does: spawn the analysis on a multi-threaded runtime.
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let handle = runtime.spawn(async move {
+            let _ = run(&source, &request).await;
+        });
+        handle.abort();
     }
 
     #[test]
