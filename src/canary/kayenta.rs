@@ -364,6 +364,9 @@ fn convert_query(
     };
     let is_counter = metric_name.ends_with("_total") || metric_name.ends_with("_count");
     let inner = if is_counter {
+        warnings.push(format!(
+            "metric {metric}: {metric_name} looks like a counter; compared as rate(…[1m])"
+        ));
         format!("rate({selector}[1m])")
     } else {
         selector

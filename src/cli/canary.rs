@@ -23,6 +23,9 @@ pub enum CanaryCommand {
     Judge {
         /// The request file.
         file: PathBuf,
+        /// Print the Markdown report instead of the result JSON.
+        #[arg(long)]
+        markdown: bool,
     },
     /// Convert a Kayenta canary config (JSON) to a bowline CanaryConfig (YAML on stdout);
     /// what could not be converted is listed on stderr and makes the exit status 1.
@@ -86,7 +89,7 @@ pub struct RunArgs {
 /// Runs a canary subcommand.
 pub fn run(command: CanaryCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CanaryCommand::Judge { file } => Ok(judge_file(&file)),
+        CanaryCommand::Judge { file, markdown } => Ok(judge_file(&file, markdown)),
         CanaryCommand::ImportKayenta { file } => import_kayenta(&file),
         CanaryCommand::Run(args) => run_analysis(*args),
     }
@@ -97,7 +100,7 @@ fn error_json(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn judge_file(file: &PathBuf) -> ExitCode {
+fn judge_file(file: &PathBuf, markdown: bool) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => return error_json(&format!("cannot read {}: {e}", file.display())),
@@ -107,6 +110,10 @@ fn judge_file(file: &PathBuf) -> ExitCode {
         Err(e) => return error_json(&e.to_string()),
     };
     match judge::judge(&request.config, request.thresholds, &request.pairs) {
+        Ok(result) if markdown => {
+            print!("{}", markdown::judge_result(&result));
+            ExitCode::SUCCESS
+        }
         Ok(result) => match serde_json::to_string_pretty(&result) {
             Ok(json) => {
                 println!("{json}");
