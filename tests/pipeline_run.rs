@@ -348,3 +348,164 @@ fn manual_judgment_approve_reject_and_timeout() {
             .contains("no judgment before the timeout: approved as configured")
     );
 }
+
+const BLUE_GREEN: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: bg
+spec:
+  parameters:
+    - name: previewService
+      type: string
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: blueGreen
+      blueGreen:
+        previewService: \"{{ parameters.previewService }}\"
+        scaleDownDelay: 1s
+    - name: approve-switch
+      type: manualJudgment
+      environment: staging
+      dependsOn: [deploy-staging]
+      timeout: 1s
+      onTimeout: OUTCOME
+    - name: switch
+      type: promote
+      environment: staging
+      dependsOn: [approve-switch]
+    - name: rollback
+      type: rollback
+      environment: staging
+      dependsOn: [approve-switch]
+      when: failure()
+";
+
+fn selector_revision(world: &World, service: &str) -> Option<String> {
+    world
+        .staging
+        .get("v1", "Service", Some("shop-staging"), service)
+        .and_then(|s| {
+            s["spec"]["selector"]["bowline.dev/revision"]
+                .as_str()
+                .map(str::to_string)
+        })
+}
+
+fn replicas(world: &World, deployment: &str) -> Option<i64> {
+    world
+        .staging
+        .get("apps/v1", "Deployment", Some("shop-staging"), deployment)
+        .and_then(|d| d["spec"]["replicas"].as_i64())
+}
+
+#[test]
+fn blue_green_switches_scales_down_the_old_revision_and_rolls_back() {
+    let world = World::new(Duration::from_millis(50));
+    world.edit(
+        "apps/storefront-web/app.yaml",
+        "template: blue-green-release",
+        "template: bg",
+    );
+    let run = |revision: &str, outcome: &str| {
+        world.write("pipelines/bg.yaml", &BLUE_GREEN.replace("OUTCOME", outcome));
+        let mut c = world.command(&[
+            "run",
+            "--app",
+            "storefront-web",
+            "--env",
+            "staging",
+            "--revision",
+            revision,
+        ]);
+        c.arg(world.repo.path())
+            .arg("--kubeconfig")
+            .arg(&world.kubeconfig);
+        c.output().expect("runs")
+    };
+
+    let first = run("rev1", "approve");
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(
+        selector_revision(&world, "storefront-web").as_deref(),
+        Some("rev1")
+    );
+    assert_eq!(
+        selector_revision(&world, "storefront-web-preview").as_deref(),
+        Some("rev1")
+    );
+    assert!(replicas(&world, "storefront-web-rev1").is_some_and(|r| r > 0));
+
+    let second = run("rev2", "approve");
+    assert!(second.status.success(), "{}", text(&second));
+    assert_eq!(
+        selector_revision(&world, "storefront-web").as_deref(),
+        Some("rev2")
+    );
+    assert_eq!(
+        replicas(&world, "storefront-web-rev1"),
+        Some(0),
+        "old revision scaled down after the delay"
+    );
+    assert!(replicas(&world, "storefront-web-rev2").is_some_and(|r| r > 0));
+
+    // The switch is rejected (timeout → reject): traffic stays on rev2, rev3 is scaled away.
+    let third = run("rev3", "reject");
+    assert_eq!(third.status.code(), Some(1), "{}", text(&third));
+    assert_eq!(
+        selector_revision(&world, "storefront-web").as_deref(),
+        Some("rev2")
+    );
+    assert_eq!(
+        selector_revision(&world, "storefront-web-preview").as_deref(),
+        Some("rev3")
+    );
+    assert_eq!(replicas(&world, "storefront-web-rev3"), Some(0));
+    let stages = world.store().stages(&world.latest()).expect("stages");
+    let rollback = stages
+        .iter()
+        .find(|s| s.name == "rollback")
+        .expect("rollback");
+    assert_eq!(rollback.status, StageStatus::Succeeded, "{rollback:?}");
+}
+
+#[test]
+fn a_stage_waits_for_its_window_and_can_be_canceled() {
+    let world = World::new(Duration::from_millis(50));
+    // A one-minute window two hours from now, every day: closed now.
+    let opens = chrono::Utc::now() + chrono::Duration::hours(2);
+    let window = format!(
+        "  executionWindows:\n    - days: [mon, tue, wed, thu, fri, sat, sun]\n      start: \"{}\"\n      end: \"{}\"\n      timezone: UTC\n      environments: [staging]\n  stages:\n",
+        opens.format("%H:%M"),
+        (opens + chrono::Duration::minutes(1)).format("%H:%M"),
+    );
+    world.edit("pipelines/rolling-release.yaml", "  stages:\n", &window);
+    let child = world.spawn("inventory-worker");
+    let id = world.wait_for("deploy-staging", StageStatus::Waiting);
+    let stages = world.store().stages(&id).expect("stages");
+    assert_eq!(stages[0].outputs["waitingFor"], "window");
+    let events = world.store().events(&id).expect("events");
+    assert!(
+        events.iter().any(|e| e
+            .message
+            .starts_with("waiting for the execution window (opens ")),
+        "{events:?}"
+    );
+    assert_eq!(
+        deployment_writes(&world.staging),
+        0,
+        "nothing deployed outside the window"
+    );
+    let cancel = world.executions(&["cancel", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel));
+    let out = child.wait_with_output().expect("finishes");
+    assert_eq!(out.status.code(), Some(1));
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, bowline::store::ExecutionStatus::Canceled);
+    let stages = world.store().stages(&id).expect("stages");
+    assert!(
+        stages.iter().all(|s| s.status == StageStatus::Canceled),
+        "{stages:?}"
+    );
+}

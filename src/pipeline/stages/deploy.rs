@@ -342,8 +342,13 @@ async fn deploy_blue_green(
                 &revision,
                 replicas,
             ));
-        } else if o.get("kind").and_then(Value::as_str) != Some("Service") {
+        } else if !is_service(o) {
             others.push(o.clone());
+        } else if is_preview(o, &settings) {
+            // The preview Service reaches the new revision at once, before the switch.
+            let mut preview = o.clone();
+            preview["spec"]["selector"][REVISION_LABEL] = json!(revision);
+            others.push(preview);
         }
     }
     let (_, env) = run.environment()?;
@@ -364,9 +369,20 @@ async fn deploy_blue_green(
         "scaleDownDelay": settings.scale_down_delay.map(|d| d.0.as_secs()).unwrap_or(30)}}),
     )?;
     if settings.auto_promote {
-        switch_services(run, objects, &revision).await?;
+        switch_services(run, objects, &revision, &settings).await?;
     }
     Ok(run.state.outputs.clone())
+}
+
+fn is_service(o: &Value) -> bool {
+    o.get("kind").and_then(Value::as_str) == Some("Service")
+}
+
+fn is_preview(o: &Value, settings: &crate::config::BlueGreenSettings) -> bool {
+    settings
+        .preview_service
+        .as_deref()
+        .is_some_and(|p| o["metadata"]["name"].as_str() == Some(p))
 }
 
 /// Points every rendered Service at the pods of `revision` (keeping its selector otherwise),
@@ -375,6 +391,7 @@ async fn switch_services(
     run: &mut StageRun,
     objects: &[Value],
     revision: &str,
+    settings: &crate::config::BlueGreenSettings,
 ) -> Result<(), String> {
     let (_, env) = run.environment()?;
     let env = env.clone();
@@ -383,7 +400,7 @@ async fn switch_services(
         let connected = connect(run, &cluster).await?;
         for service in objects
             .iter()
-            .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Service"))
+            .filter(|o| is_service(o) && !is_preview(o, settings))
         {
             if let Some(live) = connected
                 .get(&ObjectKey::of(service))
@@ -493,7 +510,10 @@ pub(super) async fn promote(run: &mut StageRun) -> StageResult {
                 && run.state.outputs.get("switched").is_none()
             {
                 run.state.outputs = merged_outputs(&run.state.outputs, &outputs);
-                switch_services(run, &objects, &revision).await?;
+                let settings: crate::config::BlueGreenSettings =
+                    serde_json::from_value(outputs["blueGreen"]["settings"].clone())
+                        .unwrap_or_default();
+                switch_services(run, &objects, &revision, &settings).await?;
                 run.checkpoint(json!({"switched": true}))?;
             }
             let delay = Duration::from_secs(
