@@ -279,9 +279,7 @@ impl Engine {
                             continue;
                         }
                     },
-                    None => match deps.iter().find(|d| {
-                        !matches!(d.status, StageStatus::Succeeded | StageStatus::Skipped)
-                    }) {
+                    None => match deps.iter().find(|d| d.status != StageStatus::Succeeded) {
                         Some(d) => Err(format!(
                             "dependency {} {}",
                             d.name,

@@ -685,10 +685,12 @@ pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> 
             t
         }
     };
+    // Kayenta's scope is the server group: here the Deployment of each track
+    // (`<app>-baseline`, `<app>-canary`); the `track` label is there for `{{ label_filter }}`.
     let scope = |track: &str| Scope {
-        scope: app.clone(),
+        scope: format!("{app}-{track}"),
         location: namespace.clone(),
-        labels: [(TRACK_LABEL.replace(['.', '/'], "_"), track.to_string())]
+        labels: [("track".to_string(), track.to_string())]
             .into_iter()
             .collect(),
     };
