@@ -1,10 +1,10 @@
 //! 500 executions of a 6-stage pipeline with no-op waits through the engine and the SQLite
-//! store (WAL, synchronous=FULL, on the machine's disk): executions per second, and the
+//! store (WAL, on the machine's disk, with each durability setting): executions per second, and the
 //! latency of stage transitions (each one a committed `update_stage` transaction) at p50, p99
 //! and max.
 //!
 //! The DAG is deploy-shaped without clusters: `a` → (`b1`, `b2` in parallel) → `c` → `d` → `e`,
-//! all `wait 0s`. Executions run 8 at a time on distinct apps, so the engine, the DAG
+//! all `wait 0s`. Executions run 8 at a time, each for its own app, so the engine, the DAG
 //! scheduling and the store are all under load.
 //!
 //! Run: `cargo bench --bench pipeline` (prints a summary; not a criterion bench, as the figure
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bowline::cluster::ConnectOptions;
 use bowline::pipeline::{Engine, Services};
 use bowline::store::{
-    AppliedRevision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment, NewExecution,
-    NewStage, SqliteStore, StageState, StageUpdate, Store, StoreError,
+    AppliedRevision, Durability, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
+    NewExecution, NewStage, SqliteStore, StageState, StageUpdate, Store, StoreError,
 };
 use serde_json::json;
 
@@ -107,7 +107,7 @@ fn stage(name: &str, deps: &[&str]) -> NewStage {
 
 fn execution(i: usize) -> NewExecution {
     NewExecution {
-        app: format!("app-{}", i % IN_FLIGHT),
+        app: format!("app-{i}"),
         environments: vec!["staging".into()],
         revision: format!("rev{i}"),
         pipeline: "bench".into(),
@@ -130,9 +130,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    for durability in [Durability::Normal, Durability::Full] {
+        measure(durability);
+    }
+}
+
+fn measure(durability: Durability) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(Timed {
-        inner: SqliteStore::open(&dir.path().join("bench.db")).expect("store"),
+        inner: SqliteStore::open_with(&dir.path().join("bench.db"), durability).expect("store"),
         transitions: Mutex::new(Vec::new()),
     });
     let mut services = Services::new(ConnectOptions::default());
@@ -162,14 +168,15 @@ fn main() {
     let elapsed = started.elapsed();
     let mut transitions = store.transitions.lock().expect("lock").clone();
     transitions.sort();
+    println!("durability {durability:?}:");
     println!(
-        "{EXECUTIONS} executions × 6 stages in {:.2} s: {:.0} executions/s, {:.0} stages/s",
+        "  {EXECUTIONS} executions × 6 stages in {:.2} s: {:.0} executions/s, {:.0} stages/s",
         elapsed.as_secs_f64(),
         EXECUTIONS as f64 / elapsed.as_secs_f64(),
         (EXECUTIONS * 6) as f64 / elapsed.as_secs_f64()
     );
     println!(
-        "stage transitions: {} committed; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "  stage transitions: {} committed; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         transitions.len(),
         percentile(&transitions, 0.50).as_secs_f64() * 1e3,
         percentile(&transitions, 0.99).as_secs_f64() * 1e3,

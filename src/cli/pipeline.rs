@@ -13,7 +13,8 @@ use chrono::Utc;
 use bowline::diagnostic;
 use bowline::pipeline::{self, Engine, Progress, Services};
 use bowline::store::{
-    Decision, ExecutionFilter, ExecutionStatus, Judgment, SqliteStore, StageStatus, Store,
+    Decision, Durability, ExecutionFilter, ExecutionStatus, Judgment, SqliteStore, StageStatus,
+    Store,
 };
 
 use super::live::ClusterArgs;
@@ -30,11 +31,34 @@ pub struct StateArgs {
         env = "BOWLINE_STATE"
     )]
     pub state: PathBuf,
+    /// `normal`: committed state survives crashes and restarts of bowline; `full`: every
+    /// commit is synced to disk and survives power loss too (one fsync per transition).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = DurabilityArg::Normal,
+        env = "BOWLINE_STATE_DURABILITY"
+    )]
+    pub state_durability: DurabilityArg,
+}
+
+/// `--state-durability` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// WAL, synced at checkpoints.
+    Normal,
+    /// Every commit synced.
+    Full,
 }
 
 impl StateArgs {
     fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
-        Ok(Arc::new(SqliteStore::open(&self.state)?))
+        let durability = match self.state_durability {
+            DurabilityArg::Normal => Durability::Normal,
+            DurabilityArg::Full => Durability::Full,
+        };
+        Ok(Arc::new(SqliteStore::open_with(&self.state, durability)?))
     }
 }
 

@@ -92,6 +92,9 @@ pub struct Services {
 impl Services {
     /// Services with defaults and no progress output.
     pub fn new(connect: ConnectOptions) -> Services {
+        // reqwest is built without a default TLS provider; ring is bowline's one. A no-op when
+        // the process installed it already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Services {
             connect,
             http: reqwest::Client::builder()

@@ -1,6 +1,11 @@
-//! The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a
-//! committed transition survives a crash of the process or of the machine. The schema is
-//! versioned (`PRAGMA user_version`) and migrated forward on open.
+//! The embedded default store: one SQLite file in WAL mode. The schema is versioned
+//! (`PRAGMA user_version`) and migrated forward on open.
+//!
+//! Durability ([`Durability`]): by default (`normal`, WAL with `synchronous=NORMAL`) a
+//! committed transition survives a crash or kill of the process and a restart; a power loss of
+//! the machine may lose the last transitions since the WAL was last synced, never corrupting
+//! the file. `full` syncs every commit to disk, which survives power loss too at the price of
+//! one fsync per transition.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -76,6 +81,16 @@ CREATE TABLE applied (
 CREATE INDEX applied_by_target ON applied (app, environment, cluster, id);
 "#];
 
+/// How hard each commit is pushed to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: survives process crashes and restarts.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is synced; survives power loss.
+    Full,
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
@@ -91,8 +106,14 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the store at `path`.
+    /// Opens (creating if needed) and migrates the store at `path`, with the default
+    /// durability.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// Opens the store at `path` with `durability`.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         let sqlite = |source| StoreError::Sqlite {
             path: shown.clone(),
@@ -103,7 +124,11 @@ impl SqliteStore {
             .map_err(sqlite)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        let synchronous = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
             .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite)?;
