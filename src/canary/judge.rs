@@ -1,7 +1,9 @@
 //! NetflixACAJudge-v1.0: per-metric classification (spec §3, §5) and scoring (spec §6), producing
 //! Kayenta's result model (spec §7). Pure functions over data.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
 
 use serde::Serialize;
 
@@ -18,8 +20,9 @@ pub const JUDGE_NAME: &str = "NetflixACAJudge-v1.0";
 /// Mann-Whitney tolerance, hard-coded in the judge (spec §1.2).
 pub const TOLERANCE: f64 = 0.25;
 
-/// Seed of the tie-breaking noise generator. Kayenta's is unseeded; a fixed seed makes bowline's
-/// reports reproducible (only constant-vs-constant metrics draw from it, spec §4.1).
+/// Seed of the tie-breaking noise generators (one per pair, this seed xor the pair's position).
+/// Kayenta's is unseeded; fixed seeds make bowline's reports reproducible (only
+/// constant-vs-constant metrics draw from it, spec §4.1).
 pub const NOISE_SEED: i64 = 0x5EED_CA7A;
 
 /// One metric-set pair: a metric's control (baseline) and experiment (canary) series.
@@ -187,14 +190,19 @@ pub fn judge(
     thresholds: Thresholds,
     pairs: &[MetricSetPair],
 ) -> Result<JudgeResult, JudgeError> {
-    let mut random = JavaRandom::new(NOISE_SEED);
-    let mut results = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        let metric = config
-            .metric(&pair.name)
-            .ok_or_else(|| JudgeError::UnknownMetric(pair.name.clone()))?;
-        results.push(classify_pair(metric, pair, &mut random)?);
-    }
+    // Pairs are independent: classified in parallel. Each pair draws its noise from its own
+    // generator (seeded by position), so results do not depend on scheduling.
+    let results = pairs
+        .par_iter()
+        .enumerate()
+        .map(|(index, pair)| {
+            let metric = config
+                .metric(&pair.name)
+                .ok_or_else(|| JudgeError::UnknownMetric(pair.name.clone()))?;
+            let mut random = JavaRandom::new(NOISE_SEED ^ index as i64);
+            classify_pair(metric, pair, &mut random)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(score_results(config, thresholds, results))
 }
 
@@ -268,9 +276,28 @@ pub fn mean_ratio(control: &[f64], experiment: &[f64]) -> f64 {
     }
 }
 
-/// Number of distinct values, with `Double.equals` semantics (bit patterns).
-fn distinct(values: impl Iterator<Item = f64>) -> usize {
-    values.map(f64::to_bits).collect::<HashSet<_>>().len()
+/// Ascending copy in `Double.compare` order (sorting the order keys: equal keys are equal bits,
+/// so an unstable sort is exact).
+fn sorted_total(values: &[f64]) -> Vec<f64> {
+    let mut keys: Vec<i64> = values
+        .iter()
+        .map(|v| {
+            let bits = v.to_bits() as i64;
+            bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|k| f64::from_bits((k ^ ((((k >> 63) as u64) >> 1) as i64)) as u64))
+        .collect()
+}
+
+/// True when a non-empty sorted series holds one distinct value (`Double.equals`: bits).
+fn single_value(sorted: &[f64]) -> bool {
+    match (sorted.first(), sorted.last()) {
+        (Some(a), Some(b)) => a.to_bits() == b.to_bits(),
+        _ => false,
+    }
 }
 
 fn pass(reason: Option<String>) -> Classified {
@@ -307,32 +334,30 @@ pub fn classify(
             },
         };
     }
-    // 2. Identical data.
-    if x.len() == y.len() {
-        let mut xs = x.to_vec();
-        let mut ys = y.to_vec();
-        xs.sort_by(f64::total_cmp);
-        ys.sort_by(f64::total_cmp);
-        if xs.iter().zip(&ys).all(|(a, b)| a == b) {
-            return pass(Some(
-                "The Canary and Baseline data are identical".to_string(),
-            ));
-        }
+    // Sorted once (Double.compare order) for rules 2–4.
+    let xs = sorted_total(x);
+    let ys = sorted_total(y);
+    // 2. Identical data (numeric equality of the sorted series, as Scala's `==` on doubles).
+    if xs.len() == ys.len() && xs.iter().zip(&ys).all(|(a, b)| a == b) {
+        return pass(Some(
+            "The Canary and Baseline data are identical".to_string(),
+        ));
     }
-    // 3. Single distinct value overall.
-    if distinct(x.iter().chain(y).copied()) == 1 {
+    // 3. Single distinct value overall (`Double.equals`: bit patterns).
+    let x_constant = single_value(&xs);
+    let y_constant = single_value(&ys);
+    if x_constant && y_constant && xs[0].to_bits() == ys[0].to_bits() {
         return pass(None);
     }
-    // 4.1 Tie-breaking noise when both series are constant.
-    let (x, y): (Vec<f64>, Vec<f64>) =
-        if distinct(x.iter().copied()) == 1 && distinct(y.iter().copied()) == 1 {
-            let nx = random.add_noise(x);
-            let ny = random.add_noise(y);
-            (nx, ny)
-        } else {
-            (x.to_vec(), y.to_vec())
-        };
-    let shift = WilcoxonShift::new(&x, &y);
+    // 4.1 Tie-breaking noise when both series are constant: canary first, then baseline.
+    let noised;
+    let (x, y, shift) = if x_constant && y_constant {
+        noised = (random.add_noise(x), random.add_noise(y));
+        let shift = WilcoxonShift::new(&noised.0, &noised.1);
+        (noised.0.as_slice(), noised.1.as_slice(), shift)
+    } else {
+        (x, y, WilcoxonShift::from_sorted(xs, ys))
+    };
     let interval = match shift.interval() {
         Ok(i) => i,
         Err(_) => {
@@ -344,7 +369,7 @@ pub fn classify(
             };
         }
     };
-    let ratio = mean_ratio(&y, &x);
+    let ratio = mean_ratio(y, x);
     let effect = match metric.measure {
         EffectMeasure::MeanRatio => ratio,
         EffectMeasure::Cles => shift.cles(),

@@ -35,44 +35,127 @@ pub struct ShiftInterval {
 pub struct WilcoxonShift {
     xs: Vec<f64>,
     ys: Vec<f64>,
+    /// `Double.compare` order keys of `ys`, with a sentinel at the end.
+    y_keys: Vec<i64>,
+    /// Scratch buffer for the keys of `xs − d`.
+    x_keys: std::cell::RefCell<Vec<i64>>,
+    /// Bucket index over `ys` for counting the y values below a shifted x.
+    index: YIndex,
 }
 
-/// Sum of the x ranks and Σ(t³ − t) over the tie groups of `(xs − d) ++ ys`.
-fn rank_sum_shifted(xs: &[f64], ys: &[f64], d: f64) -> (f64, f64) {
-    let (nx, ny) = (xs.len(), ys.len());
-    let (mut i, mut j) = (0usize, 0usize);
-    let mut position = 1.0_f64; // 1-based rank of the next sorted element
-    let mut rank_sum = 0.0_f64;
-    let mut ties = 0.0_f64;
-    while i < nx || j < ny {
-        let v = if i < nx {
-            let xv = xs[i] - d;
-            if j < ny && ys[j].total_cmp(&xv).is_lt() {
-                ys[j]
-            } else {
-                xv
-            }
-        } else {
-            ys[j]
+/// Buckets over the value range of the sorted y sample: `start[b]` is the position of the first
+/// y in bucket b. The bucket function is monotone in the value, so every y in an earlier bucket
+/// is smaller than a value of bucket b and every y in a later one larger; only bucket b itself is
+/// scanned, comparing order keys. Counting this way makes each x independent of the others.
+struct YIndex {
+    low: f64,
+    scale: f64,
+    start: Vec<u32>,
+    /// Σ(t³ − t) over the tie groups of y alone.
+    y_ties: u64,
+}
+
+impl YIndex {
+    fn new(ys: &[f64], y_keys: &[i64]) -> YIndex {
+        let n = ys.len();
+        let buckets = (2 * n).max(1);
+        let (low, high) = (ys[0], ys[n - 1]);
+        let scale = buckets as f64 / (high - low);
+        let mut index = YIndex {
+            low,
+            scale,
+            start: vec![0; buckets + 1],
+            y_ties: 0,
         };
-        let mut kx = 0usize;
-        while i < nx && (xs[i] - d).total_cmp(&v).is_eq() {
-            kx += 1;
+        let mut position = 0usize;
+        for b in 0..=buckets {
+            while position < n && index.bucket(ys[position]) < b {
+                position += 1;
+            }
+            index.start[b] = position as u32;
+        }
+        let mut run = 1u64;
+        for k in 1..=n {
+            if k < n && y_keys[k] == y_keys[k - 1] {
+                run += 1;
+            } else {
+                index.y_ties += run * run * run - run;
+                run = 1;
+            }
+        }
+        index
+    }
+
+    /// Monotone bucket of a value (saturating casts send negatives and NaN from 0·∞ to 0).
+    fn bucket(&self, v: f64) -> usize {
+        let last = self.start.len() - 2;
+        (((v - self.low) * self.scale) as usize).min(last)
+    }
+
+    /// (#y < v, #y == v) in `Double.compare` order, `key` being v's order key.
+    fn count(&self, v: f64, key: i64, y_keys: &[i64]) -> (u64, u64) {
+        let b = self.bucket(v);
+        let (from, to) = (self.start[b] as usize, self.start[b + 1] as usize);
+        let mut below = from as u64;
+        let mut equal = 0u64;
+        for &k in &y_keys[from..to] {
+            below += u64::from(k < key);
+            equal += u64::from(k == key);
+        }
+        (below, equal)
+    }
+}
+
+/// Sentinel key above every real value (NaN cannot occur after preprocessing).
+const SENTINEL: i64 = i64::MAX;
+
+/// An integer whose order is `Double.compare`'s (the transform of `f64::total_cmp`); equal keys
+/// are equal values for ties (so −0.0 and +0.0 differ, as in commons-math's ranking).
+fn order_key(v: f64) -> i64 {
+    let bits = v.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
+/// Sum of the x ranks and Σ(t³ − t) over the tie groups of `a ++ b`, both given as ascending
+/// order keys ending with [`SENTINEL`]. Half-integer rank sums are accumulated doubled in
+/// integers, which is exact and equals the sequential double sum for any realistic size.
+#[cfg(test)]
+fn rank_sum_keys(a: &[i64], b: &[i64]) -> (f64, f64) {
+    let (nx, ny) = (a.len() - 1, b.len() - 1);
+    let (mut i, mut j) = (0usize, 0usize);
+    let mut position: u64 = 1; // 1-based rank of the next sorted element
+    let mut twice_rank_sum: u64 = 0;
+    let mut ties: u64 = 0;
+    while i < nx || j < ny {
+        let v = a[i].min(b[j]);
+        let (i0, j0) = (i, j);
+        while a[i] == v {
             i += 1;
         }
-        let mut ky = 0usize;
-        while j < ny && ys[j].total_cmp(&v).is_eq() {
-            ky += 1;
+        while b[j] == v {
             j += 1;
         }
-        let len = (kx + ky) as f64;
-        // A group at positions c … c+L−1 gets (2c + L − 1) / 2.
-        let rank = (2.0 * position + len - 1.0) / 2.0;
-        rank_sum += kx as f64 * rank;
-        ties += len.powi(3) - len;
+        let kx = (i - i0) as u64;
+        let len = kx + (j - j0) as u64;
+        // A group at positions c … c+L−1 gets the average rank (2c + L − 1) / 2.
+        twice_rank_sum += kx * (2 * position + len - 1);
+        ties += len * len * len - len;
         position += len;
     }
-    (rank_sum, ties)
+    (twice_rank_sum as f64 / 2.0, ties as f64)
+}
+
+/// Sum of the x ranks and Σ(t³ − t) over the tie groups of `(xs − d) ++ ys` (sorted inputs);
+/// the reference the buffered [`WilcoxonShift`] evaluation is tested against.
+#[cfg(test)]
+fn rank_sum_shifted(xs: &[f64], ys: &[f64], d: f64) -> (f64, f64) {
+    let a: Vec<i64> = xs
+        .iter()
+        .map(|&x| order_key(x - d))
+        .chain([SENTINEL])
+        .collect();
+    let b: Vec<i64> = ys.iter().map(|&y| order_key(y)).chain([SENTINEL]).collect();
+    rank_sum_keys(&a, &b)
 }
 
 /// Sorted copy in `Double.compare` order.
@@ -85,17 +168,61 @@ fn sorted(values: &[f64]) -> Vec<f64> {
 impl WilcoxonShift {
     /// Prepares x (experiment) and y (control); both must be non-empty.
     pub fn new(x: &[f64], y: &[f64]) -> Self {
+        Self::from_sorted(sorted(x), sorted(y))
+    }
+
+    /// Like [`WilcoxonShift::new`] for samples already sorted with `f64::total_cmp`.
+    pub fn from_sorted(xs: Vec<f64>, ys: Vec<f64>) -> Self {
+        let y_keys: Vec<i64> = ys.iter().map(|&y| order_key(y)).chain([SENTINEL]).collect();
+        let x_keys = std::cell::RefCell::new(Vec::with_capacity(xs.len() + 1));
+        let index = YIndex::new(&ys, &y_keys);
         WilcoxonShift {
-            xs: sorted(x),
-            ys: sorted(y),
+            xs,
+            ys,
+            y_keys,
+            x_keys,
+            index,
         }
+    }
+
+    /// Rank sum of `xs − d` and the tie term, reusing the scratch buffer.
+    fn ranks(&self, d: f64) -> (f64, f64) {
+        let mut keys = self.x_keys.borrow_mut();
+        keys.clear();
+        // x − d keeps the order of x (rounding is monotone), so the keys stay sorted.
+        keys.extend(self.xs.iter().map(|&x| order_key(x - d)));
+        keys.push(SENTINEL);
+        // Midranks: the x rank sum is nx(nx+1)/2 + Σ (#y < x' + #y == x' / 2), doubled here to
+        // stay in integers. Ties: y's own groups, plus for each run of equal x' values the
+        // growth of the y group it joins (size cy → cx + cy).
+        let nx = self.xs.len();
+        let mut twice: u64 = (nx as u64) * (nx as u64 + 1);
+        let mut ties = self.index.y_ties;
+        let mut run_start = 0usize;
+        let mut run_equal = 0u64;
+        for i in 0..nx {
+            let key = keys[i];
+            let (below, equal) = self.index.count(self.xs[i] - d, key, &self.y_keys);
+            twice += 2 * below + equal;
+            if i == run_start {
+                run_equal = equal;
+            }
+            if keys[i + 1] != key {
+                let cx = (i + 1 - run_start) as u64;
+                let total = cx + run_equal;
+                ties +=
+                    total * total * total - total - (run_equal * run_equal * run_equal - run_equal);
+                run_start = i + 1;
+            }
+        }
+        (twice as f64 / 2.0, ties as f64)
     }
 
     /// `(dz − corr) / σ` for shift `d`; W(d, q) is this minus q.
     pub fn statistic(&self, d: f64) -> Result<f64, AllTied> {
         let nx = self.xs.len() as f64;
         let ny = self.ys.len() as f64;
-        let (rank_sum, ties) = rank_sum_shifted(&self.xs, &self.ys, d);
+        let (rank_sum, ties) = self.ranks(d);
         let dz = rank_sum - nx * (nx + 1.0) / 2.0 - nx * ny / 2.0;
         let correction = signum(dz) * 0.5;
         let sigma =
@@ -153,7 +280,7 @@ impl WilcoxonShift {
 
     /// Common-language effect size of x over y: (2·R₁ − m(m+1)) / (2·n·m), 32-bit counts.
     pub fn cles(&self) -> f64 {
-        let (r1, _) = rank_sum_shifted(&self.xs, &self.ys, 0.0);
+        let (r1, _) = self.ranks(0.0);
         cles_from_rank_sum(r1, self.xs.len(), self.ys.len())
     }
 }
@@ -362,6 +489,88 @@ mod tests {
         assert!((z + 2.326347874040841).abs() < 2e-15, "{z}");
         assert_eq!(erf_inv(0.0), 0.0);
         assert!((normal_quantile(0.975) - 1.959963984540054).abs() < 1e-14);
+    }
+
+    #[test]
+    fn key_merge_agrees_with_shifted_ranks() {
+        let w = WilcoxonShift::new(&[0.5, 2.5, 3.0, 9.0], &[-1.0, 1.0, 2.0, 10.0, 11.0]);
+        // shifting by 0.5 makes 2.5 − 0.5 tie with 2.0
+        assert_eq!(w.ranks(0.5), rank_sum_shifted(&w.xs, &w.ys, 0.5));
+        assert_eq!(w.ranks(0.5), (2.0 + 4.5 + 6.0 + 7.0, 6.0));
+        assert_eq!(w.ranks(0.0), (2.0 + 5.0 + 6.0 + 7.0, 0.0));
+    }
+
+    #[test]
+    fn order_keys_follow_double_compare() {
+        let mut values = vec![
+            3.5,
+            -0.0,
+            0.0,
+            -2.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e-310,
+            -1e-310,
+        ];
+        let mut by_key = values.clone();
+        values.sort_by(f64::total_cmp);
+        by_key.sort_by_key(|v| order_key(*v));
+        assert_eq!(
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            by_key.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn indexed_ranks_agree_with_the_merge() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        for case in 0..300 {
+            let (nx, ny) = (1 + case % 17, 1 + (case * 7) % 23);
+            let value = |r: f64| match case % 4 {
+                0 => (r * 10.0).round(), // integers, many ties
+                1 => r * 1e-6,           // tiny scale
+                2 => {
+                    if r < 0.3 {
+                        0.0
+                    } else if r < 0.4 {
+                        -0.0
+                    } else {
+                        r
+                    }
+                } // zeros of both signs
+                _ => r * 100.0 - 50.0,
+            };
+            let x: Vec<f64> = (0..nx).map(|_| value(next())).collect();
+            let y: Vec<f64> = (0..ny).map(|_| value(next())).collect();
+            let w = WilcoxonShift::new(&x, &y);
+            for d in [
+                0.0,
+                -0.0,
+                0.5,
+                1.0,
+                -3.0,
+                1e-7,
+                2.5e-7,
+                17.25,
+                f64::INFINITY,
+            ] {
+                assert_eq!(
+                    w.ranks(d),
+                    rank_sum_shifted(&w.xs, &w.ys, d),
+                    "case {case}, d {d}, x {x:?}, y {y:?}"
+                );
+            }
+        }
+        // a constant y sample (zero width)
+        let w = WilcoxonShift::new(&[1.0, 2.0, 2.0, 3.0], &[2.0, 2.0]);
+        assert_eq!(w.ranks(0.0), rank_sum_shifted(&w.xs, &w.ys, 0.0));
+        assert_eq!(w.ranks(1.0), rank_sum_shifted(&w.xs, &w.ys, 1.0));
     }
 
     #[test]
