@@ -14,6 +14,7 @@ pub mod diagnostic;
 pub mod diff;
 pub mod pipeline;
 pub mod plan;
+pub mod policy;
 pub mod render;
 pub mod source;
 pub mod store;

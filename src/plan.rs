@@ -139,6 +139,36 @@ pub fn build(repo: &ConfigRepo, diagnostics: &[Diagnostic], rendered: &[RenderSu
     }
 }
 
+/// [`build`] for a repository whose diagnostics include policy results: those count as errors
+/// (deny) or warnings (warn) of their own application and environment only, not of every
+/// environment of the app as other problems in its files do.
+pub fn build_with_policy(
+    repo: &ConfigRepo,
+    diagnostics: &[Diagnostic],
+    rendered: &[RenderSummary],
+    policy: &crate::policy::PolicyReport,
+) -> Plan {
+    let from_policy: HashSet<Diagnostic> = policy.diagnostics().into_iter().collect();
+    let others: Vec<Diagnostic> = diagnostics
+        .iter()
+        .filter(|d| !from_policy.contains(d))
+        .cloned()
+        .collect();
+    let mut plan = build(repo, &others, rendered);
+    for row in &mut plan.rows {
+        row.errors += policy
+            .results
+            .iter()
+            .filter(|r| r.severity == crate::policy::PolicySeverity::Deny)
+            .filter(|r| r.app == row.app && r.environment == row.environment)
+            .count();
+    }
+    let policy_errors = from_policy.iter().filter(|d| d.is_error()).count();
+    plan.errors += policy_errors;
+    plan.warnings += from_policy.len() - policy_errors;
+    plan
+}
+
 /// Stages in dependency order (declaration order among independent ones), each with the
 /// environment it belongs to: its own, else that of the nearest stage depending on it, else
 /// that of the nearest stage it depends on, else `fallback`.

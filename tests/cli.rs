@@ -170,7 +170,7 @@ fn json_report_of_a_valid_repository() {
     let report: Value = serde_json::from_str(&stdout(&out)).expect("stdout is JSON");
     assert_eq!(
         report,
-        serde_json::json!({"valid": true, "errors": 0, "warnings": 0, "diagnostics": []})
+        serde_json::json!({"valid": true, "errors": 0, "warnings": 0, "diagnostics": [], "policy": {"results": [], "exceptions": []}})
     );
 }
 

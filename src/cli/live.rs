@@ -97,7 +97,12 @@ pub fn plan(
     exit_code: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = load(&repo, None, None)?;
-    let table = plan::build(&loaded.repo, &loaded.diagnostics, &loaded.rendered);
+    let table = plan::build_with_policy(
+        &loaded.repo,
+        &loaded.diagnostics,
+        &loaded.rendered,
+        &loaded.policy,
+    );
     let options = connect_options(&clusters);
     let kubeconfig = options.configured();
     let targets = targets(&loaded.repo, None, None);
@@ -114,6 +119,7 @@ pub fn plan(
                 "errors": table.errors,
                 "warnings": table.warnings,
                 "diagnostics": loaded.diagnostics,
+                "policy": loaded.policy,
                 "rows": table.rows,
                 "targets": live.targets,
             });
@@ -126,7 +132,10 @@ pub fn plan(
             for d in &loaded.diagnostics {
                 writeln!(stdout, "{d}")?;
             }
-            if !loaded.diagnostics.is_empty() {
+            for e in &loaded.policy.exceptions {
+                writeln!(stdout, "{e}")?;
+            }
+            if !loaded.diagnostics.is_empty() || !loaded.policy.exceptions.is_empty() {
                 writeln!(stdout)?;
             }
             write!(stdout, "{}", plan::to_table(&table))?;

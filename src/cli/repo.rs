@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use bowline::config::{self, ConfigRepo};
 use bowline::diagnostic::{self, Diagnostic};
+use bowline::policy::{self, PolicyReport};
 use bowline::render::{self, RenderSummary};
 use bowline::source::{Limits, Snapshot};
 
@@ -22,11 +23,13 @@ pub struct RepoArgs {
 }
 
 /// Everything `validate`, `render` and `plan` share: the loaded repository, its diagnostics
-/// (including render errors) and a summary of each render.
+/// (including render errors and policy results) and a summary of each render.
 pub struct Loaded {
     pub repo: ConfigRepo,
     pub diagnostics: Vec<Diagnostic>,
     pub rendered: Vec<RenderSummary>,
+    /// Policy results and exceptions (the results are also in `diagnostics`).
+    pub policy: PolicyReport,
 }
 
 pub fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Result<Loaded> {
@@ -37,7 +40,16 @@ pub fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Re
     let (snapshot, mut diagnostics) = Snapshot::from_dir(&args.repo, &limits)?;
     let (repo, config_diagnostics) = config::load(&snapshot);
     diagnostics.extend(config_diagnostics);
-    let rendered = render::render_summaries(&repo, app, env);
+    let (policies, policy_diagnostics) = policy::from_snapshot(&snapshot)?;
+    diagnostics.extend(policy_diagnostics);
+    let mut report = PolicyReport::default();
+    let mut rendered = Vec::new();
+    for (summary, checked) in policy::render_and_check(&repo, &policies, app, env) {
+        rendered.push(summary);
+        report.extend(checked);
+    }
+    report.sort();
+    diagnostics.extend(report.diagnostics());
     for r in &rendered {
         if let Err(errors) = &r.result {
             diagnostics.extend(errors.iter().cloned());
@@ -49,6 +61,7 @@ pub fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Re
         repo,
         diagnostics,
         rendered,
+        policy: report,
     })
 }
 
@@ -65,6 +78,7 @@ pub fn validate(repo: RepoArgs, format: OutputFormat) -> anyhow::Result<ExitCode
                 "errors": errors,
                 "warnings": warnings,
                 "diagnostics": loaded.diagnostics,
+                "policy": loaded.policy,
             });
             serde_json::to_writer_pretty(&mut stdout, &report)?;
             writeln!(stdout)?;
@@ -72,6 +86,9 @@ pub fn validate(repo: RepoArgs, format: OutputFormat) -> anyhow::Result<ExitCode
         OutputFormat::Text => {
             for d in &loaded.diagnostics {
                 writeln!(stdout, "{d}")?;
+            }
+            for e in &loaded.policy.exceptions {
+                writeln!(stdout, "{e}")?;
             }
             writeln!(stdout, "{}", summary(&repo.repo, &loaded, errors, warnings))?;
         }

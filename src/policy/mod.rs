@@ -1,0 +1,696 @@
+//! Policies: Rego guardrails evaluated on every rendered object before anything reaches a
+//! cluster.
+//!
+//! A policy is a Rego module whose package lies under `bowline.policies` (for example
+//! `package bowline.policies.image_tag`, policy id `image-tag`) and which defines `deny`
+//! and/or `warn` as sets of results. A result is a message string or an object
+//! `{"msg": "...", "field": "spec.replicas"}`. Every policy sees, per rendered object, the
+//! input built by [`input`]: `object`, `app`, `environment` (with `production`), `pipeline`
+//! (the instantiated stages, or null) and `autoscaler`.
+//!
+//! The built-in policies ship in the binary ([`builtin`]); repository policies come from the
+//! config repository's `policies/*.rego` ([`load`]). Evaluation ([`PolicySet::evaluate`]) is a
+//! pure function of the policies, the target and its objects. An object opts out of one policy
+//! with the annotation `bowline.dev/policy-exception.<policy-id>: "<reason>"`; every exception
+//! is listed in the [`PolicyReport`] so it stays visible.
+
+pub mod builtin;
+pub mod input;
+pub mod load;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::instantiate::instantiate;
+use crate::config::{Application, ConfigRepo, Environment, Stage};
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::render::{self, RenderSummary, RenderedObject};
+
+pub use load::from_snapshot;
+
+/// Prefix of the packages that are policies (`data.bowline.policies.<name>`).
+pub const POLICY_PACKAGE_PREFIX: &str = "data.bowline.policies.";
+/// Prefix of the annotation that exempts an object from one policy; the policy id follows.
+pub const EXCEPTION_ANNOTATION_PREFIX: &str = "bowline.dev/policy-exception.";
+/// Longest time one evaluation of the policies on one object may take.
+pub const EVALUATION_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How bad a policy result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicySeverity {
+    /// Fails validation and plan (exit 1); `sync` refuses.
+    Deny,
+    /// Reported as a warning.
+    Warn,
+}
+
+impl PolicySeverity {
+    /// The Rego rule holding results of this severity.
+    pub fn rule(self) -> &'static str {
+        match self {
+            PolicySeverity::Deny => "deny",
+            PolicySeverity::Warn => "warn",
+        }
+    }
+}
+
+/// Errors of the policy engine itself (not findings about the repository).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A built-in policy does not compile: a defect of bowline itself.
+    #[error("built-in policy {file} does not compile: {message}")]
+    Builtin {
+        /// The policy file.
+        file: String,
+        /// The compiler's message.
+        message: String,
+    },
+}
+
+/// One policy: its id, where it comes from and which rules it defines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Policy id: the package name below `bowline.policies`, `_` written as `-`.
+    pub id: String,
+    /// Rego package, `data.bowline.policies.<name>`.
+    pub package: String,
+    /// The file defining it (`policies/x.rego`).
+    pub file: String,
+    /// True for the policies shipped with bowline.
+    pub builtin: bool,
+    /// The severities it has rules for (`deny`, `warn`).
+    pub severities: Vec<PolicySeverity>,
+}
+
+/// A Rego source file.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    /// Path shown in messages.
+    pub file: String,
+    /// The Rego text.
+    pub text: String,
+}
+
+/// A compiled set of policies, ready to evaluate. Cloning is cheap (the compiled modules are
+/// shared).
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    engine: regorus::Engine,
+    policies: Vec<Policy>,
+}
+
+/// One finding of one policy on one rendered object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyResult {
+    /// Policy id.
+    pub policy: String,
+    /// Deny or warn.
+    pub severity: PolicySeverity,
+    /// Application.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// The object, `Kind namespace/name` (or `Kind name`).
+    pub object: String,
+    /// Manifest file the object was rendered from.
+    pub file: String,
+    /// Line where the object's document starts.
+    pub line: usize,
+    /// Dotted path of the offending field, when the policy names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PolicyResult {
+    /// The result as a diagnostic: deny → error, warn → warning, message
+    /// `<policy>: <object> in <environment>: <field>: <message>`.
+    pub fn to_diagnostic(&self) -> Diagnostic {
+        let field = self
+            .field
+            .as_deref()
+            .map(|f| format!("{f}: "))
+            .unwrap_or_default();
+        let d = Diagnostic::error(
+            &self.file,
+            self.line,
+            1,
+            "",
+            format!(
+                "{}: {} in {}: {field}{}",
+                self.policy, self.object, self.environment, self.message
+            ),
+        );
+        match self.severity {
+            PolicySeverity::Deny => d,
+            PolicySeverity::Warn => d.into_warning(),
+        }
+    }
+}
+
+/// An object exempted from a policy by its annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyException {
+    /// Policy id.
+    pub policy: String,
+    /// Application.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// The object, `Kind namespace/name`.
+    pub object: String,
+    /// Manifest file the object was rendered from.
+    pub file: String,
+    /// Line where the object's document starts.
+    pub line: usize,
+    /// The reason given in the annotation.
+    pub reason: String,
+    /// How many results the exception suppressed here.
+    pub suppressed: usize,
+}
+
+impl fmt::Display for PolicyException {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:1: exception: {}: {} in {}: {:?} ({} suppressed)",
+            self.file,
+            self.line,
+            self.policy,
+            self.object,
+            self.environment,
+            self.reason,
+            crate::diagnostic::count(self.suppressed, "result")
+        )
+    }
+}
+
+/// Everything the policies found, for one target or a whole repository.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PolicyReport {
+    /// Results that were not excepted, deny before warn within a position.
+    pub results: Vec<PolicyResult>,
+    /// Exceptions present on the objects.
+    pub exceptions: Vec<PolicyException>,
+    /// Problems with policies or exceptions themselves (a policy failing at run time, an
+    /// exception naming no known policy).
+    #[serde(skip)]
+    pub problems: Vec<Diagnostic>,
+}
+
+impl PolicyReport {
+    /// Adds another report to this one.
+    pub fn extend(&mut self, other: PolicyReport) {
+        self.results.extend(other.results);
+        self.exceptions.extend(other.exceptions);
+        self.problems.extend(other.problems);
+    }
+
+    /// Sorts results and exceptions by file, line, environment and policy, for stable output;
+    /// drops repeated problems.
+    pub fn sort(&mut self) {
+        crate::diagnostic::sort_and_dedup(&mut self.problems);
+        self.results.sort_by(|a, b| {
+            (
+                &a.file,
+                a.line,
+                &a.environment,
+                &a.policy,
+                &a.field,
+                &a.message,
+            )
+                .cmp(&(
+                    &b.file,
+                    b.line,
+                    &b.environment,
+                    &b.policy,
+                    &b.field,
+                    &b.message,
+                ))
+        });
+        self.exceptions.sort_by(|a, b| {
+            (&a.file, a.line, &a.environment, &a.policy).cmp(&(
+                &b.file,
+                b.line,
+                &b.environment,
+                &b.policy,
+            ))
+        });
+    }
+
+    /// Results and problems as diagnostics.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.results
+            .iter()
+            .map(PolicyResult::to_diagnostic)
+            .chain(self.problems.iter().cloned())
+            .collect()
+    }
+
+    /// Number of deny results.
+    pub fn denied(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.severity == PolicySeverity::Deny)
+            .count()
+    }
+}
+
+/// What the policies see besides the object: the application in one environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The application.
+    pub app: &'a Application,
+    /// The environment.
+    pub environment: &'a Environment,
+    /// Name of the pipeline template the app runs, if any.
+    pub pipeline_name: Option<&'a str>,
+    /// Its stages instantiated for the app; `None` when the app has no pipeline.
+    pub pipeline: Option<&'a [Stage]>,
+}
+
+impl PolicySet {
+    /// The built-in policies only.
+    pub fn builtin() -> Result<PolicySet, PolicyError> {
+        let mut set = PolicySet {
+            engine: new_engine(),
+            policies: Vec::new(),
+        };
+        for source in builtin::sources() {
+            set.add(&source, true)
+                .map_err(|(_, _, message)| PolicyError::Builtin {
+                    file: source.file.clone(),
+                    message,
+                })?;
+        }
+        set.prepare()
+            .map_err(|(file, _, message)| PolicyError::Builtin {
+                file: file.unwrap_or_default(),
+                message,
+            })?;
+        Ok(set)
+    }
+
+    /// The policies of the set, built-in ones first.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// The policy with this id.
+    pub fn policy(&self, id: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.id == id)
+    }
+
+    /// Parses `source` into the set. On failure returns the file and line named by the Rego
+    /// parser and its message, and leaves the set unchanged.
+    fn add(
+        &mut self,
+        source: &PolicySource,
+        builtin: bool,
+    ) -> Result<(), (Option<String>, usize, String)> {
+        let mut engine = self.engine.clone();
+        let package = engine
+            .add_policy(source.file.clone(), source.text.clone())
+            .map_err(|e| rego_error(&e))?;
+        if let Some(name) = package.strip_prefix(POLICY_PACKAGE_PREFIX) {
+            let severities: Vec<PolicySeverity> = [PolicySeverity::Deny, PolicySeverity::Warn]
+                .into_iter()
+                .filter(|s| {
+                    engine
+                        .has_declared_rule_rooted_at(&source.file, s.rule())
+                        .unwrap_or(false)
+                })
+                .collect();
+            match self.policies.iter_mut().find(|p| p.package == package) {
+                Some(existing) if existing.builtin && !builtin => {
+                    return Err((
+                        Some(source.file.clone()),
+                        1,
+                        format!(
+                            "package {} belongs to the built-in policy {:?}; choose another name",
+                            &package["data.".len()..],
+                            existing.id
+                        ),
+                    ));
+                }
+                Some(existing) => {
+                    for s in severities {
+                        if !existing.severities.contains(&s) {
+                            existing.severities.push(s);
+                        }
+                    }
+                    existing.severities.sort();
+                }
+                None => self.policies.push(Policy {
+                    id: name.replace('_', "-"),
+                    package: package.clone(),
+                    file: source.file.clone(),
+                    builtin,
+                    severities,
+                }),
+            }
+        }
+        self.engine = engine;
+        Ok(())
+    }
+
+    /// Compiles the modules added so far (name resolution, unknown functions), so that errors
+    /// surface when loading rather than on the first object.
+    fn prepare(&mut self) -> Result<(), (Option<String>, usize, String)> {
+        self.engine.set_input(regorus::Value::new_object());
+        match self.engine.eval_query("true".to_string(), false) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(rego_error(&e)),
+        }
+    }
+
+    /// Evaluates every policy on every object of one target. Objects are evaluated in
+    /// parallel; results come back sorted.
+    #[tracing::instrument(level = "debug", skip_all, fields(app = %target.app.metadata.name, environment = %target.environment.name, objects = objects.len()))]
+    pub fn evaluate(&self, target: &Target<'_>, objects: &[RenderedObject]) -> PolicyReport {
+        let shared = input::Shared::new(target, objects);
+        let mut report = objects
+            .par_chunks(64)
+            .map(|chunk| {
+                let mut engine = self.engine.clone();
+                let mut report = PolicyReport::default();
+                for object in chunk {
+                    report.extend(self.evaluate_object(&mut engine, &shared, target, object));
+                }
+                report
+            })
+            .reduce(PolicyReport::default, |mut a, b| {
+                a.extend(b);
+                a
+            });
+        report.sort();
+        report
+    }
+
+    fn evaluate_object(
+        &self,
+        engine: &mut regorus::Engine,
+        shared: &input::Shared,
+        target: &Target<'_>,
+        object: &RenderedObject,
+    ) -> PolicyReport {
+        let app = target.app.metadata.name.as_str();
+        let environment = target.environment.name.as_str();
+        let described = describe(object);
+        let mut report = PolicyReport::default();
+        engine.set_input(shared.input(object));
+        let exceptions = exceptions_of(object);
+        let mut suppressed: BTreeMap<&str, usize> = BTreeMap::new();
+        for policy in &self.policies {
+            for severity in &policy.severities {
+                let rule = format!("{}.{}", policy.package, severity.rule());
+                let value = match engine.eval_rule(rule) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Reported where the policy failed, once however many objects hit it.
+                        let (file, line, message) = rego_error(&e);
+                        report.problems.push(match file {
+                            Some(file) => Diagnostic::error(
+                                file,
+                                line,
+                                1,
+                                "",
+                                format!("policy {:?} failed: {message}", policy.id),
+                            ),
+                            None => Diagnostic::error(
+                                &object.source,
+                                object.line,
+                                1,
+                                "",
+                                format!(
+                                    "{}: {described} in {environment}: the policy failed: {message}",
+                                    policy.id
+                                ),
+                            ),
+                        });
+                        continue;
+                    }
+                };
+                for (field, message) in findings(&value) {
+                    let mut message = message;
+                    match exceptions.get(policy.id.as_str()) {
+                        Some(reason) if !reason.trim().is_empty() => {
+                            *suppressed.entry(policy.id.as_str()).or_default() += 1;
+                            continue;
+                        }
+                        Some(_) => message.push_str(&format!(
+                            " (the annotation {EXCEPTION_ANNOTATION_PREFIX}{} gives no reason, so it does not apply)",
+                            policy.id
+                        )),
+                        None => {}
+                    }
+                    report.results.push(PolicyResult {
+                        policy: policy.id.clone(),
+                        severity: *severity,
+                        app: app.to_string(),
+                        environment: environment.to_string(),
+                        object: described.clone(),
+                        file: object.source.clone(),
+                        line: object.line,
+                        field,
+                        message,
+                    });
+                }
+            }
+        }
+        for (id, reason) in &exceptions {
+            if self.policy(id).is_none() {
+                let known: Vec<&str> = self.policies.iter().map(|p| p.id.as_str()).collect();
+                report.problems.push(
+                    Diagnostic::error(
+                        &object.source,
+                        object.line,
+                        1,
+                        "",
+                        format!(
+                            "{described} in {environment}: annotation {EXCEPTION_ANNOTATION_PREFIX}{id} names no known policy{}",
+                            did_you_mean(id, known.iter().copied())
+                        ),
+                    )
+                    .into_warning(),
+                );
+                continue;
+            }
+            if reason.trim().is_empty() {
+                continue;
+            }
+            report.exceptions.push(PolicyException {
+                policy: (*id).to_string(),
+                app: app.to_string(),
+                environment: environment.to_string(),
+                object: described.clone(),
+                file: object.source.clone(),
+                line: object.line,
+                reason: reason.trim().to_string(),
+                suppressed: suppressed.get(id).copied().unwrap_or(0),
+            });
+        }
+        report
+    }
+}
+
+fn new_engine() -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        limit: EVALUATION_TIME_LIMIT,
+        check_interval: std::num::NonZeroU32::MIN.saturating_add(255),
+    });
+    engine
+}
+
+/// `Deployment shop/checkout-api`, or `ClusterRole reader` for cluster-scoped objects.
+pub fn describe(object: &RenderedObject) -> String {
+    match &object.namespace {
+        Some(ns) => format!("{} {ns}/{}", object.kind, object.name),
+        None => format!("{} {}", object.kind, object.name),
+    }
+}
+
+/// The exception annotations of an object: policy id → reason.
+fn exceptions_of(object: &RenderedObject) -> BTreeMap<&str, &str> {
+    object
+        .object
+        .pointer("/metadata/annotations")
+        .and_then(serde_json::Value::as_object)
+        .map(|annotations| {
+            annotations
+                .iter()
+                .filter_map(|(k, v)| {
+                    let id = k.strip_prefix(EXCEPTION_ANNOTATION_PREFIX)?;
+                    Some((id, v.as_str().unwrap_or("")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The (field, message) pairs of a `deny` or `warn` value: a set or array of strings or of
+/// `{"msg", "field"}` objects; a lone string or `true` also count as one result.
+fn findings(value: &regorus::Value) -> Vec<(Option<String>, String)> {
+    use regorus::Value as V;
+    let one = |item: &V| -> (Option<String>, String) {
+        match item {
+            V::String(s) => (None, s.to_string()),
+            V::Object(map) => {
+                let get = |key: &str| map.get(&V::from(key));
+                let text = |v: Option<&V>| match v {
+                    Some(V::String(s)) => Some(s.to_string()),
+                    Some(V::Undefined) | Some(V::Null) | None => None,
+                    Some(other) => Some(render_value(other)),
+                };
+                let message = text(get("msg"))
+                    .or_else(|| text(get("message")))
+                    .unwrap_or_else(|| render_value(item));
+                let field = text(get("field")).filter(|f| !f.is_empty());
+                (field, message)
+            }
+            V::Bool(true) => (None, "denied".to_string()),
+            other => (None, render_value(other)),
+        }
+    };
+    let mut out: Vec<(Option<String>, String)> = match value {
+        V::Set(items) => items.iter().map(one).collect(),
+        V::Array(items) => items.iter().map(one).collect(),
+        V::Undefined | V::Null | V::Bool(false) => Vec::new(),
+        other => vec![one(other)],
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn render_value(value: &regorus::Value) -> String {
+    value
+        .to_json_str()
+        .map(|s| s.replace('\n', " "))
+        .unwrap_or_else(|_| format!("{value:?}"))
+}
+
+/// The file, line and message of a regorus error. Its text reads
+/// `\n--> file:line:col\n  |\n3 | source\n  |   ^\nerror: message` for errors with a position.
+fn rego_error(e: &anyhow::Error) -> (Option<String>, usize, String) {
+    let text = format!("{e:#}");
+    let located = text.split_once("--> ").and_then(|(_, rest)| {
+        let (location, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        let mut parts = location.rsplitn(3, ':');
+        let _column = parts.next()?;
+        let line: usize = parts.next()?.trim().parse().ok()?;
+        let file = parts.next()?.to_string();
+        // The message follows the source excerpt; it may span several lines.
+        let lines: Vec<&str> = after.lines().collect();
+        let start = lines
+            .iter()
+            .rposition(|l| l.trim_start().starts_with("error: "))
+            .unwrap_or(lines.len().saturating_sub(1));
+        let message = one_line(&lines[start.min(lines.len())..].join(" "));
+        let message = message
+            .strip_prefix("error: ")
+            .unwrap_or(&message)
+            .to_string();
+        Some((Some(file), line, message))
+    });
+    located.unwrap_or_else(|| (None, 1, one_line(&text)))
+}
+
+/// Collapses runs of whitespace (newlines included) into single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Evaluates `policies` on one render of `repo`: finds the app, environment and pipeline,
+/// then calls [`PolicySet::evaluate`]. Unknown app or environment names give an empty report.
+pub fn check_render(
+    repo: &ConfigRepo,
+    policies: &PolicySet,
+    app: &str,
+    environment: &str,
+    objects: &[RenderedObject],
+) -> PolicyReport {
+    let (Some(app), Some(environment)) = (repo.apps.get(app), repo.environment(environment)) else {
+        return PolicyReport::default();
+    };
+    let app = &app.doc;
+    let pipeline_name = repo.pipeline_of(app);
+    // An app whose pipeline does not instantiate has errors reported elsewhere; its policies
+    // see an empty pipeline rather than none, so no stage rule fires on top of them.
+    let stages: Option<Vec<Stage>> = pipeline_name.map(|name| {
+        repo.pipelines
+            .get(name)
+            .and_then(|t| instantiate(&t.doc, app).ok())
+            .unwrap_or_default()
+    });
+    let target = Target {
+        app,
+        environment,
+        pipeline_name,
+        pipeline: stages.as_deref(),
+    };
+    policies.evaluate(&target, objects)
+}
+
+/// Renders the selected apps and environments (all when `None`) and evaluates the policies on
+/// each successful render, keeping only a summary of each render next to its policy report.
+#[tracing::instrument(level = "info", skip(repo, policies))]
+pub fn render_and_check(
+    repo: &ConfigRepo,
+    policies: &PolicySet,
+    app_filter: Option<&str>,
+    env_filter: Option<&str>,
+) -> Vec<(RenderSummary, PolicyReport)> {
+    render::render_repo_with(repo, app_filter, env_filter, |r| {
+        let report = match &r.result {
+            Ok(objects) => check_render(repo, policies, &r.app, &r.environment, objects),
+            Err(_) => PolicyReport::default(),
+        };
+        (RenderSummary::from(r), report)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rego_errors_give_file_line_and_message() {
+        let mut engine = regorus::Engine::new();
+        let err = engine
+            .add_policy(
+                "policies/broken.rego".to_string(),
+                "package bowline.policies.broken\n\ndeny contains msg if {\n  msg := \n}\n"
+                    .to_string(),
+            )
+            .expect_err("syntax error");
+        let (file, line, message) = rego_error(&err);
+        assert_eq!(file.as_deref(), Some("policies/broken.rego"));
+        assert_eq!(line, 4);
+        assert!(!message.is_empty());
+    }
+
+    #[test]
+    fn findings_accept_strings_and_objects() {
+        let value = regorus::Value::from(serde_json::json!([
+            "plain",
+            {"msg": "with field", "field": "spec.replicas"},
+        ]));
+        assert_eq!(
+            findings(&value),
+            vec![
+                (None, "plain".to_string()),
+                (Some("spec.replicas".to_string()), "with field".to_string()),
+            ]
+        );
+        assert!(findings(&regorus::Value::Undefined).is_empty());
+    }
+}
