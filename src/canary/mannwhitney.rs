@@ -96,9 +96,16 @@ impl YIndex {
     fn count(&self, v: f64, key: i64, y_keys: &[i64]) -> (u64, u64) {
         let b = self.bucket(v);
         let (from, to) = (self.start[b] as usize, self.start[b + 1] as usize);
+        let bucket = &y_keys[from..to];
+        if bucket.len() > 8 {
+            // Heavily tied data (counts, zeros) piles up in a few buckets: binary search there.
+            let below = bucket.partition_point(|&k| k < key);
+            let not_above = below + bucket[below..].partition_point(|&k| k == key);
+            return ((from + below) as u64, (not_above - below) as u64);
+        }
         let mut below = from as u64;
         let mut equal = 0u64;
-        for &k in &y_keys[from..to] {
+        for &k in bucket {
             below += u64::from(k < key);
             equal += u64::from(k == key);
         }
