@@ -1,6 +1,8 @@
-//! Where the config repository comes from. Today: a directory on disk, read into an in-memory
-//! [`Snapshot`] with the safety limits applied; later also Git commits and webhooks.
+//! Where the config repository comes from: a directory on disk read into an in-memory
+//! [`Snapshot`] with the safety limits applied, or a Git remote ([`git::GitSource`]) whose
+//! commits are read the same way.
 
+pub mod git;
 mod snapshot;
 
 pub use snapshot::{Limits, ROOT_FILE, Snapshot, SourceError};

@@ -16,11 +16,11 @@ use rayon::prelude::*;
 use crate::diagnostic::Diagnostic;
 
 /// Top-level entries of a config repository that bowline reads.
-const READ_DIRS: &[&str] = &["apps", "pipelines", "canary", "policies"];
+pub(crate) const READ_DIRS: &[&str] = &["apps", "pipelines", "canary", "policies"];
 /// The root document.
 pub const ROOT_FILE: &str = "bowline.yaml";
 /// File endings bowline reads inside [`READ_DIRS`]; other files (README.md, ...) are ignored.
-const READ_EXTENSIONS: &[&str] = &["yaml", "yml", "rego"];
+pub(crate) const READ_EXTENSIONS: &[&str] = &["yaml", "yml", "rego"];
 /// Deepest directory nesting followed, a guard against symlink loops.
 const MAX_DEPTH: usize = 16;
 
@@ -86,6 +86,11 @@ impl Snapshot {
                 .collect(),
             refused: BTreeSet::new(),
         }
+    }
+
+    /// Builds a snapshot from files already read and the paths refused while reading.
+    pub(crate) fn from_parts(files: BTreeMap<String, Arc<str>>, refused: BTreeSet<String>) -> Self {
+        Snapshot { files, refused }
     }
 
     /// Reads the config repository at `root`, applying `limits`. Problems with single files are
