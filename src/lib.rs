@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod diagnostic;
 pub mod diff;
+pub mod forge;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
