@@ -90,7 +90,10 @@ pub fn with_repository(
                     format!(
                         "policy {:?} ({}) defines neither deny nor warn, so it checks nothing",
                         policy.id,
-                        &policy.package["data.".len()..]
+                        policy
+                            .package
+                            .strip_prefix("data.")
+                            .unwrap_or(&policy.package)
                     ),
                 )
                 .into_warning(),

@@ -335,7 +335,7 @@ impl PolicySet {
                         1,
                         format!(
                             "package {} belongs to the built-in policy {:?}; choose another name",
-                            &package["data.".len()..],
+                            package.strip_prefix("data.").unwrap_or(&package),
                             existing.id
                         ),
                     ));
