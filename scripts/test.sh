@@ -29,10 +29,10 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
 # One closing line for the whole suite.
 awk '/^test result:/ {passed += $4; failed += $6} END {printf "tests: %d passed, %d failed\n", passed, failed}' "$log"
