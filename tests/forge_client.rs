@@ -167,6 +167,23 @@ async fn sticky_comment_is_created_then_updated_in_place() {
             .unwrap(),
         CommentOutcome::Unchanged(id)
     );
+    // A body without the marker gets it, so it is still found next time.
+    assert_eq!(
+        gh.upsert_sticky_comment(&repo(), 2, &marker, "## Plan\n3 apps changed")
+            .await
+            .unwrap(),
+        CommentOutcome::Updated(id)
+    );
+    assert_eq!(
+        gh.upsert_sticky_comment(&repo(), 2, &marker, &second)
+            .await
+            .unwrap(),
+        CommentOutcome::Updated(id)
+    );
+    assert!(matches!(
+        gh.upsert_sticky_comment(&repo(), 2, " ", "x").await,
+        Err(ForgeError::InvalidArgument(_))
+    ));
     // Another kind of sticky comment lives beside it.
     let other = sticky_marker("canary");
     let canary = gh
@@ -183,7 +200,7 @@ async fn sticky_comment_is_created_then_updated_in_place() {
     assert_eq!(ours.len(), 1, "never duplicated");
     assert_eq!(ours[0].body, second);
     assert_eq!(ours[0].user, "bowline[bot]");
-    assert_eq!(server.calls_to("issues/update-comment").len(), 1);
+    assert_eq!(server.calls_to("issues/update-comment").len(), 3);
     assert_eq!(server.calls_to("issues/create-comment").len(), 2);
     assert_all_valid(&server);
 }

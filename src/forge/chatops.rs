@@ -122,6 +122,16 @@ pub fn is_authorized(user: &str, approvers: &[String], teams_of_user: &[String])
     })
 }
 
+/// Whether a collaborator permission (as [`super::GitHub::permission`] returns it) includes
+/// write access: `admin`, `maintain` or `write`. Commands need this in addition to
+/// [`is_authorized`].
+pub fn has_write_access(permission: &str) -> bool {
+    matches!(
+        permission.trim().to_ascii_lowercase().as_str(),
+        "admin" | "maintain" | "write"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +198,16 @@ mod tests {
                 .unwrap_err()
                 .contains("takes no arguments")
         );
+    }
+
+    #[test]
+    fn write_access() {
+        for p in ["admin", "maintain", "write", "Write"] {
+            assert!(has_write_access(p), "{p}");
+        }
+        for p in ["triage", "read", "none", ""] {
+            assert!(!has_write_access(p), "{p}");
+        }
     }
 
     #[test]

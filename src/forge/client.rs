@@ -71,6 +71,9 @@ pub enum ForgeError {
         /// What failed.
         message: String,
     },
+    /// An argument cannot be used (e.g. an empty sticky comment marker).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// The answer was not the JSON expected.
     #[error("{endpoint}: unexpected response body: {message}")]
     Decode {
@@ -330,7 +333,8 @@ impl GitHub {
 
     /// Creates or updates the one comment on issue/PR `pr` whose body starts with `marker`
     /// (see [`super::sticky_marker`]), reading every page of comments. When several match, the
-    /// oldest is updated. An identical body is not sent again.
+    /// oldest is updated. An identical body is not sent again. A body that does not start with
+    /// the marker gets it prepended (on its own line), so the comment is found next time.
     pub async fn upsert_sticky_comment(
         &self,
         repo: &RepoRef,
@@ -340,6 +344,16 @@ impl GitHub {
     ) -> Result<CommentOutcome, ForgeError> {
         let span = tracing::info_span!("github.upsert_sticky_comment", repo = %repo, pr, marker, outcome = tracing::field::Empty);
         async {
+            if marker.trim().is_empty() {
+                return Err(ForgeError::InvalidArgument("empty sticky comment marker"));
+            }
+            let owned;
+            let body = if body.trim_start().starts_with(marker) {
+                body
+            } else {
+                owned = format!("{marker}\n{body}");
+                owned.as_str()
+            };
             let outcome = match self.find_sticky(repo, pr, marker).await? {
                 Some(existing) if existing.body.as_deref() == Some(body) => {
                     CommentOutcome::Unchanged(existing.id)
