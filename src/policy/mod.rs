@@ -101,7 +101,13 @@ pub struct PolicySource {
 pub struct PolicySet {
     engine: regorus::Engine,
     policies: Vec<Policy>,
+    /// A generated rule gathering every policy's results in one evaluation (helpers such as
+    /// `bowline.lib.containers` are then computed once per object, not once per policy).
+    combined: Option<String>,
 }
+
+/// Package of the generated rule gathering all results.
+const COMBINED_PACKAGE: &str = "bowline_internal.evaluate";
 
 /// One finding of one policy on one rendered object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -279,9 +285,17 @@ pub struct Target<'a> {
 impl PolicySet {
     /// The built-in policies only.
     pub fn builtin() -> Result<PolicySet, PolicyError> {
+        let mut set = Self::builtin_modules()?;
+        set.combine();
+        Ok(set)
+    }
+
+    /// The built-in modules, without the combined rule (more modules may follow).
+    fn builtin_modules() -> Result<PolicySet, PolicyError> {
         let mut set = PolicySet {
             engine: new_engine(),
             policies: Vec::new(),
+            combined: None,
         };
         for source in builtin::sources() {
             set.add(&source, true)
@@ -320,6 +334,18 @@ impl PolicySet {
             .add_policy(source.file.clone(), source.text.clone())
             .map_err(|e| rego_error(&e))?;
         if let Some(name) = package.strip_prefix(POLICY_PACKAGE_PREFIX) {
+            let plain = name
+                .split('.')
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            if !plain {
+                return Err((
+                    Some(source.file.clone()),
+                    1,
+                    format!(
+                        "policy package {name:?} must be dotted identifiers (letters, digits, _)"
+                    ),
+                ));
+            }
             let severities: Vec<PolicySeverity> = [PolicySeverity::Deny, PolicySeverity::Warn]
                 .into_iter()
                 .filter(|s| {
@@ -359,6 +385,30 @@ impl PolicySet {
         }
         self.engine = engine;
         Ok(())
+    }
+
+    /// Adds the generated rule returning every policy's results at once, keyed
+    /// `"<policy index>.<deny|warn>"`. Without it (should it fail to compile) each rule is
+    /// evaluated on its own.
+    fn combine(&mut self) {
+        let mut text = format!("package {COMBINED_PACKAGE}\n");
+        for (index, policy) in self.policies.iter().enumerate() {
+            for severity in &policy.severities {
+                let rule = severity.rule();
+                text.push_str(&format!(
+                    "\nresults[\"{index}.{rule}\"] := {}.{rule}\n",
+                    policy.package
+                ));
+            }
+        }
+        let mut engine = self.engine.clone();
+        let added = engine
+            .add_policy(format!("{COMBINED_PACKAGE}.rego"), text)
+            .is_ok();
+        if added {
+            self.engine = engine;
+            self.combined = Some(format!("data.{COMBINED_PACKAGE}.results"));
+        }
     }
 
     /// Compiles the modules added so far (name resolution, unknown functions), so that errors
@@ -408,10 +458,28 @@ impl PolicySet {
         engine.set_input(shared.input(object));
         let exceptions = exceptions_of(object);
         let mut suppressed: BTreeMap<&str, usize> = BTreeMap::new();
-        for policy in &self.policies {
+        // One evaluation for all policies; when it fails, each rule alone says which failed.
+        let combined = match &self.combined {
+            Some(rule) => match engine.eval_rule(rule.clone()) {
+                Ok(regorus::Value::Object(all)) => Some(all),
+                Ok(regorus::Value::Undefined) => Some(Default::default()),
+                _ => None,
+            },
+            None => None,
+        };
+        for (index, policy) in self.policies.iter().enumerate() {
             for severity in &policy.severities {
-                let rule = format!("{}.{}", policy.package, severity.rule());
-                let value = match engine.eval_rule(rule) {
+                let value = match &combined {
+                    Some(all) => Ok(all
+                        .get(&regorus::Value::from(format!(
+                            "{index}.{}",
+                            severity.rule()
+                        )))
+                        .cloned()
+                        .unwrap_or(regorus::Value::Undefined)),
+                    None => engine.eval_rule(format!("{}.{}", policy.package, severity.rule())),
+                };
+                let value = match value {
                     Ok(v) => v,
                     Err(e) => {
                         // Reported where the policy failed, once however many objects hit it.
