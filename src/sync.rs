@@ -13,7 +13,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, ClusterError, Health, health};
+use crate::cluster::{Cluster, ClusterError, ConnectOptions, Health, health};
+use crate::config::{Application, ConfigRepo, Environment, SyncPolicy};
+use crate::diff::Masker;
 use crate::diff::{self, Action, Counts, DiffOptions, ObjectDiff, ObjectKey};
 use crate::render::RenderedObject;
 
@@ -396,4 +398,104 @@ async fn wait_healthy(
         tokio::time::sleep(interval.min(options.timeout.saturating_sub(started.elapsed()))).await;
         interval = (interval * 2).min(options.poll);
     }
+}
+
+/// How objects of `app` are compared: its ignore rules and `masker`.
+pub fn diff_options_for(app: &Application, masker: &Masker) -> DiffOptions {
+    DiffOptions {
+        masker: masker.clone(),
+        ignore: app.spec.ignore_differences.clone(),
+        context: 3,
+    }
+}
+
+/// One (app, environment) render with its objects and the app's sync policy.
+pub struct RenderTarget<'r> {
+    /// The application.
+    pub app: &'r Application,
+    /// The environment.
+    pub environment: &'r Environment,
+    /// Its effective sync policy.
+    pub policy: SyncPolicy,
+    /// Rendered objects in apply order.
+    pub objects: Vec<RenderedObject>,
+}
+
+/// The renders that succeed for the selected apps and environments (all when `None`), in
+/// application then promotion order. Failed renders are left out (validation reports them).
+pub fn render_targets<'r>(
+    repo: &'r ConfigRepo,
+    app: Option<&str>,
+    env: Option<&str>,
+) -> Vec<RenderTarget<'r>> {
+    crate::render::render_repo(repo, app, env)
+        .into_iter()
+        .filter_map(|r| {
+            let objects = r.result.ok()?;
+            let app = &repo.apps.get(&r.app)?.doc;
+            let environment = repo.environment(&r.environment)?;
+            Some(RenderTarget {
+                app,
+                environment,
+                policy: repo.sync_policy(app),
+                objects,
+            })
+        })
+        .collect()
+}
+
+/// Plans every target against its clusters (connecting once per cluster), or against an empty
+/// cluster when none is `configured`. Clusters that cannot be reached are compared with an empty
+/// cluster, and the reason is kept in the plan.
+pub async fn plan_targets(
+    targets: &[RenderTarget<'_>],
+    options: &ConnectOptions,
+    configured: bool,
+    masker: &Masker,
+) -> Vec<TargetPlan> {
+    let mut connections: std::collections::HashMap<(String, String), Result<Cluster, String>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for target in targets {
+        let diff = diff_options_for(target.app, masker);
+        let policy = target.policy;
+        for (_, wave) in target.environment.waves() {
+            for cluster in wave {
+                let namespace = target.app.namespace_in(target.environment);
+                let app_target = AppTarget {
+                    app: &target.app.metadata.name,
+                    environment: &target.environment.name,
+                    cluster: &cluster.name,
+                    namespace: &namespace,
+                    objects: &target.objects,
+                    prune: policy.prune,
+                    force_conflicts: policy.force_conflicts,
+                };
+                if !configured {
+                    out.push(plan_offline(
+                        &app_target,
+                        &diff,
+                        "no cluster configured: no --kubeconfig, KUBECONFIG or ~/.kube/config",
+                    ));
+                    continue;
+                }
+                let key = (cluster.name.clone(), cluster.context.clone());
+                if !connections.contains_key(&key) {
+                    let connected = Cluster::connect(&cluster.name, &cluster.context, options)
+                        .await
+                        .map_err(|e| e.to_string());
+                    connections.insert(key.clone(), connected);
+                }
+                let planned = match connections.get(&key) {
+                    Some(Ok(c)) => plan(c, &app_target, &diff).await.map_err(|e| e.to_string()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("not connected".to_string()),
+                };
+                out.push(
+                    planned.unwrap_or_else(|reason| plan_offline(&app_target, &diff, &reason)),
+                );
+            }
+        }
+    }
+    out
 }

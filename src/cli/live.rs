@@ -1,6 +1,5 @@
 //! `plan` with the live diff and `sync`: the commands that talk to clusters.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,12 +8,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use bowline::cluster::{Cluster, ConnectOptions, Health};
-use bowline::config::{Application, ConfigRepo, Environment, SyncPolicy};
+use bowline::config::Application;
 use bowline::diagnostic;
 use bowline::diff::{Action, DiffOptions, Masker};
 use bowline::plan::{self, LiveDiff};
-use bowline::render::{self, RenderedObject};
-use bowline::sync::{self, AppTarget, SyncEvent, SyncOptions, TargetPlan};
+use bowline::sync::{self, AppTarget, SyncEvent, SyncOptions};
 
 use super::OutputFormat;
 use super::repo::{RepoArgs, check_selection, load};
@@ -47,14 +45,14 @@ pub fn connect_options(args: &ClusterArgs) -> ConnectOptions {
     }
 }
 
+fn masker() -> Masker {
+    std::env::var(MASK_SALT_VAR)
+        .map(Masker::with_salt)
+        .unwrap_or_default()
+}
+
 fn diff_options(app: &Application) -> DiffOptions {
-    DiffOptions {
-        masker: std::env::var(MASK_SALT_VAR)
-            .map(Masker::with_salt)
-            .unwrap_or_default(),
-        ignore: app.spec.ignore_differences.clone(),
-        context: 3,
-    }
+    sync::diff_options_for(app, &masker())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -62,31 +60,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
-}
-
-/// One (app, environment) render with the objects, in application then promotion order.
-struct Target<'r> {
-    app: &'r Application,
-    environment: &'r Environment,
-    policy: SyncPolicy,
-    objects: Vec<RenderedObject>,
-}
-
-fn targets<'r>(repo: &'r ConfigRepo, app: Option<&str>, env: Option<&str>) -> Vec<Target<'r>> {
-    render::render_repo(repo, app, env)
-        .into_iter()
-        .filter_map(|r| {
-            let objects = r.result.ok()?;
-            let app = &repo.apps.get(&r.app)?.doc;
-            let environment = repo.environment(&r.environment)?;
-            Some(Target {
-                app,
-                environment,
-                policy: repo.sync_policy(app),
-                objects,
-            })
-        })
-        .collect()
 }
 
 /// `bowline plan`: validity, stages and the live diff per app, environment and cluster.
@@ -105,8 +78,13 @@ pub fn plan(
     );
     let options = connect_options(&clusters);
     let kubeconfig = options.configured();
-    let targets = targets(&loaded.repo, None, None);
-    let planned = runtime()?.block_on(plan_all(&targets, &options, kubeconfig.is_some()));
+    let targets = sync::render_targets(&loaded.repo, None, None);
+    let planned = runtime()?.block_on(sync::plan_targets(
+        &targets,
+        &options,
+        kubeconfig.is_some(),
+        &masker(),
+    ));
     let live = LiveDiff::new(planned, kubeconfig.as_deref());
 
     let mut stdout = std::io::stdout().lock();
@@ -154,62 +132,6 @@ pub fn plan(
     Ok(ExitCode::from(code))
 }
 
-/// Plans every target against its clusters, connecting once per cluster. Clusters that cannot
-/// be reached are compared with an empty cluster, and the reason is kept.
-async fn plan_all(
-    targets: &[Target<'_>],
-    options: &ConnectOptions,
-    configured: bool,
-) -> Vec<TargetPlan> {
-    let mut connections: HashMap<(String, String), Result<Cluster, String>> = HashMap::new();
-    let mut out = Vec::new();
-    for target in targets {
-        let diff = diff_options(target.app);
-        let policy = target.policy;
-        for (_, wave) in target.environment.waves() {
-            for cluster in wave {
-                let namespace = target.app.namespace_in(target.environment);
-                let app_target = AppTarget {
-                    app: &target.app.metadata.name,
-                    environment: &target.environment.name,
-                    cluster: &cluster.name,
-                    namespace: &namespace,
-                    objects: &target.objects,
-                    prune: policy.prune,
-                    force_conflicts: policy.force_conflicts,
-                };
-                if !configured {
-                    out.push(sync::plan_offline(
-                        &app_target,
-                        &diff,
-                        "no cluster configured: no --kubeconfig, KUBECONFIG or ~/.kube/config",
-                    ));
-                    continue;
-                }
-                let key = (cluster.name.clone(), cluster.context.clone());
-                if !connections.contains_key(&key) {
-                    let connected = Cluster::connect(&cluster.name, &cluster.context, options)
-                        .await
-                        .map_err(|e| e.to_string());
-                    connections.insert(key.clone(), connected);
-                }
-                let planned = match connections.get(&key) {
-                    Some(Ok(c)) => sync::plan(c, &app_target, &diff)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err("not connected".to_string()),
-                };
-                out.push(
-                    planned
-                        .unwrap_or_else(|reason| sync::plan_offline(&app_target, &diff, &reason)),
-                );
-            }
-        }
-    }
-    out
-}
-
 /// `bowline sync`: apply one app to one environment, cluster by cluster in wave order, and
 /// wait for it to be healthy.
 #[allow(clippy::too_many_arguments)]
@@ -238,7 +160,7 @@ pub fn sync(
         )?;
         return Ok(ExitCode::from(1));
     }
-    let Some(target) = targets(&loaded.repo, Some(&app), Some(&env))
+    let Some(target) = sync::render_targets(&loaded.repo, Some(&app), Some(&env))
         .into_iter()
         .next()
     else {
