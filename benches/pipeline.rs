@@ -85,6 +85,12 @@ impl Store for Timed {
     fn save_applied(&self, applied: &AppliedRevision) -> Result<(), StoreError> {
         self.inner.save_applied(applied)
     }
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.meta(key)
+    }
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.set_meta(key, value)
+    }
     fn last_good(
         &self,
         app: &str,

@@ -10,6 +10,7 @@
 pub mod canary;
 pub mod cluster;
 pub mod config;
+pub mod daemon;
 pub mod diagnostic;
 pub mod diff;
 pub mod forge;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod server;
 pub mod source;
 pub mod store;
 pub mod sync;

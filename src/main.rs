@@ -73,6 +73,9 @@ enum Command {
     /// Run an application's promotion pipeline in the foreground, with a progress line per
     /// stage; resumes the app's execution left running by a stopped process.
     Run(Box<RunArgs>),
+    /// Run the daemon: follow the config repository, deploy changed apps through their
+    /// pipelines, plan pull requests, and serve webhooks, the API, health and metrics.
+    Serve(Box<cli::serve::ServeArgs>),
     /// List, show, approve, reject or cancel executions in the state store.
     Executions {
         #[command(flatten)]
@@ -190,6 +193,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Executions { state, command } => cli::pipeline::executions(state, command),
+        Command::Serve(args) => cli::serve::serve(*args),
         Command::Sync {
             repo,
             clusters,

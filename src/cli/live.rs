@@ -45,7 +45,7 @@ pub fn connect_options(args: &ClusterArgs) -> ConnectOptions {
     }
 }
 
-fn masker() -> Masker {
+pub fn masker() -> Masker {
     std::env::var(MASK_SALT_VAR)
         .map(Masker::with_salt)
         .unwrap_or_default()

@@ -5,6 +5,7 @@ pub mod canary;
 pub mod live;
 pub mod pipeline;
 pub mod repo;
+pub mod serve;
 
 use std::process::ExitCode;
 

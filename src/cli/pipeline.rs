@@ -53,7 +53,7 @@ pub enum DurabilityArg {
 }
 
 impl StateArgs {
-    fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+    pub fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         let durability = match self.state_durability {
             DurabilityArg::Normal => Durability::Normal,
             DurabilityArg::Full => Durability::Full,
@@ -146,7 +146,7 @@ fn git_head(repo: &Path) -> Option<String> {
         .find_map(|l| l.strip_suffix(reference).map(|sha| sha.trim().to_string()))
 }
 
-fn secrets(dir: Option<&Path>) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn secrets(dir: Option<&Path>) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     if let Some(dir) = dir {
         for entry in

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bowline::config::{self, ConfigRepo};
+use bowline::config::ConfigRepo;
 use bowline::diagnostic::{self, Diagnostic};
 use bowline::policy::{self, PolicyReport};
 use bowline::render::{self, RenderSummary};
@@ -38,30 +38,14 @@ pub fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Re
         ..Limits::default()
     };
     let (snapshot, mut diagnostics) = Snapshot::from_dir(&args.repo, &limits)?;
-    let (repo, config_diagnostics) = config::load(&snapshot);
-    diagnostics.extend(config_diagnostics);
-    let (policies, policy_diagnostics) = policy::from_snapshot(&snapshot)?;
-    diagnostics.extend(policy_diagnostics);
-    let mut report = PolicyReport::default();
-    let mut rendered = Vec::new();
-    for (summary, checked) in policy::render_and_check(&repo, &policies, app, env) {
-        rendered.push(summary);
-        report.extend(checked);
-    }
-    report.sort();
-    diagnostics.extend(report.diagnostics());
-    for r in &rendered {
-        if let Err(errors) = &r.result {
-            diagnostics.extend(errors.iter().cloned());
-        }
-        diagnostics.extend(r.warnings.iter().cloned());
-    }
+    let checked = policy::check_snapshot(&snapshot, app, env)?;
+    diagnostics.extend(checked.diagnostics);
     diagnostic::sort_and_dedup(&mut diagnostics);
     Ok(Loaded {
-        repo,
+        repo: checked.repo,
         diagnostics,
-        rendered,
-        policy: report,
+        rendered: checked.rendered,
+        policy: checked.policy,
     })
 }
 

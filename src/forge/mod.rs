@@ -74,3 +74,34 @@ mod tests {
         assert!(RepoRef::parse("a/b/c").is_none());
     }
 }
+
+/// The pull request a merge commit delivers, from GitHub's commit message conventions:
+/// `Merge pull request #12 from …` (merge commits) or a first line ending in `(#12)` (squash
+/// merges).
+pub fn merged_pull_request(commit_message: &str) -> Option<u64> {
+    let first = commit_message.lines().next()?.trim();
+    if let Some(rest) = first.strip_prefix("Merge pull request #") {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        return digits.parse().ok();
+    }
+    let inner = first.strip_suffix(')')?;
+    let at = inner.rfind("(#")?;
+    inner[at + 2..].parse().ok()
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::merged_pull_request;
+
+    #[test]
+    fn pull_requests_from_merge_messages() {
+        assert_eq!(
+            merged_pull_request("Merge pull request #12 from acme/feature\n\nbody"),
+            Some(12)
+        );
+        assert_eq!(merged_pull_request("Bump image to 1.4 (#7)"), Some(7));
+        assert_eq!(merged_pull_request("Bump image to 1.4 (#x)"), None);
+        assert_eq!(merged_pull_request("Plain commit"), None);
+        assert_eq!(merged_pull_request(""), None);
+    }
+}

@@ -206,7 +206,12 @@ impl Engine {
                 self.progress(Progress::Finished(status));
                 return Ok(status);
             }
-            self.schedule(&execution, &snapshot, &states, &mut tasks, &mut running)?;
+            let changed =
+                self.schedule(&execution, &snapshot, &states, &mut tasks, &mut running)?;
+            if tasks.is_empty() && changed {
+                // Stages were skipped or failed without running: look at the states again.
+                continue;
+            }
             if tasks.is_empty() {
                 // Nothing runnable and nothing running: only possible with a broken graph.
                 return Err(EngineError::Invalid {
@@ -235,7 +240,9 @@ impl Engine {
     }
 
     /// Starts every stage that can start: not started with all dependencies final (or left
-    /// running by an interrupted process). Skips the ones whose condition is false.
+    /// running by an interrupted process). Skips the ones whose condition is false. Returns
+    /// whether any stage changed status without being started (skipped, or failed on its
+    /// condition).
     fn schedule(
         &self,
         execution: &Execution,
@@ -243,7 +250,8 @@ impl Engine {
         states: &[StageState],
         tasks: &mut JoinSet<(String, StageResult)>,
         running: &mut HashSet<String>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
+        let mut changed = false;
         let by_name: HashMap<&str, &StageState> =
             states.iter().map(|s| (s.name.as_str(), s)).collect();
         for state in states {
@@ -279,6 +287,7 @@ impl Engine {
                                 Some(e.to_string()),
                                 None,
                             )?;
+                            changed = true;
                             continue;
                         }
                     },
@@ -299,6 +308,7 @@ impl Engine {
                         None,
                         Some(format!("skipped: {reason}")),
                     )?;
+                    changed = true;
                     continue;
                 }
             }
@@ -318,7 +328,7 @@ impl Engine {
                 (name, result)
             });
         }
-        Ok(())
+        Ok(changed)
     }
 
     fn settle(&self, id: &str, stage: &str, result: StageResult) -> Result<(), EngineError> {

@@ -57,6 +57,14 @@ pub struct Snapshot {
     /// Who may resolve manual judgments.
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// The pull request whose merge this execution delivers (ChatOps commands on that pull
+    /// request act on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
+    /// For a rollback execution: restore the last revision applied successfully by an
+    /// execution older than this one (the execution being rolled back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_before: Option<String>,
 }
 
 impl Snapshot {
@@ -210,6 +218,8 @@ pub fn prepare(
         force_conflicts: policy.force_conflicts,
         prune: policy.prune,
         approvers: application.spec.approvers.clone(),
+        pull_request: None,
+        rollback_before: None,
     };
     let new_stages = stages
         .iter()

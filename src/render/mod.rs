@@ -49,6 +49,22 @@ pub struct RenderedObject {
 }
 
 impl RenderedObject {
+    /// An object read back from the store or an execution snapshot: no source position.
+    pub fn from_value(object: Value) -> RenderedObject {
+        let key = crate::diff::ObjectKey::of(&object);
+        RenderedObject {
+            api_version: key.api_version,
+            kind: key.kind,
+            namespace: key.namespace,
+            name: key.name,
+            source: String::new(),
+            line: 0,
+            object,
+        }
+    }
+}
+
+impl RenderedObject {
     /// `kind/namespace/name` (or `kind/name`), for messages and tables.
     pub fn id(&self) -> String {
         match &self.namespace {

@@ -325,6 +325,34 @@ impl GitSource {
     }
 }
 
+impl GitSource {
+    /// The Git ids of everything bowline reads in commit `sha` (`bowline.yaml` and the
+    /// `apps`, `pipelines`, `canary` and `policies` trees; `-` when missing). Equal ids between
+    /// two commits mean no application can have changed, without reading a single file.
+    pub fn input_roots(&self, sha: &str) -> Result<Vec<String>, GitError> {
+        let repo = self.repo()?;
+        let tree =
+            commit_tree(&repo, sha).map_err(|e| self.error("read", e.message().to_string()))?;
+        Ok(std::iter::once(ROOT_FILE)
+            .chain(READ_DIRS.iter().copied())
+            .map(|path| {
+                tree.get_path(Path::new(path))
+                    .map(|e| e.id().to_string())
+                    .unwrap_or_else(|_| "-".to_string())
+            })
+            .collect())
+    }
+
+    /// The message of commit `sha`.
+    pub fn commit_message(&self, sha: &str) -> Result<String, GitError> {
+        let repo = self.repo()?;
+        let commit = Oid::from_str(sha)
+            .and_then(|id| repo.find_commit(id))
+            .map_err(|e| self.error("read", e.message().to_string()))?;
+        Ok(String::from_utf8_lossy(commit.message_bytes()).into_owned())
+    }
+}
+
 fn commit_tree<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Tree<'r>, git2::Error> {
     repo.find_commit(Oid::from_str(sha)?)?.tree()
 }

@@ -362,13 +362,18 @@ pub trait Store: Send + Sync {
     fn judgment(&self, id: &str, stage: &str) -> Result<Option<Judgment>, StoreError>;
     /// Records objects applied for an app, environment and cluster.
     fn save_applied(&self, applied: &AppliedRevision) -> Result<(), StoreError>;
+    /// A small named value kept across restarts (e.g. the last reconciled commit).
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a named value.
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// The latest objects applied for an app, environment and cluster by an execution that
-    /// succeeded (the last good revision), excluding `except_execution`.
+    /// succeeded (the last good revision); with `before_execution`, only by executions created
+    /// before that one (ids are time-ordered).
     fn last_good(
         &self,
         app: &str,
         environment: &str,
         cluster: &str,
-        except_execution: Option<&str>,
+        before_execution: Option<&str>,
     ) -> Result<Option<AppliedRevision>, StoreError>;
 }

@@ -21,7 +21,8 @@ use super::{
 };
 
 /// Schema versions, oldest first. Never edit a released migration; add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE executions (
     id TEXT PRIMARY KEY,
     app TEXT NOT NULL,
@@ -79,7 +80,15 @@ CREATE TABLE applied (
     applied_at TEXT NOT NULL
 );
 CREATE INDEX applied_by_target ON applied (app, environment, cluster, id);
-"#];
+"#,
+    r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
+];
 
 /// How hard each commit is pushed to disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -737,12 +746,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO meta (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![key, value, ts(now())],
+        )
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
     fn last_good(
         &self,
         app: &str,
         environment: &str,
         cluster: &str,
-        except_execution: Option<&str>,
+        before_execution: Option<&str>,
     ) -> Result<Option<AppliedRevision>, StoreError> {
         let conn = self.lock();
         let row: Option<(String, String, String, String)> = conn
@@ -750,9 +779,9 @@ impl Store for SqliteStore {
                 "SELECT a.revision, a.objects, a.execution_id, a.applied_at
                  FROM applied a JOIN executions e ON e.id = a.execution_id
                  WHERE a.app = ?1 AND a.environment = ?2 AND a.cluster = ?3
-                   AND e.status = 'SUCCEEDED' AND (?4 IS NULL OR a.execution_id <> ?4)
+                   AND e.status = 'SUCCEEDED' AND (?4 IS NULL OR a.execution_id < ?4)
                  ORDER BY a.id DESC LIMIT 1",
-                params![app, environment, cluster, except_execution],
+                params![app, environment, cluster, before_execution],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
@@ -830,7 +859,7 @@ mod tests {
             .expect("update");
         drop(store);
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
-        assert_eq!(store.schema_version().expect("version"), 1);
+        assert_eq!(store.schema_version().expect("version"), 2);
         let e2 = store.execution(&e.id).expect("execution");
         assert_eq!(e2.status, ExecutionStatus::Running);
         let stages = store.stages(&e.id).expect("stages");
@@ -962,6 +991,17 @@ mod tests {
                 .expect("query")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn meta_values_survive_reopening() {
+        let (dir, store) = open();
+        assert_eq!(store.meta("k").expect("read"), None);
+        store.set_meta("k", "one").expect("write");
+        store.set_meta("k", "two").expect("overwrite");
+        drop(store);
+        let again = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
+        assert_eq!(again.meta("k").expect("read").as_deref(), Some("two"));
     }
 
     #[test]

@@ -41,18 +41,8 @@ pub const REVISION_LABEL: &str = "bowline.dev/revision";
 fn rendered(objects: &[Value]) -> Vec<RenderedObject> {
     objects
         .iter()
-        .map(|o| {
-            let key = ObjectKey::of(o);
-            RenderedObject {
-                api_version: key.api_version,
-                kind: key.kind,
-                namespace: key.namespace,
-                name: key.name,
-                source: String::new(),
-                line: 0,
-                object: o.clone(),
-            }
-        })
+        .cloned()
+        .map(RenderedObject::from_value)
         .collect()
 }
 
@@ -622,12 +612,20 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            // A rollback execution (`/bowline rollback`) restores what was live before the
+            // execution it rolls back, and records it so drift detection compares with it.
+            let before = run
+                .snapshot
+                .rollback_before
+                .clone()
+                .unwrap_or_else(|| run.execution.clone());
+            let record = run.snapshot.rollback_before.is_some();
             let mut restored = BTreeMap::new();
             for cluster in clusters(&env) {
                 let good = run
                     .engine
                     .store
-                    .last_good(&app, &env_name, &cluster.name, Some(&run.execution))
+                    .last_good(&app, &env_name, &cluster.name, Some(&before))
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| {
                         format!(
@@ -641,6 +639,16 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
                     cluster.name, good.revision
                 ));
                 sync_env(run, &good.objects, false).await?;
+                if record {
+                    run.engine
+                        .store
+                        .save_applied(&AppliedRevision {
+                            execution: run.execution.clone(),
+                            applied_at: Utc::now(),
+                            ..good.clone()
+                        })
+                        .map_err(|e| e.to_string())?;
+                }
             }
             Ok(json!({"rolledBack": "revision", "revisions": restored}))
         }

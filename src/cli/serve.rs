@@ -1,0 +1,213 @@
+//! `bowline serve`: the daemon with its HTTP server, poll loop, drift checks and graceful
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use bowline::daemon::{Daemon, DaemonConfig};
+use bowline::forge::{GitHub, RepoRef};
+use bowline::pipeline::Services;
+use bowline::server::{self, ApiTokens};
+use bowline::source::Limits;
+use bowline::source::git::{GitAuth, GitSource};
+
+use super::live::ClusterArgs;
+use super::pipeline::StateArgs;
+
+/// The command-line options of `bowline serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Config repository: an https or ssh URL, or a local path.
+    #[arg(long, env = "BOWLINE_REPO")]
+    pub repo: String,
+    /// Branch whose commits are deployed.
+    #[arg(long, default_value = "main", env = "BOWLINE_BRANCH")]
+    pub branch: String,
+    /// Time between fetches (plus up to 10% jitter; doubled after each failure, at most 16×).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "BOWLINE_POLL_INTERVAL")]
+    pub poll_interval: Duration,
+    /// Time between drift checks; `0s` turns them off.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "BOWLINE_DRIFT_INTERVAL")]
+    pub drift_interval: Duration,
+    /// Address the HTTP server listens on (webhooks, API, health, metrics).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "BOWLINE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory of the bare Git mirror of the config repository.
+    #[arg(long, default_value = "bowline-cache", env = "BOWLINE_CACHE_DIR")]
+    pub cache_dir: PathBuf,
+    #[command(flatten)]
+    pub clusters: ClusterArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// File holding the GitHub token (statuses, comments, permissions).
+    #[arg(long, env = "BOWLINE_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<PathBuf>,
+    /// GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(
+        long,
+        default_value = "https://api.github.com",
+        env = "BOWLINE_GITHUB_API"
+    )]
+    pub github_api: String,
+    /// GitHub repository `owner/name` of the config repo (default: bowline.yaml's forge).
+    #[arg(long, env = "BOWLINE_GITHUB_REPO")]
+    pub github_repo: Option<String>,
+    /// File holding the webhook secret; webhooks are refused without one.
+    #[arg(long, env = "BOWLINE_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// File of API bearer tokens, one `name:token` per line; the API is off without one.
+    #[arg(long, env = "BOWLINE_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// File holding a token for https Git remotes.
+    #[arg(long, env = "BOWLINE_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// Private key for ssh Git remotes.
+    #[arg(long, env = "BOWLINE_GIT_SSH_KEY")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// Public base URL of this server, for the links of commit statuses.
+    #[arg(long, env = "BOWLINE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Development mode: watch this local working copy and fetch as soon as it changes.
+    #[arg(long, env = "BOWLINE_WATCH")]
+    pub watch: Option<PathBuf>,
+    /// Directory of secret files for stage templates (`secrets.<file name>`).
+    #[arg(long, env = "BOWLINE_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Prometheus URL for canary analysis instead of each environment's.
+    #[arg(long, env = "BOWLINE_PROMETHEUS")]
+    pub prometheus: Option<String>,
+    /// How often running stages look at the world (health, judgments, cancellation).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, env = "BOWLINE_STAGE_POLL")]
+    pub stage_poll: Duration,
+    /// Longest wait on shutdown for running executions before they are stopped (they
+    /// resume on the next start).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{what} file {}", path.display()))?;
+    let value = text.trim().to_string();
+    anyhow::ensure!(!value.is_empty(), "{what} file {} is empty", path.display());
+    Ok(value)
+}
+
+/// `bowline serve`.
+pub fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve_async(args))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
+    let store = args.state.open()?;
+    let connect = super::live::connect_options(&args.clusters);
+    let mut services = Services::new(connect.clone());
+    services.secrets = super::pipeline::secrets(args.secrets_dir.as_deref())?;
+    services.prometheus_override = args.prometheus.clone();
+    services.poll = args.stage_poll.max(Duration::from_millis(10));
+    services.retry_delay = services.poll.max(Duration::from_millis(10)) * 2;
+    let auth = GitAuth {
+        token: args
+            .git_token_file
+            .as_deref()
+            .map(|p| read_secret(p, "Git token"))
+            .transpose()?,
+        ssh_key: args.git_ssh_key.clone(),
+    };
+    let source = GitSource::open(&args.repo, &args.branch, &args.cache_dir, auth)?;
+    let github = match &args.github_token_file {
+        Some(path) => Some(GitHub::new(
+            &args.github_api,
+            read_secret(path, "GitHub token")?,
+        )?),
+        None => {
+            tracing::warn!("no --github-token-file: no commit statuses or PR comments");
+            None
+        }
+    };
+    let webhook_secret = args
+        .webhook_secret_file
+        .as_deref()
+        .map(|p| read_secret(p, "webhook secret").map(String::into_bytes))
+        .transpose()?;
+    let tokens = match &args.api_tokens_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("API tokens file {}", path.display()))?;
+            ApiTokens::parse(&path.display().to_string(), &text)?
+        }
+        None => ApiTokens::default(),
+    };
+    let github_repo = match &args.github_repo {
+        Some(full) => Some(
+            RepoRef::parse(full)
+                .with_context(|| format!("--github-repo {full:?}: expected owner/name"))?,
+        ),
+        None => None,
+    };
+    let config = DaemonConfig {
+        poll_interval: args.poll_interval,
+        drift_interval: (!args.drift_interval.is_zero()).then_some(args.drift_interval),
+        github_repo,
+        public_url: args.public_url.clone(),
+        limits: Limits::default(),
+        connect,
+        masker: super::live::masker(),
+    };
+    let daemon = Daemon::new(config, source, store, services, github, webhook_secret)?;
+    let resumed = daemon.resume()?;
+    let _watcher = match &args.watch {
+        Some(path) => Some(bowline::daemon::watch::watch(path, &daemon)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, branch = %args.branch, resumed, "bowline serving");
+    eprintln!("bowline: serving on http://{}", listener.local_addr()?);
+    let poll = tokio::spawn(daemon.clone().poll_loop());
+    let drift = tokio::spawn(daemon.clone().drift_loop());
+    axum::serve(listener, server::router(daemon.clone(), tokens))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    poll.abort();
+    drift.abort();
+    let stopped = daemon.shutdown(args.shutdown_grace).await;
+    tracing::info!(stopped, "bowline stopped");
+    eprintln!("bowline: stopped ({stopped} execution(s) left to resume)");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!(
+        "shutting down: no new requests; letting running stages reach a committed state"
+    );
+}

@@ -1,0 +1,303 @@
+//! ChatOps: `/bowline approve|reject|retry|rollback` in a pull-request comment acts on the
+//! executions delivering that pull request's merge. Only users listed as approvers (of the
+//! waiting stage, else of the app) who also have write access may use it; everyone else gets a
+//! reply saying so, and nothing changes.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::{Daemon, DaemonError};
+use crate::forge::{
+    Command, CommentAction, IssueCommentEvent, has_write_access, is_authorized, parse_command,
+};
+use crate::store::{
+    Decision, Execution, ExecutionFilter, ExecutionStatus, Judgment, NewExecution, NewStage,
+    StageStatus,
+};
+
+/// How many recent executions are searched for a pull request's.
+const SEARCH_LIMIT: usize = 500;
+
+/// What a ChatOps comment led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatOpsOutcome {
+    /// Not a command (or not on a pull request, or not a new comment).
+    Ignored,
+    /// Done; the reply says what.
+    Done(String),
+    /// Refused or impossible; the reply says why.
+    Refused(String),
+}
+
+fn approvers_of(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Daemon {
+    /// Executions delivering pull request `number`, newest first.
+    fn executions_of_pull_request(&self, number: u64) -> Result<Vec<Execution>, DaemonError> {
+        Ok(self
+            .store
+            .executions(&ExecutionFilter {
+                limit: Some(SEARCH_LIMIT),
+                ..ExecutionFilter::default()
+            })?
+            .into_iter()
+            .filter(|e| e.trigger.get("pullRequest").and_then(Value::as_u64) == Some(number))
+            .collect())
+    }
+
+    /// Handles one `issue_comment` delivery: runs the command it holds when its author may,
+    /// and replies on the pull request either way.
+    #[tracing::instrument(level = "info", skip(self, comment), fields(pr = comment.issue_number, author = %comment.author))]
+    pub async fn handle_comment(
+        self: &Arc<Self>,
+        comment: &IssueCommentEvent,
+    ) -> Result<ChatOpsOutcome, DaemonError> {
+        if comment.action != CommentAction::Created || !comment.is_pull_request {
+            return Ok(ChatOpsOutcome::Ignored);
+        }
+        let command = match parse_command(&comment.body) {
+            None => return Ok(ChatOpsOutcome::Ignored),
+            Some(Ok(command)) => command,
+            Some(Err(message)) => {
+                return self.answer(comment, ChatOpsOutcome::Refused(message)).await;
+            }
+        };
+        let outcome = self.run_command(comment, &command).await?;
+        tracing::info!(command = ?command, outcome = ?outcome, "ChatOps command");
+        self.answer(comment, outcome).await
+    }
+
+    async fn answer(
+        &self,
+        comment: &IssueCommentEvent,
+        outcome: ChatOpsOutcome,
+    ) -> Result<ChatOpsOutcome, DaemonError> {
+        let text = match &outcome {
+            ChatOpsOutcome::Ignored => return Ok(outcome),
+            ChatOpsOutcome::Done(t) | ChatOpsOutcome::Refused(t) => t,
+        };
+        self.github()?
+            .reply(
+                &comment.repo,
+                comment.issue_number,
+                &format!("@{} {text}", comment.author),
+            )
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Whether `user` is one of `approvers` and has write access to the repository.
+    async fn may_decide(
+        &self,
+        comment: &IssueCommentEvent,
+        approvers: &[String],
+    ) -> Result<bool, DaemonError> {
+        if !is_authorized(&comment.author, approvers, &[]) {
+            return Ok(false);
+        }
+        let permission = self
+            .github()?
+            .permission(&comment.repo, &comment.author)
+            .await?;
+        Ok(has_write_access(&permission))
+    }
+
+    async fn run_command(
+        self: &Arc<Self>,
+        comment: &IssueCommentEvent,
+        command: &Command,
+    ) -> Result<ChatOpsOutcome, DaemonError> {
+        let executions = self.executions_of_pull_request(comment.issue_number)?;
+        if executions.is_empty() {
+            return Ok(ChatOpsOutcome::Refused(format!(
+                "no execution delivers pull request #{} (yet)",
+                comment.issue_number
+            )));
+        }
+        let refused = || {
+            ChatOpsOutcome::Refused(
+                "you are not allowed to run `/bowline` commands here: approvers listed in the config repository with write access only".to_string(),
+            )
+        };
+        match command {
+            Command::Approve { .. } | Command::Reject => {
+                let (decision, input) = match command {
+                    Command::Approve { input } => (Decision::Approve, input.clone()),
+                    _ => (Decision::Reject, None),
+                };
+                let mut waiting = Vec::new();
+                for e in executions
+                    .iter()
+                    .filter(|e| e.status == ExecutionStatus::Running)
+                {
+                    for s in self.store.stages(&e.id)? {
+                        if s.stage_type == "manualJudgment" && s.status == StageStatus::Waiting {
+                            waiting.push((e.clone(), s));
+                        }
+                    }
+                }
+                if waiting.is_empty() {
+                    return Ok(ChatOpsOutcome::Refused(
+                        "nothing is waiting for a judgment on this pull request".into(),
+                    ));
+                }
+                let mut done = Vec::new();
+                for (execution, stage) in &waiting {
+                    let mut approvers = approvers_of(&stage.outputs["approvers"]);
+                    if approvers.is_empty() {
+                        approvers = approvers_of(&execution.trigger["approvers"]);
+                    }
+                    if !self.may_decide(comment, &approvers).await? {
+                        return Ok(refused());
+                    }
+                    self.store.judge(
+                        &execution.id,
+                        &stage.name,
+                        &Judgment {
+                            decision,
+                            user: comment.author.clone(),
+                            input: input.clone(),
+                            at: Utc::now(),
+                        },
+                    )?;
+                    done.push(format!("\"{}\" of `{}`", stage.name, execution.app));
+                }
+                let verb = if decision == Decision::Approve {
+                    "approved"
+                } else {
+                    "rejected"
+                };
+                Ok(ChatOpsOutcome::Done(format!("{verb} {}", done.join(", "))))
+            }
+            Command::Retry | Command::Rollback => {
+                // The newest execution per app.
+                let mut latest: Vec<&Execution> = Vec::new();
+                for e in &executions {
+                    if !latest.iter().any(|l| l.app == e.app) {
+                        latest.push(e);
+                    }
+                }
+                let retry = matches!(command, Command::Retry);
+                let chosen: Vec<&Execution> = latest
+                    .into_iter()
+                    .filter(|e| {
+                        if retry {
+                            matches!(
+                                e.status,
+                                ExecutionStatus::Failed | ExecutionStatus::Canceled
+                            )
+                        } else {
+                            e.status.is_final()
+                        }
+                    })
+                    .collect();
+                if chosen.is_empty() {
+                    return Ok(ChatOpsOutcome::Refused(if retry {
+                        "no failed execution to retry on this pull request".into()
+                    } else {
+                        "no finished execution to roll back on this pull request".into()
+                    }));
+                }
+                for e in &chosen {
+                    if !self
+                        .may_decide(comment, &approvers_of(&e.trigger["approvers"]))
+                        .await?
+                    {
+                        return Ok(refused());
+                    }
+                }
+                let mut started = Vec::new();
+                for e in chosen {
+                    let new = if retry {
+                        self.retry_of(e, &comment.author)?
+                    } else {
+                        rollback_of(e, &comment.author)
+                    };
+                    let created = self.store.create_execution(new)?;
+                    started.push(format!("`{}` ({})", e.app, created.id));
+                    self.spawn_execution(created);
+                }
+                let what = if retry { "retrying" } else { "rolling back" };
+                Ok(ChatOpsOutcome::Done(format!(
+                    "{what} {}",
+                    started.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// A new execution of the same stages, snapshot and revision as `failed`.
+    fn retry_of(&self, failed: &Execution, user: &str) -> Result<NewExecution, DaemonError> {
+        let stages = self
+            .store
+            .stages(&failed.id)?
+            .into_iter()
+            .map(|s| NewStage {
+                name: s.name,
+                stage_type: s.stage_type,
+                environment: s.environment,
+                inputs: s.inputs,
+            })
+            .collect();
+        let mut trigger = failed.trigger.clone();
+        if let Some(t) = trigger.as_object_mut() {
+            t.insert(
+                "user".into(),
+                format!("{user} (retry of {})", failed.id).into(),
+            );
+        }
+        Ok(NewExecution {
+            app: failed.app.clone(),
+            environments: failed.environments.clone(),
+            revision: failed.revision.clone(),
+            pipeline: failed.pipeline.clone(),
+            trigger,
+            stages,
+        })
+    }
+}
+
+/// An execution restoring, in every environment `execution` covered, what was applied
+/// successfully before it: one `rollback` stage per environment.
+fn rollback_of(execution: &Execution, user: &str) -> NewExecution {
+    let mut trigger = execution.trigger.clone();
+    if let Some(t) = trigger.as_object_mut() {
+        t.insert(
+            "user".into(),
+            format!("{user} (rollback of {})", execution.id).into(),
+        );
+        t.insert("rollbackBefore".into(), execution.id.clone().into());
+    }
+    let stages = execution
+        .environments
+        .iter()
+        .map(|env| {
+            let name = format!("Rollback {env}");
+            NewStage {
+                inputs: serde_json::json!({"name": name, "environment": env, "type": "rollback"}),
+                name,
+                stage_type: "rollback".into(),
+                environment: Some(env.clone()),
+            }
+        })
+        .collect();
+    NewExecution {
+        app: execution.app.clone(),
+        environments: execution.environments.clone(),
+        revision: execution.revision.clone(),
+        pipeline: "rollback".into(),
+        trigger,
+        stages,
+    }
+}

@@ -1,0 +1,159 @@
+//! The daemon's Prometheus metrics, served as text on `/metrics`.
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use super::Daemon;
+use crate::store::{ExecutionFilter, ExecutionStatus};
+
+/// Every metric the daemon exposes.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook deliveries by result (`accepted`, `bad_signature`, `duplicate`, …).
+    pub webhooks: IntCounterVec,
+    /// Fetches of the config repository by result.
+    pub fetches: IntCounterVec,
+    /// Fetch durations.
+    pub fetch_seconds: Histogram,
+    /// Reconciles of the tracked branch by result.
+    pub reconciles: IntCounterVec,
+    /// Reconcile durations (fetch included).
+    pub reconcile_seconds: Histogram,
+    /// Failed reconciles in a row (0 when the last one worked).
+    pub source_failures: IntGauge,
+    /// Pull-request plans by result.
+    pub plans: IntCounterVec,
+    /// Executions in the store by status (set at scrape time).
+    pub executions: IntGaugeVec,
+    /// The last canary score per app and environment.
+    pub canary_score: GaugeVec,
+    /// Objects out of sync per app, environment and cluster at the last drift check.
+    pub drift_objects: IntGaugeVec,
+    /// When the last drift check ended (unix seconds).
+    pub drift_checked: Gauge,
+}
+
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub(super) fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let histogram = |name: &str, help: &str| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let webhooks = counter(
+            "bowline_webhook_deliveries_total",
+            "GitHub webhook deliveries by result.",
+            &["result"],
+        )?;
+        let fetches = counter(
+            "bowline_git_fetches_total",
+            "Fetches of the config repository by result.",
+            &["result"],
+        )?;
+        let reconciles = counter(
+            "bowline_reconciles_total",
+            "Reconciles of the tracked branch by result.",
+            &["result"],
+        )?;
+        let plans = counter(
+            "bowline_pull_request_plans_total",
+            "Pull-request plans by result.",
+            &["result"],
+        )?;
+        let fetch_seconds = histogram(
+            "bowline_git_fetch_duration_seconds",
+            "Duration of fetches of the config repository.",
+        )?;
+        let reconcile_seconds = histogram(
+            "bowline_reconcile_duration_seconds",
+            "Duration of reconciles of the tracked branch, fetch included.",
+        )?;
+        let source_failures = IntGauge::new(
+            "bowline_source_failures",
+            "Failed reconciles of the tracked branch in a row.",
+        )?;
+        registry.register(Box::new(source_failures.clone()))?;
+        let executions = IntGaugeVec::new(
+            Opts::new("bowline_executions", "Executions in the store by status."),
+            &["status"],
+        )?;
+        registry.register(Box::new(executions.clone()))?;
+        let canary_score = GaugeVec::new(
+            Opts::new(
+                "bowline_canary_score",
+                "Score of the last canary analysis per app and environment.",
+            ),
+            &["app", "environment"],
+        )?;
+        registry.register(Box::new(canary_score.clone()))?;
+        let drift_objects = IntGaugeVec::new(
+            Opts::new(
+                "bowline_drift_objects",
+                "Objects whose live state differs from the deployed revision, per app, environment and cluster.",
+            ),
+            &["app", "environment", "cluster"],
+        )?;
+        registry.register(Box::new(drift_objects.clone()))?;
+        let drift_checked = Gauge::new(
+            "bowline_drift_last_check_timestamp_seconds",
+            "When the last drift check ended.",
+        )?;
+        registry.register(Box::new(drift_checked.clone()))?;
+        Ok(Metrics {
+            registry,
+            webhooks,
+            fetches,
+            fetch_seconds,
+            reconciles,
+            reconcile_seconds,
+            source_failures,
+            plans,
+            executions,
+            canary_score,
+            drift_objects,
+            drift_checked,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding only fails on invalid metric families, which registration rejected.
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Daemon {
+    /// Sets the execution gauges from the store (before each scrape).
+    pub fn refresh_metrics(&self) {
+        let Ok(all) = self.store.executions(&ExecutionFilter::default()) else {
+            return;
+        };
+        for status in [
+            ExecutionStatus::Queued,
+            ExecutionStatus::Running,
+            ExecutionStatus::Succeeded,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Canceled,
+            ExecutionStatus::Superseded,
+        ] {
+            let n = all.iter().filter(|e| e.status == status).count();
+            self.metrics
+                .executions
+                .with_label_values(&[status.as_str()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The long-running side of bowline (`bowline serve`): follows the tracked branch of the config
+//! repository (polling with jitter, at once when a webhook says so), starts the pipelines of
+//! the apps a commit changed and reports their progress as commit statuses, answers pull
+//! requests with a plan (one sticky comment, a `bowline/plan` status), resolves manual
+//! judgments from ChatOps commands, and compares the live clusters with what was deployed.
+//!
+//! The HTTP surface is in [`crate::server`]; this module holds the behaviour behind it.
+
+mod chatops;
+mod drift;
+mod metrics;
+mod pull_request;
+mod push;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::cluster::ConnectOptions;
+use crate::forge::{CommitState, CommitStatus, ForgeError, GitHub, RepoRef};
+use crate::pipeline::{self, Engine, Progress, Services};
+use crate::source::Limits;
+use crate::source::git::{GitError, GitSource};
+use crate::store::{Execution, ExecutionFilter, ExecutionStatus, StageStatus, Store, StoreError};
+
+pub use drift::TargetDrift;
+pub use metrics::Metrics;
+pub use pull_request::pr_comment;
+pub use push::Reconciled;
+
+/// Status context of pull-request plans.
+pub const PLAN_CONTEXT: &str = "bowline/plan";
+
+/// Status context of an app's deployment.
+pub fn deploy_context(app: &str) -> String {
+    format!("bowline/deploy/{app}")
+}
+
+/// Why a daemon step failed. The daemon logs it, counts it in `/metrics`, shows it in
+/// `/readyz`, and goes on with the last good commit.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Fetching or reading the repository failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// GitHub refused or failed.
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    /// The engine could not carry on.
+    #[error(transparent)]
+    Engine(#[from] pipeline::EngineError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A built-in policy does not compile (a defect of bowline).
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The commit does not validate; nothing of it is deployed.
+    #[error("commit {commit} has {errors} error(s) (first: {first}); keeping {kept}")]
+    Invalid {
+        /// The refused commit.
+        commit: String,
+        /// How many errors.
+        errors: usize,
+        /// The first of them, `file:line:col: …`.
+        first: String,
+        /// The commit still in use (or `nothing`).
+        kept: String,
+    },
+    /// An execution could not be prepared for an app.
+    #[error("{app}: {message}")]
+    Prepare {
+        /// The app.
+        app: String,
+        /// Why.
+        message: String,
+    },
+    /// The action needs GitHub, and no token is configured.
+    #[error("no GitHub token configured")]
+    NoGitHub,
+    /// The metrics registry refused a metric (a defect of bowline).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Time between fetches; a jitter of up to a tenth is added, and the interval doubles
+    /// after each failed fetch (up to 16 times).
+    pub poll_interval: Duration,
+    /// Time between drift checks (`None`: no drift detection).
+    pub drift_interval: Option<Duration>,
+    /// GitHub repository of the config repo (default: bowline.yaml's `forge.github`).
+    pub github_repo: Option<RepoRef>,
+    /// Base URL of this daemon, for the target links of commit statuses.
+    pub public_url: Option<String>,
+    /// Limits on what is read from the repository.
+    pub limits: Limits,
+    /// How to reach clusters (also in the engine's services).
+    pub connect: ConnectOptions,
+    /// How Secret values are masked in PR comments.
+    pub masker: crate::diff::Masker,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            poll_interval: Duration::from_secs(60),
+            drift_interval: Some(Duration::from_secs(300)),
+            github_repo: None,
+            public_url: None,
+            limits: Limits::default(),
+            connect: ConnectOptions::default(),
+            masker: crate::diff::Masker::default(),
+        }
+    }
+}
+
+/// What the daemon knows about its source, as `/readyz` and the API show it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceState {
+    /// Last commit of the tracked branch that was read and reconciled.
+    pub last_good: Option<String>,
+    /// The last fetch or read error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// When the last fetch happened.
+    pub last_fetch: Option<DateTime<Utc>>,
+    /// Failed reconciles in a row.
+    pub failures: u32,
+    /// Apps of the last good commit with their input digests.
+    #[serde(skip)]
+    pub inputs: BTreeMap<String, String>,
+    /// The Git ids of the input roots of the last good commit.
+    #[serde(skip)]
+    pub roots: Vec<String>,
+    /// The GitHub repository statuses go to.
+    #[serde(skip)]
+    pub github_repo: Option<RepoRef>,
+}
+
+/// Store key of the last reconciled commit, so a restart does not redeploy every app.
+pub const CURSOR_KEY: &str = "source.lastReconciled";
+
+/// The daemon: source, store, engine services, GitHub client and state.
+pub struct Daemon {
+    config: DaemonConfig,
+    source: GitSource,
+    store: Arc<dyn Store>,
+    services: Services,
+    github: Option<GitHub>,
+    /// Replay protection of webhook deliveries.
+    pub deliveries: crate::forge::Deliveries,
+    /// Metrics for `/metrics`.
+    pub metrics: Metrics,
+    /// The webhook secret; deliveries are refused when it is not set.
+    pub webhook_secret: Option<Vec<u8>>,
+    state: Mutex<SourceState>,
+    drift: Mutex<BTreeMap<String, Vec<TargetDrift>>>,
+    /// Pull requests by merge commit, learnt from `pull_request` `closed` deliveries.
+    merged: Mutex<HashMap<String, u64>>,
+    /// Wakes the poll loop for an immediate fetch.
+    pub fetch_now: tokio::sync::Notify,
+    /// Running execution tasks (awaited on shutdown).
+    tasks: Mutex<JoinSet<()>>,
+    /// Serializes reconciles of the tracked branch (poll loop and webhooks).
+    reconcile_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("source", &self.source)
+            .field("github", &self.github.as_ref().map(GitHub::api_url))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data behind these locks: a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Daemon {
+    /// A daemon over `source` and `store`, running stages with `services`, writing to GitHub
+    /// when `github` is given and accepting webhooks signed with `webhook_secret`. The last
+    /// reconciled commit is read back from the store.
+    pub fn new(
+        config: DaemonConfig,
+        source: GitSource,
+        store: Arc<dyn Store>,
+        services: Services,
+        github: Option<GitHub>,
+        webhook_secret: Option<Vec<u8>>,
+    ) -> Result<Arc<Daemon>, DaemonError> {
+        let cursor = store.meta(CURSOR_KEY)?;
+        let daemon = Arc::new(Daemon {
+            state: Mutex::new(SourceState {
+                github_repo: config.github_repo.clone(),
+                ..SourceState::default()
+            }),
+            config,
+            source,
+            store,
+            services,
+            github,
+            deliveries: crate::forge::Deliveries::new(10_000),
+            metrics: Metrics::new()?,
+            webhook_secret,
+            drift: Mutex::new(BTreeMap::new()),
+            merged: Mutex::new(HashMap::new()),
+            fetch_now: tokio::sync::Notify::new(),
+            tasks: Mutex::new(JoinSet::new()),
+            reconcile_lock: tokio::sync::Mutex::new(()),
+        });
+        if let Some(sha) = cursor {
+            // The digests of the last reconciled commit; when it is gone from the mirror (a new
+            // cache directory), the next commit is compared with nothing known and every app
+            // counts as changed only if it has no execution at that commit already.
+            if let Err(e) = daemon.restore_cursor(&sha) {
+                tracing::warn!(commit = %sha, error = %e, "last reconciled commit not readable");
+            }
+        }
+        Ok(daemon)
+    }
+
+    /// The tracked branch.
+    pub fn branch(&self) -> &str {
+        self.source.branch()
+    }
+
+    /// The store of executions.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// What the daemon knows about its source.
+    pub fn source_state(&self) -> SourceState {
+        lock(&self.state).clone()
+    }
+
+    /// The last drift check per app.
+    pub fn drift(&self) -> BTreeMap<String, Vec<TargetDrift>> {
+        lock(&self.drift).clone()
+    }
+
+    /// Starts every execution left queued or running by an earlier process; each continues
+    /// from its last committed stage state.
+    pub fn resume(self: &Arc<Self>) -> Result<usize, DaemonError> {
+        let left = self.store.executions(&ExecutionFilter {
+            statuses: vec![ExecutionStatus::Running, ExecutionStatus::Queued],
+            ..ExecutionFilter::default()
+        })?;
+        let n = left.len();
+        // Oldest first, so the one-running-per-app rule keeps their order.
+        for execution in left.into_iter().rev() {
+            tracing::info!(execution = %execution.id, app = %execution.app, "resuming execution");
+            self.spawn_execution(execution);
+        }
+        Ok(n)
+    }
+
+    /// Runs `execution` in the background, reporting its progress as the
+    /// `bowline/deploy/<app>` status of its revision.
+    pub(crate) fn spawn_execution(self: &Arc<Self>, execution: Execution) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(CommitState, String)>();
+        let progress_tx = tx.clone();
+        let services = Services {
+            progress: Arc::new(move |p: &Progress| {
+                let update = match p {
+                    Progress::Stage {
+                        stage,
+                        status: StageStatus::Waiting,
+                        message,
+                    } => Some(format!(
+                        "{stage}: {}",
+                        message.as_deref().unwrap_or("waiting")
+                    )),
+                    Progress::Stage {
+                        stage,
+                        status: StageStatus::Running,
+                        ..
+                    } => Some(format!("{stage}: running")),
+                    Progress::Stage {
+                        stage,
+                        status: StageStatus::Failed,
+                        ..
+                    } => Some(format!("{stage}: failed")),
+                    _ => None,
+                };
+                if let Some(description) = update {
+                    let _ = progress_tx.send((CommitState::Pending, description));
+                }
+            }),
+            ..self.services.clone()
+        };
+        let engine = Engine::new(self.store.clone(), services);
+        let target_url = self.config.public_url.as_ref().map(|u| {
+            format!(
+                "{}/api/v1/executions/{}",
+                u.trim_end_matches('/'),
+                execution.id
+            )
+        });
+        let repo_ref = lock(&self.state).github_repo.clone();
+        let github = self.github.clone();
+        let context = deploy_context(&execution.app);
+        let sha = execution.revision.clone();
+        let reporter = async move {
+            while let Some((state, description)) = rx.recv().await {
+                let (Some(github), Some(repo_ref)) = (&github, &repo_ref) else {
+                    continue;
+                };
+                let status = CommitStatus {
+                    context: context.clone(),
+                    state,
+                    description,
+                    target_url: target_url.clone(),
+                };
+                if let Err(e) = github.set_status(repo_ref, &sha, &status).await {
+                    tracing::warn!(error = %e, context = %status.context, "could not set the deploy status");
+                }
+            }
+        };
+        let id = execution.id.clone();
+        let app = execution.app.clone();
+        let daemon = Arc::downgrade(self);
+        let runner = async move {
+            let _ = tx.send((CommitState::Pending, format!("execution {id} started")));
+            let outcome = engine.run(&id).await;
+            let (state, description) = match &outcome {
+                Ok(ExecutionStatus::Succeeded) => (CommitState::Success, "deployed".to_string()),
+                Ok(ExecutionStatus::Superseded) => (
+                    CommitState::Success,
+                    "superseded by a newer commit".to_string(),
+                ),
+                Ok(other) => (
+                    CommitState::Failure,
+                    format!("execution {}", other.as_str().to_ascii_lowercase()),
+                ),
+                Err(e) => (CommitState::Error, e.to_string()),
+            };
+            match &outcome {
+                Ok(status) => {
+                    tracing::info!(execution = %id, app = %app, status = status.as_str(), "execution ended")
+                }
+                Err(e) => {
+                    tracing::warn!(execution = %id, app = %app, error = %e, "execution stopped")
+                }
+            }
+            if let Some(daemon) = daemon.upgrade() {
+                daemon.record_canary_score(&id);
+            }
+            let _ = tx.send((state, description));
+        };
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            tokio::join!(runner, reporter);
+        });
+    }
+
+    fn record_canary_score(&self, id: &str) {
+        let (Ok(execution), Ok(stages)) = (self.store.execution(id), self.store.stages(id)) else {
+            return;
+        };
+        for stage in stages.iter().filter(|s| s.stage_type == "canaryAnalysis") {
+            if let Some(score) = stage
+                .outputs
+                .get("score")
+                .and_then(serde_json::Value::as_f64)
+            {
+                self.metrics
+                    .canary_score
+                    .with_label_values(&[
+                        &execution.app,
+                        stage.environment.as_deref().unwrap_or(""),
+                    ])
+                    .set(score);
+            }
+        }
+    }
+
+    /// Executions still running in this process.
+    pub fn running_tasks(&self) -> usize {
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.len()
+    }
+
+    /// Lets running executions reach their end for up to `grace`, then stops them. Every
+    /// stage transition is already committed, so a stopped execution resumes where it was on
+    /// the next start.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let left = tasks.len();
+        if drained.is_err() {
+            tracing::info!(
+                executions = left,
+                "stopping executions still running; they resume on the next start"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        left
+    }
+
+    /// Follows the tracked branch until the task is dropped: reconcile, then sleep the poll
+    /// interval (with jitter; doubled per failure in a row, up to 16 times) or until a webhook
+    /// asks for a fetch.
+    pub async fn poll_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.reconcile_branch().await {
+                tracing::warn!(error = %e, "reconcile failed; keeping the last good commit");
+            }
+            let failures = lock(&self.state).failures;
+            let base = self.config.poll_interval * 2u32.pow(failures.min(4));
+            let jitter = base.mul_f64(rand_fraction() / 10.0);
+            tokio::select! {
+                _ = tokio::time::sleep(base + jitter) => {}
+                _ = self.fetch_now.notified() => {}
+            }
+        }
+    }
+
+    /// Checks drift every `drift_interval` until the task is dropped.
+    pub async fn drift_loop(self: Arc<Self>) {
+        let Some(interval) = self.config.drift_interval else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(interval + interval.mul_f64(rand_fraction() / 10.0)).await;
+            self.check_drift().await;
+        }
+    }
+
+    fn github(&self) -> Result<&GitHub, DaemonError> {
+        self.github.as_ref().ok_or(DaemonError::NoGitHub)
+    }
+}
+
+/// A fraction in [0, 1) from the random part of a fresh ULID (jitter needs no more).
+fn rand_fraction() -> f64 {
+    (ulid::Ulid::new().random() & 0xffff) as f64 / 65536.0
+}

@@ -1,0 +1,288 @@
+//! The push flow: fetch the tracked branch, find the apps a new commit changed (by the Git ids
+//! of their inputs, so an untouched app costs nothing), and start their pipelines.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::{CURSOR_KEY, Daemon, DaemonError, PLAN_CONTEXT, lock};
+use crate::config::ConfigRepo;
+use crate::diagnostic;
+use crate::forge::{CommitState, CommitStatus, RepoRef, merged_pull_request};
+use crate::pipeline;
+use crate::source::Snapshot;
+use crate::source::git::changed_apps;
+use crate::store::{Execution, ExecutionFilter};
+
+/// What one reconcile of the tracked branch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The branch still points at the last reconciled commit.
+    Unchanged,
+    /// A new commit that changes no application's inputs.
+    NoAppChanged {
+        /// The commit.
+        commit: String,
+    },
+    /// A new commit; executions were started for these apps.
+    Started {
+        /// The commit.
+        commit: String,
+        /// Apps whose inputs changed.
+        changed: Vec<String>,
+        /// Executions created, one per changed app with an automated pipeline.
+        executions: Vec<String>,
+    },
+}
+
+impl Daemon {
+    /// Fetches `reference` (the tracked branch when `None`); returns its commit.
+    pub(super) async fn fetch(&self, reference: Option<&str>) -> Result<String, DaemonError> {
+        let started = Instant::now();
+        let result = tokio::task::block_in_place(|| match reference {
+            Some(r) => self.source.fetch_ref(r),
+            None => self.source.fetch(),
+        });
+        self.metrics
+            .fetch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .fetches
+            .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+            .inc();
+        Ok(result?)
+    }
+
+    /// Reads commit `sha` with the repository limits.
+    pub(super) fn snapshot(
+        &self,
+        sha: &str,
+    ) -> Result<(Snapshot, Vec<diagnostic::Diagnostic>), DaemonError> {
+        Ok(tokio::task::block_in_place(|| {
+            self.source.snapshot(sha, &self.config.limits)
+        })?)
+    }
+
+    /// The GitHub repository of `repo` (the configured one first).
+    pub(super) fn github_repo_of(&self, repo: &ConfigRepo) -> Option<RepoRef> {
+        self.config.github_repo.clone().or_else(|| {
+            let forge = repo
+                .repository
+                .as_ref()?
+                .doc
+                .spec
+                .forge
+                .as_ref()?
+                .github
+                .as_ref()?;
+            Some(RepoRef::new(forge.owner.clone(), forge.repository.clone()))
+        })
+    }
+
+    /// Reads back the digests of the last reconciled commit after a restart.
+    pub(super) fn restore_cursor(&self, sha: &str) -> Result<(), DaemonError> {
+        let roots = self.source.input_roots(sha)?;
+        let (snapshot, _) = self.source.snapshot(sha, &self.config.limits)?;
+        let (repo, _) = crate::config::load(&snapshot);
+        let inputs = self.source.input_ids(sha, &repo)?;
+        let mut state = lock(&self.state);
+        state.last_good = Some(sha.to_string());
+        state.roots = roots;
+        state.inputs = inputs;
+        if state.github_repo.is_none() {
+            state.github_repo = self.github_repo_of(&repo);
+        }
+        Ok(())
+    }
+
+    /// Fetches the tracked branch; on a new commit that validates, starts the pipelines of
+    /// the apps whose inputs changed (when their sync policy is automated). A commit that does
+    /// not validate is refused as a whole (and gets a failing `bowline/plan` status); the last
+    /// good commit stays in use.
+    #[tracing::instrument(level = "info", skip(self), fields(branch = %self.branch()))]
+    pub async fn reconcile_branch(self: &Arc<Self>) -> Result<Reconciled, DaemonError> {
+        let _one_at_a_time = self.reconcile_lock.lock().await;
+        let started = Instant::now();
+        let result = self.reconcile_branch_inner().await;
+        self.metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let mut state = lock(&self.state);
+        state.last_fetch = Some(Utc::now());
+        match &result {
+            Ok(outcome) => {
+                state.last_error = None;
+                state.failures = 0;
+                let label = match outcome {
+                    Reconciled::Unchanged => "unchanged",
+                    Reconciled::NoAppChanged { .. } => "no_app_changed",
+                    Reconciled::Started { .. } => "started",
+                };
+                self.metrics.reconciles.with_label_values(&[label]).inc();
+            }
+            Err(e) => {
+                state.last_error = Some(e.to_string());
+                state.failures = state.failures.saturating_add(1);
+                self.metrics.reconciles.with_label_values(&["error"]).inc();
+            }
+        }
+        self.metrics.source_failures.set(i64::from(state.failures));
+        result
+    }
+
+    async fn reconcile_branch_inner(self: &Arc<Self>) -> Result<Reconciled, DaemonError> {
+        let sha = self.fetch(None).await?;
+        let (last_good, last_roots) = {
+            let state = lock(&self.state);
+            (state.last_good.clone(), state.roots.clone())
+        };
+        if last_good.as_deref() == Some(sha.as_str()) {
+            return Ok(Reconciled::Unchanged);
+        }
+        // The cheap path: nothing bowline reads changed (a README edit, say).
+        let roots = tokio::task::block_in_place(|| self.source.input_roots(&sha))?;
+        if !last_roots.is_empty() && roots == last_roots {
+            tracing::info!(commit = %sha, "new commit changes no application");
+            self.advance(&sha, roots, None)?;
+            return Ok(Reconciled::NoAppChanged { commit: sha });
+        }
+        let (snapshot, mut diagnostics) = self.snapshot(&sha)?;
+        let checked =
+            tokio::task::block_in_place(|| crate::policy::check_snapshot(&snapshot, None, None))?;
+        diagnostics.extend(checked.diagnostics);
+        diagnostic::sort_and_dedup(&mut diagnostics);
+        let repo = checked.repo;
+        let github_repo = self.github_repo_of(&repo);
+        let errors = diagnostic::error_count(&diagnostics);
+        if errors > 0 {
+            let first = diagnostics
+                .iter()
+                .find(|d| d.severity == diagnostic::Severity::Error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if let (Ok(github), Some(repo_ref)) = (self.github(), &github_repo) {
+                let status = CommitStatus {
+                    context: PLAN_CONTEXT.into(),
+                    state: CommitState::Failure,
+                    description: format!(
+                        "{} in the config repository; not deployed",
+                        diagnostic::count(errors, "error")
+                    ),
+                    target_url: None,
+                };
+                if let Err(e) = github.set_status(repo_ref, &sha, &status).await {
+                    tracing::warn!(error = %e, "could not set the plan status");
+                }
+            }
+            return Err(DaemonError::Invalid {
+                commit: sha,
+                errors,
+                first,
+                kept: last_good.unwrap_or_else(|| "nothing".into()),
+            });
+        }
+        let inputs = tokio::task::block_in_place(|| self.source.input_ids(&sha, &repo))?;
+        let previous = lock(&self.state).inputs.clone();
+        let changed = changed_apps(&previous, &inputs);
+        tracing::info!(commit = %sha, changed = changed.len(), apps = ?changed, "new commit on the tracked branch");
+        {
+            let mut state = lock(&self.state);
+            if github_repo.is_some() {
+                state.github_repo = github_repo;
+            }
+        }
+        let pull_request = self.pull_request_of(&sha);
+        let mut executions = Vec::new();
+        for app in &changed {
+            if let Some(execution) = self.start_app(&repo, app, &sha, pull_request)? {
+                executions.push(execution.id.clone());
+                self.spawn_execution(execution);
+            }
+        }
+        self.advance(&sha, roots, Some(inputs))?;
+        Ok(Reconciled::Started {
+            commit: sha,
+            changed,
+            executions,
+        })
+    }
+
+    /// Makes `sha` the last good commit, in memory and in the store.
+    fn advance(
+        &self,
+        sha: &str,
+        roots: Vec<String>,
+        inputs: Option<std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), DaemonError> {
+        self.store.set_meta(CURSOR_KEY, sha)?;
+        let mut state = lock(&self.state);
+        state.last_good = Some(sha.to_string());
+        state.roots = roots;
+        if let Some(inputs) = inputs {
+            state.inputs = inputs;
+        }
+        Ok(())
+    }
+
+    /// The pull request commit `sha` merges: from a `closed` delivery, else from the commit
+    /// message.
+    fn pull_request_of(&self, sha: &str) -> Option<u64> {
+        if let Some(n) = lock(&self.merged).get(sha) {
+            return Some(*n);
+        }
+        self.source
+            .commit_message(sha)
+            .ok()
+            .and_then(|m| merged_pull_request(&m))
+    }
+
+    /// Creates the execution of `app` at `sha`, unless its sync policy is manual, it has no
+    /// pipeline, or an execution at this commit exists already (a restart between creating
+    /// executions and recording the commit).
+    fn start_app(
+        &self,
+        repo: &ConfigRepo,
+        app: &str,
+        sha: &str,
+        pull_request: Option<u64>,
+    ) -> Result<Option<Execution>, DaemonError> {
+        let Some(doc) = repo.apps.get(app) else {
+            return Ok(None);
+        };
+        if !repo.sync_policy(&doc.doc).automated {
+            tracing::info!(app, "sync policy is manual: no execution started");
+            return Ok(None);
+        }
+        if repo.pipeline_of(&doc.doc).is_none() {
+            tracing::info!(app, "no pipeline: no execution started");
+            return Ok(None);
+        }
+        let existing = self.store.executions(&ExecutionFilter {
+            app: Some(app.to_string()),
+            limit: Some(20),
+            ..ExecutionFilter::default()
+        })?;
+        if existing.iter().any(|e| e.revision == sha) {
+            return Ok(None);
+        }
+        let mut new =
+            pipeline::prepare(repo, app, None, sha, "push").map_err(|e| DaemonError::Prepare {
+                app: app.to_string(),
+                message: e.to_string(),
+            })?;
+        if let (Some(n), Some(trigger)) = (pull_request, new.trigger.as_object_mut()) {
+            trigger.insert("pullRequest".into(), n.into());
+        }
+        Ok(Some(self.store.create_execution(new)?))
+    }
+
+    /// Remembers that `sha` merges pull request `number` (from a `closed` delivery).
+    pub fn note_merge(&self, sha: &str, number: u64) {
+        let mut merged = lock(&self.merged);
+        if merged.len() > 10_000 {
+            merged.clear();
+        }
+        merged.insert(sha.to_string(), number);
+    }
+}

@@ -1,0 +1,732 @@
+//! The daemon end to end: a real Git repository with commits made during the test, fetched
+//! over a local path; Kubernetes API test servers for the three clusters of example-repo; the
+//! GitHub API test server, which checks every request body against the OpenAPI description and
+//! records calls; and webhook deliveries derived from GitHub's published payloads
+//! (`../shared/github/webhooks/`), re-signed with a test secret and sent over HTTP to the
+//! daemon's router.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bowline::cluster::ConnectOptions;
+use bowline::daemon::{CURSOR_KEY, Daemon, DaemonConfig, Reconciled, deploy_context};
+use bowline::forge::GitHub;
+use bowline::forge::client::RetryPolicy;
+use bowline::forge::webhook::sign;
+use bowline::pipeline::Services;
+use bowline::server::{self, ApiTokens};
+use bowline::source::git::{GitAuth, GitSource};
+use bowline::store::{ExecutionFilter, ExecutionStatus, SqliteStore, StageStatus, Store};
+use git2::{Repository, Signature};
+use github_api_test_server::{RateLimit, TestServer as GitHubServer};
+use kube_api_test_server::{TestServer as KubeServer, kubeconfig_for};
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"daemon test secret";
+const REPO: &str = "acme/shop-config";
+const API_TOKEN: &str = "0123456789abcdef-ci-token";
+const PR: u64 = 7;
+const SECRET_VALUE: &str = "hunter2-never-shown";
+
+const CONTEXTS: [&str; 3] = [
+    "gke_acme-shop_europe-west1_staging",
+    "gke_acme-shop_europe-west1_prod",
+    "gke_acme-shop_us-east1_prod",
+];
+
+fn shared(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/github/webhooks")
+        .join(name);
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("payload JSON")
+}
+
+/// Points a payload's repository at the config repository.
+fn retarget(payload: &mut Value) {
+    payload["repository"]["full_name"] = REPO.into();
+    payload["repository"]["name"] = "shop-config".into();
+    payload["repository"]["owner"]["login"] = "acme".into();
+}
+
+fn commit_all(repo: &Repository, reference: &str, message: &str, parent: Option<&str>) -> String {
+    let mut index = repo.index().expect("index");
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .expect("add");
+    index.update_all(["*"], None).expect("update");
+    index.write().expect("write index");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("tree");
+    let sig = Signature::now("Test", "test@example.com").expect("signature");
+    let parent = parent.map(|p| {
+        repo.find_commit(git2::Oid::from_str(p).expect("oid"))
+            .expect("parent")
+    });
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some(reference), &sig, &sig, message, &tree, &parents)
+        .expect("commit")
+        .to_string()
+}
+
+struct World {
+    work: tempfile::TempDir,
+    git: Repository,
+    _kube: Vec<KubeServer>,
+    kube: Vec<KubeServer>,
+    github: GitHubServer,
+    daemon: Arc<Daemon>,
+    url: String,
+    http: reqwest::Client,
+    state: tempfile::TempDir,
+}
+
+impl World {
+    fn edit(&self, relative: &str, from: &str, to: &str) {
+        let path = self.work.path().join(relative);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{relative} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    }
+
+    async fn deliver(&self, event: &str, delivery: &str, payload: &Value) -> (u16, String) {
+        let body = serde_json::to_vec(payload).expect("payload");
+        let signature = sign(SECRET, &body);
+        self.deliver_signed(event, delivery, body, &signature).await
+    }
+
+    async fn deliver_signed(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: Vec<u8>,
+        signature: &str,
+    ) -> (u16, String) {
+        let response = self
+            .http
+            .post(format!("{}/webhooks/github", self.url))
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", signature)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("delivery");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    fn pull_request(&self, action: &str, head: &str) -> Value {
+        let file = if action == "closed" {
+            "pull_request.closed.octokit.json"
+        } else {
+            "pull_request.opened.octokit.json"
+        };
+        let mut p = shared(file);
+        retarget(&mut p);
+        p["action"] = action.into();
+        p["number"] = PR.into();
+        p["pull_request"]["number"] = PR.into();
+        p["pull_request"]["head"]["sha"] = head.into();
+        p["pull_request"]["base"]["ref"] = "main".into();
+        p
+    }
+
+    fn comment(&self, author: &str, body: &str) -> Value {
+        let mut p = shared("issue_comment.created.on-pr.octocrab-pr811.json");
+        retarget(&mut p);
+        p["issue"]["number"] = PR.into();
+        p["comment"]["body"] = body.into();
+        p["comment"]["user"]["login"] = author.into();
+        p["sender"]["login"] = author.into();
+        p
+    }
+
+    fn plan_statuses(&self, sha: &str) -> Vec<(String, String)> {
+        self.github
+            .statuses(REPO, sha)
+            .into_iter()
+            .filter(|s| s.context == "bowline/plan")
+            .map(|s| (s.state, s.description.unwrap_or_default()))
+            .collect()
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.state.path().join("bowline.db")).expect("store")
+    }
+
+    async fn api(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("api");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// example-repo with only inventory-worker automated, a 1 s soak, `maria` as its approver.
+fn prepare_repo(dir: &Path) {
+    common::copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo"),
+        dir,
+        &[],
+    );
+    let edit = |relative: &str, from: &str, to: &str| {
+        let path = dir.join(relative);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{relative} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    };
+    edit(
+        "apps/inventory-worker/app.yaml",
+        "  pipeline:\n    template: rolling-release",
+        "  approvers: [maria]\n  pipeline:\n    template: rolling-release\n    variables:\n      soakTime: 1s",
+    );
+    let checkout = dir.join("apps/checkout-api/app.yaml");
+    let mut text = std::fs::read_to_string(&checkout).expect("read");
+    text.push_str("  syncPolicy:\n    automated: false\n");
+    std::fs::write(&checkout, text).expect("write");
+    edit(
+        "apps/storefront-web/app.yaml",
+        "  syncPolicy:\n    prune: false",
+        "  syncPolicy:\n    prune: false\n    automated: false",
+    );
+}
+
+async fn start() -> (World, String) {
+    let work = tempfile::tempdir().expect("work dir");
+    prepare_repo(work.path());
+    let git = Repository::init(work.path()).expect("init");
+    git.set_head("refs/heads/main").expect("head");
+    let first = commit_all(&git, "refs/heads/main", "initial", None);
+
+    let kube: Vec<KubeServer> = CONTEXTS.iter().map(|_| KubeServer::start()).collect();
+    kube[0].create(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-staging"}}),
+    );
+    for k in &kube[1..] {
+        k.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let kubeconfig = state.path().join("kubeconfig.yaml");
+    let pairs: Vec<(&str, &KubeServer)> = CONTEXTS.iter().copied().zip(kube.iter()).collect();
+    std::fs::write(&kubeconfig, kubeconfig_for(&pairs)).expect("kubeconfig");
+
+    let github = GitHubServer::start();
+    github.set_permission("maria", "write");
+    github.set_permission("mallory", "read");
+    let client = GitHub::with_retry(
+        &github.url(),
+        "ghs_test_token".into(),
+        RetryPolicy {
+            min_backoff: Duration::from_millis(5),
+            max_rate_limit_wait: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        },
+    )
+    .expect("client");
+
+    let connect = ConnectOptions {
+        kubeconfig: Some(kubeconfig),
+        timeout: Duration::from_secs(5),
+        ..ConnectOptions::default()
+    };
+    let mut services = Services::new(connect.clone());
+    services.poll = Duration::from_millis(50);
+    services.retry_delay = Duration::from_millis(50);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&state.path().join("bowline.db")).expect("store"));
+    let mirror = state.path().join("mirror");
+    let remote = work.path().to_str().expect("utf-8").to_string();
+    // A daemon that already reconciled the initial commit before a restart.
+    GitSource::open(&remote, "main", &mirror, GitAuth::default())
+        .expect("mirror")
+        .fetch()
+        .expect("fetch");
+    store.set_meta(CURSOR_KEY, &first).expect("cursor");
+    let source = GitSource::open(&remote, "main", &mirror, GitAuth::default()).expect("source");
+    let config = DaemonConfig {
+        // Only webhooks wake the poll loop in this test.
+        poll_interval: Duration::from_secs(3600),
+        drift_interval: None,
+        public_url: Some("https://bowline.example.com".into()),
+        connect,
+        ..DaemonConfig::default()
+    };
+    let daemon = Daemon::new(
+        config,
+        source,
+        store,
+        services,
+        Some(client),
+        Some(SECRET.to_vec()),
+    )
+    .expect("daemon");
+    assert_eq!(
+        daemon.source_state().last_good.as_deref(),
+        Some(first.as_str())
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let router = server::router(daemon.clone(), tokens);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    tokio::spawn(daemon.clone().poll_loop());
+    let world = World {
+        work,
+        git,
+        _kube: Vec::new(),
+        kube,
+        github,
+        daemon,
+        url,
+        http: reqwest::Client::new(),
+        state,
+    };
+    (world, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_merge_chatops_and_drift() {
+    let (w, first) = start().await;
+
+    // Ping, forged and unsigned deliveries.
+    let (code, body) = w
+        .deliver("ping", "d-ping", &shared("ping.repo-hook.octokit.json"))
+        .await;
+    assert_eq!((code, body.trim()), (200, "pong"));
+    let calls_before = w.github.calls().len();
+    let forged = serde_json::to_vec(&w.pull_request("opened", &first)).expect("json");
+    let (code, _) = w
+        .deliver_signed(
+            "pull_request",
+            "d-forged",
+            forged.clone(),
+            &sign(b"wrong secret", &forged),
+        )
+        .await;
+    assert_eq!(code, 401);
+    let (code, _) = w
+        .deliver_signed("pull_request", "d-unsigned", forged, "")
+        .await;
+    assert_eq!(code, 401);
+
+    // The pull request: a new image tag and a Secret whose value must never be shown.
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.32.0\"",
+    );
+    std::fs::write(
+        w.work.path().join("apps/inventory-worker/manifests/secret.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: worker-credentials\nstringData:\n  password: {SECRET_VALUE}\n"),
+    )
+    .expect("secret");
+    let head = commit_all(&w.git, "refs/pull/7/head", "bump worker", Some(&first));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        w.github.calls().len(),
+        calls_before,
+        "forged deliveries did nothing"
+    );
+
+    // GitHub fails once and rate-limits once: both are retried.
+    w.github.fail_next(Some("POST"), "/statuses/", 502, 1);
+    w.github.rate_limit_next(
+        "/comments",
+        RateLimit::TooMany {
+            retry_after_secs: 1,
+        },
+        1,
+    );
+    let (code, _) = w
+        .deliver("pull_request", "d-open", &w.pull_request("opened", &head))
+        .await;
+    assert_eq!(code, 202);
+    eventually("the plan status", Duration::from_secs(30), || {
+        w.plan_statuses(&head).iter().any(|(s, _)| s != "pending")
+    })
+    .await;
+    let statuses = w.plan_statuses(&head);
+    assert_eq!(statuses.first().map(|s| s.0.as_str()), Some("pending"));
+    assert_eq!(
+        statuses.last().map(|s| s.0.as_str()),
+        Some("success"),
+        "{statuses:?}"
+    );
+    let comments = w.github.comments(REPO, PR);
+    assert_eq!(comments.len(), 1, "one sticky comment");
+    let first_comment = comments[0].id;
+    let comment = &comments[0].body;
+    assert!(comment.starts_with("<!-- bowline:plan -->"), "{comment}");
+    assert!(
+        comment.contains("1 application affected: `inventory-worker`"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("| inventory-worker | staging | staging-eu-west-1 |"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("| inventory-worker | production | prod-us-east-1 |"),
+        "{comment}"
+    );
+    assert!(
+        !comment.contains("checkout-api"),
+        "unaffected apps are left out: {comment}"
+    );
+    assert!(
+        comment.contains("ghcr.io/acme/inventory-worker:0.32.0"),
+        "{comment}"
+    );
+    assert!(comment.contains("worker-credentials"), "{comment}");
+    assert!(
+        !comment.contains(SECRET_VALUE),
+        "Secret values are masked: {comment}"
+    );
+    assert!(
+        w.github
+            .calls()
+            .iter()
+            .all(|c| c.validation_errors.is_empty())
+    );
+
+    // A duplicate delivery changes nothing.
+    let calls = w.github.calls().len();
+    let (code, body) = w
+        .deliver("pull_request", "d-open", &w.pull_request("opened", &head))
+        .await;
+    assert_eq!((code, body.trim()), (200, "duplicate delivery ignored"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.github.calls().len(), calls);
+
+    // Synchronize: the same comment is updated in place.
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.32.0\"",
+        "tag: \"0.32.1\"",
+    );
+    let head2 = commit_all(&w.git, "refs/pull/7/head", "bump again", Some(&head));
+    let (code, _) = w
+        .deliver(
+            "pull_request",
+            "d-sync",
+            &w.pull_request("synchronize", &head2),
+        )
+        .await;
+    assert_eq!(code, 202);
+    eventually("the second plan", Duration::from_secs(30), || {
+        w.plan_statuses(&head2).iter().any(|(s, _)| s != "pending")
+    })
+    .await;
+    let comments = w.github.comments(REPO, PR);
+    assert_eq!(comments.len(), 1, "still one comment");
+    assert!(
+        comments[0].body.contains("inventory-worker:0.32.1"),
+        "{}",
+        comments[0].body
+    );
+    assert_eq!(comments[0].id, first_comment, "the same comment");
+    assert_eq!(w.github.calls_to("issues/update-comment").len(), 1);
+
+    // Merge: the merge commit reaches main; the closed delivery triggers the fetch.
+    let merge = commit_all(
+        &w.git,
+        "refs/heads/main",
+        "Merge pull request #7 from acme/bump-worker\n\nbump worker",
+        Some(&first),
+    );
+    let mut closed = w.pull_request("closed", &head2);
+    closed["pull_request"]["merged"] = true.into();
+    closed["pull_request"]["merge_commit_sha"] = merge.clone().into();
+    let (code, _) = w.deliver("pull_request", "d-merge", &closed).await;
+    assert_eq!(code, 202);
+    let store = w.store();
+    let waiting = || {
+        let list = store.executions(&ExecutionFilter::default()).expect("list");
+        let e = list.first()?;
+        let stages = store.stages(&e.id).expect("stages");
+        stages
+            .iter()
+            .any(|s| s.name == "approve-production" && s.status == StageStatus::Waiting)
+            .then(|| e.clone())
+    };
+    eventually(
+        "the execution to wait for approval",
+        Duration::from_secs(60),
+        || waiting().is_some(),
+    )
+    .await;
+    let execution = waiting().expect("waiting execution");
+    assert_eq!(execution.app, "inventory-worker");
+    assert_eq!(execution.revision, merge);
+    assert_eq!(execution.trigger["pullRequest"], json!(PR));
+    assert_eq!(
+        store
+            .executions(&ExecutionFilter::default())
+            .expect("list")
+            .len(),
+        1,
+        "only the automated app"
+    );
+    let deploy: Vec<_> = w
+        .github
+        .statuses(REPO, &merge)
+        .into_iter()
+        .filter(|s| s.context == deploy_context("inventory-worker"))
+        .collect();
+    assert!(deploy.iter().all(|s| s.state == "pending"), "{deploy:?}");
+    assert!(
+        deploy.iter().any(|s| s
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("approve-production: awaiting judgment")),
+        "{deploy:?}"
+    );
+    assert_eq!(
+        deploy[0].target_url.as_deref(),
+        Some(
+            format!(
+                "https://bowline.example.com/api/v1/executions/{}",
+                execution.id
+            )
+            .as_str()
+        )
+    );
+
+    // ChatOps from someone who is not an approver: refused with a reply.
+    let (code, _) = w
+        .deliver(
+            "issue_comment",
+            "d-c1",
+            &w.comment("mallory", "/bowline approve"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    eventually("the refusal", Duration::from_secs(10), || {
+        w.github.comments(REPO, PR).len() == 2
+    })
+    .await;
+    let refusal = &w.github.comments(REPO, PR)[1].body;
+    assert!(
+        refusal.starts_with("@mallory you are not allowed"),
+        "{refusal}"
+    );
+    assert!(
+        store
+            .judgment(&execution.id, "approve-production")
+            .expect("judgment")
+            .is_none()
+    );
+
+    // From the approver: the judgment resumes the pipeline to production.
+    let (code, _) = w
+        .deliver(
+            "issue_comment",
+            "d-c2",
+            &w.comment("maria", "/bowline approve"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    eventually("the execution to succeed", Duration::from_secs(60), || {
+        store.execution(&execution.id).map(|e| e.status).ok() == Some(ExecutionStatus::Succeeded)
+    })
+    .await;
+    let reply = &w.github.comments(REPO, PR)[2].body;
+    assert!(
+        reply.contains("approved \"approve-production\" of `inventory-worker`"),
+        "{reply}"
+    );
+    let judgment = store
+        .judgment(&execution.id, "approve-production")
+        .expect("read")
+        .expect("one");
+    assert_eq!(judgment.user, "maria");
+    eventually("the success status", Duration::from_secs(10), || {
+        w.github
+            .statuses(REPO, &merge)
+            .iter()
+            .any(|s| s.context == deploy_context("inventory-worker") && s.state == "success")
+    })
+    .await;
+    let image = |k: &KubeServer, namespace: &str| {
+        k.get("apps/v1", "Deployment", Some(namespace), "inventory-worker")
+            .expect("deployed")["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    assert_eq!(
+        image(&w.kube[0], "shop-staging"),
+        json!("ghcr.io/acme/inventory-worker:0.32.1")
+    );
+    for k in &w.kube[1..] {
+        // Production pins its own tag in app.yaml.
+        assert_eq!(
+            image(k, "shop"),
+            json!("ghcr.io/acme/inventory-worker:0.31.3")
+        );
+    }
+
+    // The API needs a token.
+    let (code, _) = w.api("/api/v1/executions", None).await;
+    assert_eq!(code, 401);
+    let (code, list) = w.api("/api/v1/executions", Some(API_TOKEN)).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["executions"][0]["id"], json!(execution.id));
+    assert_eq!(list["executions"][0]["pullRequest"], json!(PR));
+    let (code, one) = w
+        .api(
+            &format!("/api/v1/executions/{}", execution.id),
+            Some(API_TOKEN),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert!(
+        !one.to_string().contains(SECRET_VALUE),
+        "the API never shows Secret values"
+    );
+    let (code, _) = w.api("/healthz", None).await;
+    assert_eq!(code, 200);
+
+    // Drift: none after the deploy; a hand edit in staging is found and corrected (selfHeal).
+    let report = w.daemon.check_drift().await;
+    let drift = &report["inventory-worker"];
+    assert_eq!(drift.len(), 3, "{drift:?}");
+    assert!(
+        drift
+            .iter()
+            .all(|d| d.out_of_sync == 0 && d.error.is_none()),
+        "{drift:?}"
+    );
+    w.kube[0].patch_as(
+        "kubectl-edit",
+        "v1",
+        "ConfigMap",
+        Some("shop-staging"),
+        "inventory-worker",
+        json!({"data": {"WORKER_CONCURRENCY": "64"}}),
+    );
+    let report = w.daemon.check_drift().await;
+    let staging = report["inventory-worker"]
+        .iter()
+        .find(|d| d.environment == "staging")
+        .expect("staging");
+    assert_eq!(staging.out_of_sync, 1, "{staging:?}");
+    assert_eq!(
+        staging.objects,
+        vec!["v1 ConfigMap shop-staging/inventory-worker".to_string()]
+    );
+    assert!(staging.healed, "{staging:?}");
+    let cm = w.kube[0]
+        .get("v1", "ConfigMap", Some("shop-staging"), "inventory-worker")
+        .expect("cm");
+    assert_eq!(cm["data"]["WORKER_CONCURRENCY"], json!("2"));
+    let metrics = w
+        .http
+        .get(format!("{}/metrics", w.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("bowline_executions{status=\"SUCCEEDED\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bowline_webhook_deliveries_total{result=\"bad_signature\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bowline_webhook_deliveries_total{result=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("bowline_drift_objects{app=\"inventory-worker\",cluster=\"staging-eu-west-1\",environment=\"staging\"} 0"), "{metrics}");
+
+    // The remote goes away: the last good commit is kept and the failure is visible.
+    let moved = w.work.path().with_extension("gone");
+    std::fs::rename(w.work.path(), &moved).expect("move the remote away");
+    let failed = w.daemon.reconcile_branch().await;
+    std::fs::rename(&moved, w.work.path()).expect("move it back");
+    assert!(failed.is_err(), "{failed:?}");
+    let state = w.daemon.source_state();
+    assert_eq!(state.last_good.as_deref(), Some(merge.as_str()));
+    assert!(state.last_error.is_some());
+    let (code, ready) = w.api("/readyz", None).await;
+    assert_eq!(code, 200, "still serving the last good commit");
+    assert_eq!(ready["source"]["lastGood"], json!(merge));
+    assert_eq!(ready["source"]["failures"], json!(1));
+    assert_eq!(
+        w.daemon.reconcile_branch().await.expect("back"),
+        Reconciled::Unchanged
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_changes_no_app_starts_nothing_and_a_bad_commit_is_refused() {
+    let (w, first) = start().await;
+    std::fs::write(w.work.path().join("README.md"), "notes\n").expect("readme");
+    let readme = commit_all(&w.git, "refs/heads/main", "docs", Some(&first));
+    assert_eq!(
+        w.daemon.reconcile_branch().await.expect("reconcile"),
+        Reconciled::NoAppChanged {
+            commit: readme.clone()
+        }
+    );
+    assert_eq!(
+        w.store().meta(CURSOR_KEY).expect("cursor").as_deref(),
+        Some(readme.as_str())
+    );
+
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: [not, a, tag]",
+    );
+    let bad = commit_all(&w.git, "refs/heads/main", "broken", Some(&readme));
+    let err = w.daemon.reconcile_branch().await.expect_err("refused");
+    let message = err.to_string();
+    assert!(message.contains(&format!("commit {bad}")), "{message}");
+    assert!(
+        message.contains("apps/inventory-worker/app.yaml:"),
+        "{message}"
+    );
+    assert_eq!(
+        w.daemon.source_state().last_good.as_deref(),
+        Some(readme.as_str())
+    );
+    assert!(
+        w.store()
+            .executions(&ExecutionFilter::default())
+            .expect("list")
+            .is_empty()
+    );
+    let failure = w.github.statuses(REPO, &bad);
+    assert_eq!(failure.len(), 1, "{failure:?}");
+    assert_eq!(
+        (failure[0].context.as_str(), failure[0].state.as_str()),
+        ("bowline/plan", "failure")
+    );
+}
