@@ -94,7 +94,7 @@ fn pair(i: usize, changed: bool) -> (Value, Value) {
 }
 
 fn bench_diff(c: &mut Criterion) {
-    let pairs: Vec<(Value, Value)> = (0..PAIRS).map(|i| pair(i, i % 10 == 0)).collect();
+    let pairs: Vec<(Value, Value)> = (0..PAIRS).map(|i| pair(i, (i / 4) % 10 == 0)).collect();
     let options = DiffOptions::default();
     let mut group = c.benchmark_group("diff");
     group.throughput(Throughput::Elements(PAIRS as u64));

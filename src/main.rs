@@ -169,7 +169,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             clusters,
             format,
             exit_code,
-        } => cli::live::plan(repo, clusters, format, exit_code),
+        } => match cli::live::plan(repo, clusters, format, exit_code) {
+            // With --exit-code, 2 means "changes pending": a plan that cannot run is 1.
+            Err(e) if exit_code => {
+                eprintln!("bowline: {e:#}");
+                Ok(ExitCode::from(1))
+            }
+            result => result,
+        },
         Command::Run(args) => {
             let RunArgs {
                 repo,

@@ -537,3 +537,28 @@ fn plan_without_any_cluster_says_so_first() {
     );
     let _ = (&world.prod_eu, &world.prod_us);
 }
+
+#[test]
+fn plan_that_cannot_run_exits_1_with_exit_code_and_2_without() {
+    let missing = std::env::temp_dir().join("bowline-no-such-repo-for-plan");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bowline"))
+            .arg("plan")
+            .args(extra)
+            .arg(&missing)
+            .env_remove("KUBECONFIG")
+            .env_remove("BOWLINE_KUBECONFIG")
+            .output()
+            .expect("runs")
+    };
+    // `--exit-code` keeps 2 for "changes pending", so an error must not look like one.
+    let detailed = run(&["--exit-code"]);
+    assert_eq!(detailed.status.code(), Some(1), "{}", text(&detailed));
+    assert!(
+        String::from_utf8_lossy(&detailed.stderr).contains("bowline-no-such-repo-for-plan"),
+        "{}",
+        text(&detailed)
+    );
+    let plain = run(&[]);
+    assert_eq!(plain.status.code(), Some(2), "{}", text(&plain));
+}

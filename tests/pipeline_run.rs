@@ -382,6 +382,41 @@ spec:
       when: failure()
 ";
 
+/// Switches, then a post-switch check fails: the rollback routes traffic back.
+const BLUE_GREEN_VERIFY: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: bg
+spec:
+  parameters:
+    - name: previewService
+      type: string
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: blueGreen
+      blueGreen:
+        previewService: \"{{ parameters.previewService }}\"
+        scaleDownDelay: 1s
+    - name: switch
+      type: promote
+      environment: staging
+      dependsOn: [deploy-staging]
+    - name: verify
+      type: checkPreconditions
+      environment: staging
+      dependsOn: [switch]
+      preconditions:
+        - expression: \"false\"
+          message: error budget burnt after the switch
+    - name: rollback
+      type: rollback
+      environment: staging
+      dependsOn: [verify]
+      when: failure()
+";
+
 fn selector_revision(world: &World, service: &str) -> Option<String> {
     world
         .staging
@@ -468,6 +503,39 @@ fn blue_green_switches_scales_down_the_old_revision_and_rolls_back() {
         .find(|s| s.name == "rollback")
         .expect("rollback");
     assert_eq!(rollback.status, StageStatus::Succeeded, "{rollback:?}");
+
+    // After a switch, a failing check rolls back: traffic returns to rev2 (scaled up again
+    // after its keep-alive window), and rev4 is scaled away.
+    world.write("pipelines/bg.yaml", BLUE_GREEN_VERIFY);
+    let mut c = world.command(&[
+        "run",
+        "--app",
+        "storefront-web",
+        "--env",
+        "staging",
+        "--revision",
+        "rev4",
+    ]);
+    c.arg(world.repo.path())
+        .arg("--kubeconfig")
+        .arg(&world.kubeconfig);
+    let fourth = c.output().expect("runs");
+    assert_eq!(fourth.status.code(), Some(1), "{}", text(&fourth));
+    assert_eq!(
+        selector_revision(&world, "storefront-web").as_deref(),
+        Some("rev2"),
+        "{}",
+        text(&fourth)
+    );
+    assert_eq!(replicas(&world, "storefront-web-rev4"), Some(0));
+    assert!(replicas(&world, "storefront-web-rev2").is_some_and(|r| r > 0));
+    let stages = world.store().stages(&world.latest()).expect("stages");
+    let rollback = stages
+        .iter()
+        .find(|s| s.name == "rollback")
+        .expect("rollback");
+    assert_eq!(rollback.status, StageStatus::Succeeded, "{rollback:?}");
+    assert_eq!(rollback.outputs["restored"], "rev2", "{rollback:?}");
 }
 
 #[test]

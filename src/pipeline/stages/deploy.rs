@@ -354,12 +354,21 @@ async fn deploy_blue_green(
         wait_healthy(run, &connected, &versioned).await?;
         run.note(&format!("{}: revision {revision} is healthy", cluster.name));
     }
-    run.checkpoint(
-        json!({"blueGreen": {"revision": revision, "switched": false,
-        "scaleDownDelay": settings.scale_down_delay.map(|d| d.0.as_secs()).unwrap_or(30)}}),
-    )?;
+    let delay = settings
+        .scale_down_delay
+        .map(|d| d.0.as_secs())
+        .unwrap_or(30);
+    if run.state.outputs["blueGreen"]["revision"] != json!(revision) {
+        run.checkpoint(
+            json!({"blueGreen": {"revision": revision, "switched": false,
+            "scaleDownDelay": delay, "settings": settings}}),
+        )?;
+    }
     if settings.auto_promote {
-        switch_services(run, objects, &revision, &settings).await?;
+        if run.state.outputs["blueGreen"]["switched"] != json!(true) {
+            switch_services(run, objects, &revision, &settings).await?;
+        }
+        scale_down_previous(run, objects, &revision, Duration::from_secs(delay)).await?;
     }
     Ok(run.state.outputs.clone())
 }
@@ -511,19 +520,13 @@ pub(super) async fn promote(run: &mut StageRun) -> StageResult {
                     .as_u64()
                     .unwrap_or(30),
             );
-            let previous = run.state.outputs["blueGreen"]["previous"]
-                .as_str()
-                .map(str::to_string);
-            if let Some(previous) = previous.filter(|p| *p != revision) {
-                run.note(&format!(
-                    "keeping revision {previous} for {}s for an instant rollback",
-                    delay.as_secs()
-                ));
-                tokio::time::sleep(delay).await;
-                scale_revision(run, &objects, &previous, 0).await?;
-            }
+            scale_down_previous(run, &objects, &revision, delay).await?;
             record_applied(run, &objects)?;
-            Ok(json!({"promoted": "blueGreen", "revision": revision}))
+            // The switch is part of this stage's result, so that a later rollback stage
+            // can route back.
+            let mut switched = run.state.outputs["blueGreen"].clone();
+            switched["switched"] = json!(true);
+            Ok(json!({"promoted": "blueGreen", "revision": revision, "blueGreen": switched}))
         }
         _ => {
             run.note("rolling deploys are live once healthy: nothing to promote");
@@ -556,6 +559,58 @@ fn record_applied(run: &StageRun, objects: &[Value]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// After a switch to `revision`: keeps the previous revision running for `delay` (the window
+/// of an instant rollback), then scales it to zero. Once done, it is checkpointed and not
+/// repeated on resume.
+async fn scale_down_previous(
+    run: &mut StageRun,
+    objects: &[Value],
+    revision: &str,
+    delay: Duration,
+) -> Result<(), String> {
+    let previous = run.state.outputs["blueGreen"]["previous"]
+        .as_str()
+        .map(str::to_string);
+    let Some(previous) = previous.filter(|p| *p != revision) else {
+        return Ok(());
+    };
+    if run.state.outputs.get("previousScaledDown") == Some(&json!(true)) {
+        return Ok(());
+    }
+    run.note(&format!(
+        "keeping revision {previous} for {}s for an instant rollback",
+        delay.as_secs()
+    ));
+    tokio::time::sleep(delay).await;
+    scale_revision(run, objects, &previous, 0).await?;
+    run.checkpoint(json!({"previousScaledDown": true}))
+}
+
+/// The blue/green switch of this stage's environment in the same execution, if one
+/// happened: (new revision, previous revision, settings), from the deploy stage
+/// (`autoPromote`) or the promote stage.
+fn blue_green_switch(run: &StageRun) -> Result<Option<(String, Option<String>, Value)>, String> {
+    let states = run
+        .engine
+        .store
+        .stages(&run.execution)
+        .map_err(|e| e.to_string())?;
+    Ok(states
+        .into_iter()
+        .filter(|s| s.environment == run.stage.environment)
+        .filter(|s| matches!(s.stage_type.as_str(), "deploy" | "promote"))
+        .map(|s| s.outputs["blueGreen"].clone())
+        .filter(|bg| bg["switched"] == json!(true))
+        .last()
+        .map(|bg| {
+            (
+                bg["revision"].as_str().unwrap_or_default().to_string(),
+                bg["previous"].as_str().map(str::to_string),
+                bg["settings"].clone(),
+            )
+        }))
 }
 
 async fn scale_revision(
@@ -596,6 +651,28 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
             delete_canary_workloads(run, &outputs).await?;
             run.note("production was not changed by the canary");
             Ok(json!({"rolledBack": "canary"}))
+        }
+        Some((strategy, _)) if strategy == "blueGreen" && blue_green_switch(run)?.is_some() => {
+            // Instant rollback: route back to the previous revision (scaled up again if its
+            // keep-alive window had passed), then scale the new one down.
+            let Some((revision, previous, settings)) = blue_green_switch(run)? else {
+                return Err("blue/green switch disappeared".into());
+            };
+            let previous = previous.ok_or_else(|| {
+                format!(
+                    "revision {revision} was the first one: no previous revision to route back to"
+                )
+            })?;
+            let settings: crate::config::BlueGreenSettings =
+                serde_json::from_value(settings).unwrap_or_default();
+            for d in objects.iter().filter(|o| is_deployment(o)) {
+                let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+                scale_revision(run, std::slice::from_ref(d), &previous, replicas).await?;
+            }
+            switch_services(run, &objects, &previous, &settings).await?;
+            scale_revision(run, &objects, &revision, 0).await?;
+            run.note(&format!("routed back to revision {previous}"));
+            Ok(json!({"rolledBack": "blueGreen", "revision": revision, "restored": previous}))
         }
         Some((strategy, outputs))
             if strategy == "blueGreen" && outputs["blueGreen"]["switched"] != json!(true) =>
