@@ -602,8 +602,7 @@ fn blue_green_switch(run: &StageRun) -> Result<Option<(String, Option<String>, V
         .filter(|s| s.environment == run.stage.environment)
         .filter(|s| matches!(s.stage_type.as_str(), "deploy" | "promote"))
         .map(|s| s.outputs["blueGreen"].clone())
-        .filter(|bg| bg["switched"] == json!(true))
-        .last()
+        .rfind(|bg| bg["switched"] == json!(true))
         .map(|bg| {
             (
                 bg["revision"].as_str().unwrap_or_default().to_string(),
