@@ -456,6 +456,9 @@ async fn run() -> Result<(), Error> {
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, _) = memory(pid);
+    println!("RSS 3 s after the run: {:.1} MB", rss as f64 / 1024.0);
     println!("targets: first status p99 < 100 ms, no-op commit < 50 ms, idle RSS < 60 MB");
     drop(daemon);
     drop(kube);

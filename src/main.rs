@@ -2,6 +2,13 @@
 
 mod cli;
 
+/// jemalloc returns freed memory to the kernel (see `.cargo/config.toml` for its settings), so
+/// a long-running daemon's RSS follows what it holds instead of its peak; glibc's malloc
+/// keeps the pages of a large burst, such as a pull request planned over a big repository.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};

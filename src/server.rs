@@ -352,6 +352,8 @@ fn store_error(id: &str, e: StoreError) -> Response {
         StoreError::NoExecution(_) => {
             error_json(StatusCode::NOT_FOUND, format!("no execution {id}"))
         }
+        e @ StoreError::NoStage { .. } => error_json(StatusCode::NOT_FOUND, e),
+        e @ StoreError::Conflict(_) => error_json(StatusCode::CONFLICT, e),
         other => error_json(StatusCode::INTERNAL_SERVER_ERROR, other),
     }
 }
@@ -411,6 +413,9 @@ async fn judgment(
         Err(e) => return error_json(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
     let store = state.daemon.store();
+    if let Err(e) = store.execution(&id) {
+        return store_error(&id, e);
+    }
     let stages = match store.stages(&id) {
         Ok(s) => s,
         Err(e) => return store_error(&id, e),

@@ -162,6 +162,19 @@ impl World {
         SqliteStore::open(&self.state.path().join("bowline.db")).expect("store")
     }
 
+    async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(API_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("api");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     async fn api(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(format!("{}{path}", self.url));
         if let Some(t) = token {
@@ -606,6 +619,27 @@ async fn pull_request_merge_chatops_and_drift() {
         !one.to_string().contains(SECRET_VALUE),
         "the API never shows Secret values"
     );
+    // A finished execution cannot be canceled; an unknown one cannot be judged.
+    let (code, body) = w
+        .api_post(
+            &format!("/api/v1/executions/{}/cancel", execution.id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already SUCCEEDED")),
+        "{body}"
+    );
+    let (code, body) = w
+        .api_post(
+            "/api/v1/executions/01NOSUCHEXECUTION/judgment",
+            json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
     let (code, _) = w.api("/healthz", None).await;
     assert_eq!(code, 200);
 

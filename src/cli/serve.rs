@@ -84,7 +84,7 @@ pub struct ServeArgs {
     pub stage_poll: Duration,
     /// Longest wait on shutdown for running executions before they are stopped (they
     /// resume on the next start).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "BOWLINE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
 }
 
