@@ -115,6 +115,10 @@ fn objects() -> Vec<RenderedObject> {
 
 fn bench(c: &mut Criterion) {
     let policies = PolicySet::builtin().expect("built-in policies compile");
+    assert!(
+        policies.uses_bytecode(),
+        "built-in policies compile to bytecode"
+    );
     let app: Application = serde_json::from_value(json!({
         "metadata": {"name": "shop"},
         "spec": {"image": {"repository": "ghcr.io/acme/api", "tag": "1.0.0"}, "environments": {"production": null}},

@@ -1,13 +1,14 @@
 //! Every built-in policy, proven with passing and failing cases and the exact diagnostics
 //! (see `tests/fixtures/policy/README.md` for the case format), plus the exception
-//! annotation.
+//! annotation; the bytecode and the interpreter agreeing, and the interpreter taking over
+//! where the bytecode cannot run.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use bowline::config::yaml::parse_stream;
 use bowline::config::{Application, Environment, Stage};
-use bowline::policy::{PolicyReport, PolicySet, PolicySeverity, Target};
+use bowline::policy::{PolicyReport, PolicySet, PolicySeverity, PolicySource, Target};
 use bowline::render::{RenderedObject, order};
 use serde_json::{Value, json};
 
@@ -259,6 +260,10 @@ fn annotated(annotations: Value) -> Vec<RenderedObject> {
 
 fn evaluate_production(objects: &[RenderedObject]) -> PolicyReport {
     let policies = PolicySet::builtin().expect("built-in policies compile");
+    evaluate_production_with(&policies, objects)
+}
+
+fn evaluate_production_with(policies: &PolicySet, objects: &[RenderedObject]) -> PolicyReport {
     let app = app();
     let env = environment("production");
     let stages = gated_pipeline();
@@ -322,4 +327,107 @@ fn an_exception_naming_no_policy_is_a_warning() {
         ]
     );
     assert_eq!(report.results.len(), 2);
+}
+
+/// Every case file under the built-in fixtures, sorted.
+fn all_cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = fs::read_dir(builtin_dir())
+        .expect("fixture directory")
+        .flat_map(|dir| fs::read_dir(dir.expect("entry").path()).expect("policy directory"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn bytecode_and_interpreter_agree_on_every_case() {
+    let bytecode = PolicySet::builtin().expect("built-in policies compile");
+    assert!(bytecode.uses_bytecode(), "{bytecode:?}");
+    let interpreted = bytecode.interpreted();
+    assert!(!interpreted.uses_bytecode());
+    let cases = all_cases();
+    assert!(cases.len() >= 18, "{cases:?}");
+    for case in &cases {
+        let (compiled, _) = run_case(&bytecode, case);
+        let (walked, _) = run_case(&interpreted, case);
+        assert_eq!(compiled, walked, "{}", case.display());
+    }
+}
+
+/// The built-in policies plus one repository policy `policies/<name>.rego` holding `text`.
+fn with_repository_policy(name: &str, text: &str) -> PolicySet {
+    let (set, problems) = bowline::policy::load::with_repository(&[PolicySource {
+        file: format!("policies/{name}.rego"),
+        text: text.to_string(),
+    }])
+    .expect("built-in policies compile");
+    assert!(problems.is_empty(), "{problems:?}");
+    set
+}
+
+#[test]
+fn repository_policies_run_in_the_interpreter_beside_the_builtin_bytecode() {
+    // `with` is not supported by the bytecode compiler, and needs none.
+    let policies = with_repository_policy(
+        "with_input",
+        "package bowline.policies.with_input\n\nis_service if input.object.kind == \"Service\"\n\ndeny contains \"checked as a Service\" if {\n\tis_service with input.object.kind as \"Service\"\n\tinput.object.kind == \"Deployment\"\n}\n",
+    );
+    assert!(policies.uses_bytecode());
+    let report = evaluate_production_with(&policies, &annotated(json!({})));
+    let found: Vec<(&str, &str)> = report
+        .results
+        .iter()
+        .map(|r| (r.policy.as_str(), r.message.as_str()))
+        .collect();
+    assert!(
+        found.contains(&("with-input", "checked as a Service")),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 3, "{found:?}");
+}
+
+#[test]
+fn a_repository_policy_failing_at_run_time_is_reported_at_its_line() {
+    // Two values for one complete rule: an error at evaluation time only, which the bytecode
+    // would not report.
+    let policies = with_repository_policy(
+        "conflict",
+        "package bowline.policies.conflict\n\ndeny := \"one\" if input.object.kind == \"Deployment\"\n\ndeny := \"two\" if input.object.kind == \"Deployment\"\n",
+    );
+    assert!(policies.uses_bytecode());
+    let report = evaluate_production_with(&policies, &annotated(json!({})));
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems[0],
+        "policies/conflict.rego:5:1: error: policy \"conflict\" failed: rule conflicts with rule at policies/conflict.rego:3:1"
+    );
+    // The built-in policies still report on the object.
+    let policies: Vec<&str> = report.results.iter().map(|r| r.policy.as_str()).collect();
+    assert_eq!(policies, ["image-tag", "production-replicas"]);
+}
+
+#[test]
+fn repository_modules_may_not_take_the_builtin_packages() {
+    for package in [
+        "bowline.lib",
+        "bowline_internal.builtin",
+        "bowline_internal",
+    ] {
+        let (set, problems) = bowline::policy::load::with_repository(&[PolicySource {
+            file: "policies/helpers.rego".to_string(),
+            text: format!("package {package}\n\nextra := true\n"),
+        }])
+        .expect("built-in policies compile");
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [format!(
+                "policies/helpers.rego:1:1: error: invalid Rego policy: package {package} is reserved for bowline's built-in modules; choose another name"
+            )]
+        );
+        assert!(set.uses_bytecode());
+    }
 }

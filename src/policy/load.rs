@@ -100,7 +100,7 @@ pub fn with_repository(
             );
         }
     }
-    set.combine();
+    set.combine_repository();
     Ok((set, diagnostics))
 }
 

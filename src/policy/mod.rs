@@ -13,6 +13,12 @@
 //! pure function of the policies, the target and its objects. An object opts out of one policy
 //! with the annotation `bowline.dev/policy-exception.<policy-id>: "<reason>"`; every exception
 //! is listed in the [`PolicyReport`] so it stays visible.
+//!
+//! The built-in policies run as bytecode on regorus's virtual machine, compiled once per
+//! process; the tests hold its results to the interpreter's on every fixture. Repository
+//! policies run in regorus's interpreter, the reference for any Rego a team writes. Should the
+//! bytecode fail on an object, the interpreter evaluates it instead, and when a policy fails
+//! there too, each rule alone names the failing policy, file and line.
 
 pub mod builtin;
 pub mod input;
@@ -21,7 +27,12 @@ pub mod load;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::RegoVM;
 use serde::Serialize;
 
 use crate::config::instantiate::instantiate;
@@ -37,6 +48,10 @@ pub const POLICY_PACKAGE_PREFIX: &str = "data.bowline.policies.";
 pub const EXCEPTION_ANNOTATION_PREFIX: &str = "bowline.dev/policy-exception.";
 /// Longest time one evaluation of the policies on one object may take.
 pub const EVALUATION_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most bytecode instructions one evaluation on one object may execute (a Deployment with
+/// every built-in policy takes a few thousand); beyond it the interpreter takes over, bound by
+/// [`EVALUATION_TIME_LIMIT`].
+pub const EVALUATION_INSTRUCTION_LIMIT: usize = 10_000_000;
 
 /// How bad a policy result is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -95,19 +110,43 @@ pub struct PolicySource {
     pub text: String,
 }
 
-/// A compiled set of policies, ready to evaluate. Cloning is cheap (the compiled modules are
-/// shared).
-#[derive(Debug, Clone)]
+/// A compiled set of policies, ready to evaluate. Cloning is cheap (the compiled modules and
+/// the bytecode are shared).
+#[derive(Clone)]
 pub struct PolicySet {
     engine: regorus::Engine,
     policies: Vec<Policy>,
-    /// A generated rule gathering every policy's results in one evaluation (helpers such as
-    /// `bowline.lib.containers` are then computed once per object, not once per policy).
-    combined: Option<String>,
+    /// A generated rule gathering every built-in policy's results in one evaluation (helpers
+    /// such as `bowline.lib.containers` are then computed once per object, not once per
+    /// policy).
+    builtin_rule: Option<String>,
+    /// The same for the repository policies, when there are any.
+    repository_rule: Option<String>,
+    /// The built-in rule compiled to regorus's virtual machine bytecode, several times faster
+    /// than the tree-walking interpreter. Only the built-in policies run as bytecode: their
+    /// results are checked against the interpreter's by the tests, while the interpreter
+    /// stays the reference for the repository's own Rego (the bytecode differs from it in
+    /// corners, such as a complete rule with conflicting values, which it does not report).
+    program: Option<Arc<Program>>,
 }
 
-/// Package of the generated rule gathering all results.
-const COMBINED_PACKAGE: &str = "bowline_internal.evaluate";
+impl fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("policies", &self.policies)
+            .field("builtin_rule", &self.builtin_rule)
+            .field("repository_rule", &self.repository_rule)
+            .field("bytecode", &self.program.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Package of the generated rule gathering the built-in policies' results.
+const BUILTIN_RESULTS_PACKAGE: &str = "bowline_internal.builtin";
+/// Package of the generated rule gathering the repository policies' results.
+const REPOSITORY_RESULTS_PACKAGE: &str = "bowline_internal.repository";
+/// Packages reserved to bowline: the built-in helpers and the generated rules.
+const RESERVED_PACKAGES: &[&str] = &["data.bowline.lib", "data.bowline_internal"];
 
 /// One finding of one policy on one rendered object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -285,17 +324,18 @@ pub struct Target<'a> {
 impl PolicySet {
     /// The built-in policies only.
     pub fn builtin() -> Result<PolicySet, PolicyError> {
-        let mut set = Self::builtin_modules()?;
-        set.combine();
-        Ok(set)
+        Self::builtin_modules()
     }
 
-    /// The built-in modules, without the combined rule (more modules may follow).
+    /// The built-in modules with their combined rule and its bytecode (repository modules
+    /// may follow).
     fn builtin_modules() -> Result<PolicySet, PolicyError> {
         let mut set = PolicySet {
             engine: new_engine(),
             policies: Vec::new(),
-            combined: None,
+            builtin_rule: None,
+            repository_rule: None,
+            program: None,
         };
         for source in builtin::sources() {
             set.add(&source, true)
@@ -309,7 +349,25 @@ impl PolicySet {
                 file: file.unwrap_or_default(),
                 message,
             })?;
+        set.builtin_rule = set.combine(BUILTIN_RESULTS_PACKAGE, true);
+        set.program = set.builtin_rule.as_deref().and_then(|rule| {
+            compile_bytecode(&set.engine, rule)
+                .inspect_err(|message| {
+                    tracing::warn!(
+                        reason = %message,
+                        "built-in policies run in the interpreter: they do not compile to bytecode"
+                    );
+                })
+                .ok()
+        });
         Ok(set)
+    }
+
+    /// Adds the generated rule over the repository policies, once they are all added.
+    fn combine_repository(&mut self) {
+        if self.policies.iter().any(|p| !p.builtin) {
+            self.repository_rule = self.combine(REPOSITORY_RESULTS_PACKAGE, false);
+        }
     }
 
     /// The policies of the set, built-in ones first.
@@ -333,6 +391,19 @@ impl PolicySet {
         let package = engine
             .add_policy(source.file.clone(), source.text.clone())
             .map_err(|e| rego_error(&e))?;
+        let reserved = RESERVED_PACKAGES
+            .iter()
+            .any(|r| package == *r || package.starts_with(&format!("{r}.")));
+        if !builtin && reserved {
+            return Err((
+                Some(source.file.clone()),
+                1,
+                format!(
+                    "package {} is reserved for bowline's built-in modules; choose another name",
+                    package.strip_prefix("data.").unwrap_or(&package)
+                ),
+            ));
+        }
         if let Some(name) = package.strip_prefix(POLICY_PACKAGE_PREFIX) {
             let plain = name
                 .split('.')
@@ -387,32 +458,62 @@ impl PolicySet {
         Ok(())
     }
 
-    /// Adds the generated rule returning every policy's results at once, keyed
-    /// `"<policy index>.<deny|warn>"`. Without it (should it fail to compile) each rule is
-    /// evaluated on its own.
-    fn combine(&mut self) {
-        let mut text = format!("package {COMBINED_PACKAGE}\n");
+    /// Adds a generated rule `data.<package>.results` returning the results of every
+    /// built-in (or repository) policy at once: an object keyed
+    /// `"<policy index>.<deny|warn>"`, null where a policy's rule is undefined. Returns the
+    /// rule's path, or `None` (each rule is then evaluated on its own) should it not compile.
+    fn combine(&mut self, package: &str, builtin: bool) -> Option<String> {
+        let mut text = format!("package {package}\n");
+        let mut entries = Vec::new();
         for (index, policy) in self.policies.iter().enumerate() {
+            if policy.builtin != builtin {
+                continue;
+            }
             for severity in &policy.severities {
                 let rule = severity.rule();
+                let local = format!("policy_{index}_{rule}");
                 text.push_str(&format!(
-                    "\nresults[\"{index}.{rule}\"] := {}.{rule}\n",
+                    "\ndefault {local} := null\n\n{local} := {}.{rule}\n",
                     policy.package
                 ));
+                entries.push(format!("\"{index}.{rule}\": {local}"));
             }
         }
+        text.push_str(&format!("\nresults := {{{}}}\n", entries.join(", ")));
         let mut engine = self.engine.clone();
-        let added = engine
-            .add_policy(format!("{COMBINED_PACKAGE}.rego"), text)
-            .is_ok();
-        if added {
-            self.engine = engine;
-            self.combined = Some(format!("data.{COMBINED_PACKAGE}.results"));
+        if engine.add_policy(format!("{package}.rego"), text).is_err() {
+            tracing::warn!(
+                package,
+                "the combined policy rule does not parse; evaluating rule by rule"
+            );
+            return None;
         }
+        let previous = std::mem::replace(&mut self.engine, engine);
         // Prepare once here, so clones handed to worker threads do not each analyze the
         // modules again. The modules compiled before, so this fails only on a defect.
         if self.prepare().is_err() {
-            tracing::warn!("the combined policy rule does not compile; evaluating rule by rule");
+            tracing::warn!(
+                package,
+                "the combined policy rule does not compile; evaluating rule by rule"
+            );
+            self.engine = previous;
+            return None;
+        }
+        Some(format!("data.{package}.results"))
+    }
+
+    /// True when the built-in policies run as bytecode, false when they run in the
+    /// interpreter. Repository policies always run in the interpreter.
+    pub fn uses_bytecode(&self) -> bool {
+        self.program.is_some()
+    }
+
+    /// The same policies evaluated by the tree-walking interpreter only; results are the same,
+    /// only slower. For checking the bytecode against the interpreter.
+    pub fn interpreted(&self) -> PolicySet {
+        PolicySet {
+            program: None,
+            ..self.clone()
         }
     }
 
@@ -434,10 +535,10 @@ impl PolicySet {
         let mut report = objects
             .par_chunks(64)
             .map(|chunk| {
-                let mut engine = self.engine.clone();
+                let mut evaluator = Evaluator::new(self);
                 let mut report = PolicyReport::default();
                 for object in chunk {
-                    report.extend(self.evaluate_object(&mut engine, &shared, target, object));
+                    report.extend(self.evaluate_object(&mut evaluator, &shared, target, object));
                 }
                 report
             })
@@ -451,7 +552,7 @@ impl PolicySet {
 
     fn evaluate_object(
         &self,
-        engine: &mut regorus::Engine,
+        evaluator: &mut Evaluator<'_>,
         shared: &input::Shared,
         target: &Target<'_>,
         object: &RenderedObject,
@@ -460,29 +561,37 @@ impl PolicySet {
         let environment = target.environment.name.as_str();
         let described = describe(object);
         let mut report = PolicyReport::default();
-        engine.set_input(shared.input(object));
+        let input = shared.input(object);
         let exceptions = exceptions_of(object);
         let mut suppressed: BTreeMap<&str, usize> = BTreeMap::new();
-        // One evaluation for all policies; when it fails, each rule alone says which failed.
-        let combined = match &self.combined {
-            Some(rule) => match engine.eval_rule(rule.clone()) {
-                Ok(regorus::Value::Object(all)) => Some(all),
-                Ok(regorus::Value::Undefined) => Some(Default::default()),
-                _ => None,
-            },
-            None => None,
+        // One evaluation for all policies, as bytecode when it compiled; when that fails, the
+        // interpreter evaluates each rule alone and says which failed, and where.
+        let combined = evaluator.combined(&input);
+        let mut fallback = match combined {
+            Some(_) => None,
+            None => {
+                let engine = evaluator.engine();
+                engine.set_input(input);
+                Some(engine)
+            }
         };
         for (index, policy) in self.policies.iter().enumerate() {
             for severity in &policy.severities {
-                let value = match &combined {
-                    Some(all) => Ok(all
-                        .get(&regorus::Value::from(format!(
-                            "{index}.{}",
-                            severity.rule()
-                        )))
-                        .cloned()
-                        .unwrap_or(regorus::Value::Undefined)),
-                    None => engine.eval_rule(format!("{}.{}", policy.package, severity.rule())),
+                let value = match (&combined, fallback.as_deref_mut()) {
+                    (Some(parts), _) => {
+                        let key = regorus::Value::from(format!("{index}.{}", severity.rule()));
+                        Ok(parts
+                            .iter()
+                            .map(|part| &part[&key])
+                            .find(|v| **v != regorus::Value::Undefined)
+                            .cloned()
+                            .unwrap_or(regorus::Value::Undefined))
+                    }
+                    (None, Some(engine)) => {
+                        engine.eval_rule(format!("{}.{}", policy.package, severity.rule()))
+                    }
+                    // The fallback interpreter exists exactly when there is no combined value.
+                    (None, None) => continue,
                 };
                 let value = match value {
                     Ok(v) => v,
@@ -574,12 +683,103 @@ impl PolicySet {
     }
 }
 
-fn new_engine() -> regorus::Engine {
-    let mut engine = regorus::Engine::new();
-    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+/// Evaluates objects one after another on one thread: a virtual machine running the
+/// bytecode, and an interpreter created only when needed.
+struct Evaluator<'a> {
+    set: &'a PolicySet,
+    vm: Option<RegoVM>,
+    engine: Option<regorus::Engine>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(set: &'a PolicySet) -> Evaluator<'a> {
+        let vm = set.program.as_ref().map(|program| {
+            let mut vm = RegoVM::new();
+            vm.load_program(Arc::clone(program));
+            vm.set_max_instructions(EVALUATION_INSTRUCTION_LIMIT);
+            vm.set_execution_timer_config(Some(timer_config()));
+            vm
+        });
+        Evaluator {
+            set,
+            vm,
+            engine: None,
+        }
+    }
+
+    /// The interpreter, cloned from the set on first use.
+    fn engine(&mut self) -> &mut regorus::Engine {
+        self.engine.get_or_insert_with(|| self.set.engine.clone())
+    }
+
+    /// Every policy's results on `input`: the built-in policies' object (from the bytecode,
+    /// or the interpreter when the bytecode fails) and the repository policies' object, or
+    /// `None` when an evaluation fails.
+    fn combined(&mut self, input: &regorus::Value) -> Option<Vec<regorus::Value>> {
+        let mut parts = Vec::with_capacity(2);
+        let builtin = self.set.builtin_rule.clone()?;
+        let from_bytecode = self.vm.as_mut().and_then(|vm| {
+            vm.set_input(input.clone());
+            match vm.execute() {
+                Ok(all @ regorus::Value::Object(_)) => Some(all),
+                Ok(other) => {
+                    tracing::debug!(result = ?other, "policy bytecode gave no object; evaluating in the interpreter");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "policy bytecode failed; evaluating in the interpreter");
+                    None
+                }
+            }
+        });
+        let interpreted = match from_bytecode {
+            Some(all) => {
+                parts.push(all);
+                self.set
+                    .repository_rule
+                    .clone()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            }
+            None => [Some(builtin), self.set.repository_rule.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        if !interpreted.is_empty() {
+            let engine = self.engine();
+            engine.set_input(input.clone());
+            for rule in interpreted {
+                match engine.eval_rule(rule) {
+                    Ok(all @ regorus::Value::Object(_)) => parts.push(all),
+                    _ => return None,
+                }
+            }
+        }
+        Some(parts)
+    }
+}
+
+/// Compiles `rule` of `engine`'s modules to bytecode; the message says why not when the
+/// compiler does not support them.
+fn compile_bytecode(engine: &regorus::Engine, rule: &str) -> Result<Arc<Program>, String> {
+    let mut engine = engine.clone();
+    let policy = engine
+        .compile_with_entrypoint(&rule.into())
+        .map_err(|e| one_line(&format!("{e:#}")))?;
+    Compiler::compile_from_policy(&policy, &[rule]).map_err(|e| one_line(&e.to_string()))
+}
+
+fn timer_config() -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
         limit: EVALUATION_TIME_LIMIT,
         check_interval: std::num::NonZeroU32::MIN.saturating_add(255),
-    });
+    }
+}
+
+fn new_engine() -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine.set_execution_timer_config(timer_config());
     engine
 }
 
