@@ -5,12 +5,16 @@
 //! Every iteration checks the number of results, so a policy that stopped firing fails the
 //! bench instead of timing less work.
 //!
-//! Run: `cargo bench --bench policy` (about a minute on 2 cores).
+//! Also measured, for comparison: the same policies in regorus's tree-walking interpreter
+//! (what bowline runs for repository policies), and building the 10,000 inputs alone.
+//!
+//! Run: `cargo bench --bench policy` (about two minutes on 2 cores).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use bowline::config::{Application, Environment, Stage};
+use bowline::policy::input::Shared;
 use bowline::policy::{PolicySet, Target};
 use bowline::render::RenderedObject;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
@@ -153,20 +157,43 @@ fn bench(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(20))
         .throughput(Throughput::Elements(OBJECTS as u64));
-    group.bench_function("builtin/10000-objects", |b| {
+    let interpreted = policies.interpreted();
+    for (name, set) in [
+        ("builtin/10000-objects", &policies),
+        ("builtin-interpreter/10000-objects", &interpreted),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let report = set.evaluate(&target, black_box(&objects));
+                assert_eq!(
+                    report.results.len(),
+                    expected,
+                    "{:?}",
+                    report.results.first()
+                );
+                assert!(report.problems.is_empty(), "{:?}", report.problems);
+                black_box(report)
+            })
+        });
+    }
+    group.bench_function("inputs-only/10000-objects", |b| {
         b.iter(|| {
-            let report = policies.evaluate(&target, black_box(&objects));
-            assert_eq!(
-                report.results.len(),
-                expected,
-                "{:?}",
-                report.results.first()
-            );
-            assert!(report.problems.is_empty(), "{:?}", report.problems);
-            black_box(report)
+            let shared = Shared::new(&target, black_box(&objects));
+            for object in &objects {
+                black_box(shared.input(object));
+            }
         })
     });
     group.finish();
+
+    // Parsing and compiling the built-in policies, bytecode included: once per validated
+    // commit.
+    let mut load = c.benchmark_group("policy-load");
+    load.sample_size(20);
+    load.bench_function("builtin", |b| {
+        b.iter(|| black_box(PolicySet::builtin().expect("built-in policies compile")))
+    });
+    load.finish();
 }
 
 criterion_group!(benches, bench);

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use regorus::Value;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::Target;
@@ -70,10 +71,7 @@ impl Shared {
                 let target = o.object.pointer("/spec/scaleTargetRef")?;
                 let kind = target.get("kind")?.as_str()?.to_string();
                 let name = target.get("name")?.as_str()?.to_string();
-                Some((
-                    (o.namespace.clone(), kind, name),
-                    Value::from(o.object.clone()),
-                ))
+                Some(((o.namespace.clone(), kind, name), to_value(&o.object)))
             })
             .collect();
         Shared {
@@ -96,11 +94,28 @@ impl Shared {
             .cloned()
             .unwrap_or(Value::Null);
         let mut map = BTreeMap::new();
-        map.insert(Value::from("object"), Value::from(object.object.clone()));
+        map.insert(Value::from("object"), to_value(&object.object));
         map.insert(Value::from("app"), self.app.clone());
         map.insert(Value::from("environment"), self.environment.clone());
         map.insert(Value::from("pipeline"), self.pipeline.clone());
         map.insert(Value::from("autoscaler"), autoscaler);
         Value::from(map)
+    }
+}
+
+/// Converts a JSON value without copying it first (undefined should the conversion fail, as
+/// regorus's own `From<serde_json::Value>`).
+fn to_value(json: &serde_json::Value) -> Value {
+    Value::deserialize(json).unwrap_or(Value::Undefined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_like_regorus_from_json() {
+        let json = json!({"a": [1, 2.5, -3, "x", null, true], "b": {"c": {}}, "n": 18446744073709551615u64});
+        assert_eq!(to_value(&json), Value::from(json.clone()));
     }
 }
