@@ -14,8 +14,8 @@
 //! with the annotation `bowline.dev/policy-exception.<policy-id>: "<reason>"`; every exception
 //! is listed in the [`PolicyReport`] so it stays visible.
 //!
-//! The built-in policies run as bytecode on regorus's virtual machine, compiled once per
-//! process; the tests hold its results to the interpreter's on every fixture. Repository
+//! The built-in policies run as bytecode on regorus's virtual machine, compiled when the
+//! policies are loaded; the tests hold its results to the interpreter's on every fixture. Repository
 //! policies run in regorus's interpreter, the reference for any Rego a team writes. Should the
 //! bytecode fail on an object, the interpreter evaluates it instead, and when a policy fails
 //! there too, each rule alone names the failing policy, file and line.
@@ -26,7 +26,6 @@ pub mod load;
 
 use std::collections::BTreeMap;
 use std::fmt;
-
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -48,8 +47,8 @@ pub const POLICY_PACKAGE_PREFIX: &str = "data.bowline.policies.";
 pub const EXCEPTION_ANNOTATION_PREFIX: &str = "bowline.dev/policy-exception.";
 /// Longest time one evaluation of the policies on one object may take.
 pub const EVALUATION_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Most bytecode instructions one evaluation on one object may execute (a Deployment with
-/// every built-in policy takes a few thousand); beyond it the interpreter takes over, bound by
+/// Most bytecode instructions one evaluation on one object may execute, a bound against
+/// runaway evaluation; beyond it the interpreter takes over, bound by
 /// [`EVALUATION_TIME_LIMIT`].
 pub const EVALUATION_INSTRUCTION_LIMIT: usize = 10_000_000;
 
@@ -981,6 +980,51 @@ pub fn check_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bytecode_runs_a_large_workload_without_falling_back() {
+        let set = PolicySet::builtin().expect("built-in policies compile");
+        let containers: Vec<serde_json::Value> = (0..200)
+            .map(|i| serde_json::json!({"name": format!("c{i}"), "image": "nginx:latest"}))
+            .collect();
+        let app: Application = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop"},
+            "spec": {"image": {"repository": "nginx", "tag": "1"}, "environments": {"production": null}},
+        }))
+        .expect("application");
+        let environment: Environment = serde_json::from_value(serde_json::json!({
+            "name": "production", "namespace": "shop", "clusters": [{"name": "eu", "context": "eu"}],
+        }))
+        .expect("environment");
+        let target = Target {
+            app: &app,
+            environment: &environment,
+            pipeline_name: None,
+            pipeline: None,
+        };
+        let object = RenderedObject {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("shop".into()),
+            name: "big".into(),
+            source: "apps/shop/manifests/big.yaml".into(),
+            line: 1,
+            object: serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "big", "namespace": "shop"},
+                "spec": {"replicas": 1, "template": {"spec": {"containers": containers}}},
+            }),
+        };
+        let shared = input::Shared::new(&target, std::slice::from_ref(&object));
+        let mut evaluator = Evaluator::new(&set);
+        let vm = evaluator.vm.as_mut().expect("bytecode");
+        vm.set_input(shared.input(&object));
+        let all = vm.execute().expect("the bytecode runs within its limits");
+        let report = set.evaluate(&target, std::slice::from_ref(&object));
+        // Per container: image-tag, resources, and the two probes; plus replicas and the
+        // missing pipeline.
+        assert_eq!(report.results.len(), 200 * 4 + 2, "{all:?}");
+    }
 
     #[test]
     fn rego_errors_give_file_line_and_message() {
