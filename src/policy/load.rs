@@ -49,7 +49,7 @@ pub fn from_snapshot(snapshot: &Snapshot) -> Result<(PolicySet, Vec<Diagnostic>)
 pub fn with_repository(
     sources: &[PolicySource],
 ) -> Result<(PolicySet, Vec<Diagnostic>), PolicyError> {
-    let mut set = PolicySet::builtin_modules()?;
+    let mut set = PolicySet::builtin()?;
     let mut diagnostics = Vec::new();
     for source in sources {
         if let Some(line) = network_call(&source.text) {

@@ -321,14 +321,9 @@ pub struct Target<'a> {
 }
 
 impl PolicySet {
-    /// The built-in policies only.
+    /// The built-in policies only, with their combined rule and its bytecode (repository
+    /// modules may follow).
     pub fn builtin() -> Result<PolicySet, PolicyError> {
-        Self::builtin_modules()
-    }
-
-    /// The built-in modules with their combined rule and its bytecode (repository modules
-    /// may follow).
-    fn builtin_modules() -> Result<PolicySet, PolicyError> {
         let mut set = PolicySet {
             engine: new_engine(),
             policies: Vec::new(),
@@ -715,47 +710,44 @@ impl<'a> Evaluator<'a> {
     /// or the interpreter when the bytecode fails) and the repository policies' object, or
     /// `None` when an evaluation fails.
     fn combined(&mut self, input: &regorus::Value) -> Option<Vec<regorus::Value>> {
-        let mut parts = Vec::with_capacity(2);
-        let builtin = self.set.builtin_rule.clone()?;
-        let from_bytecode = self.vm.as_mut().and_then(|vm| {
-            vm.set_input(input.clone());
-            match vm.execute() {
-                Ok(all @ regorus::Value::Object(_)) => Some(all),
-                Ok(other) => {
-                    tracing::debug!(result = ?other, "policy bytecode gave no object; evaluating in the interpreter");
-                    None
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "policy bytecode failed; evaluating in the interpreter");
-                    None
-                }
-            }
-        });
-        let interpreted = match from_bytecode {
-            Some(all) => {
-                parts.push(all);
-                self.set
-                    .repository_rule
-                    .clone()
-                    .into_iter()
-                    .collect::<Vec<_>>()
-            }
-            None => [Some(builtin), self.set.repository_rule.clone()]
-                .into_iter()
-                .flatten()
-                .collect(),
+        let set = self.set;
+        let builtin = set.builtin_rule.as_deref()?;
+        let builtin = match self.bytecode(input) {
+            Some(all) => all,
+            None => self.interpret(builtin, input)?,
         };
-        if !interpreted.is_empty() {
-            let engine = self.engine();
-            engine.set_input(input.clone());
-            for rule in interpreted {
-                match engine.eval_rule(rule) {
-                    Ok(all @ regorus::Value::Object(_)) => parts.push(all),
-                    _ => return None,
-                }
-            }
+        let mut parts = vec![builtin];
+        if let Some(rule) = set.repository_rule.as_deref() {
+            parts.push(self.interpret(rule, input)?);
         }
         Some(parts)
+    }
+
+    /// The built-in rule's object from the bytecode, `None` without bytecode or when it fails.
+    fn bytecode(&mut self, input: &regorus::Value) -> Option<regorus::Value> {
+        let vm = self.vm.as_mut()?;
+        vm.set_input(input.clone());
+        match vm.execute() {
+            Ok(all @ regorus::Value::Object(_)) => Some(all),
+            Ok(other) => {
+                tracing::debug!(result = ?other, "policy bytecode gave no object; evaluating in the interpreter");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "policy bytecode failed; evaluating in the interpreter");
+                None
+            }
+        }
+    }
+
+    /// A generated rule's object from the interpreter, `None` when it fails.
+    fn interpret(&mut self, rule: &str, input: &regorus::Value) -> Option<regorus::Value> {
+        let engine = self.engine();
+        engine.set_input(input.clone());
+        match engine.eval_rule(rule.to_string()) {
+            Ok(all @ regorus::Value::Object(_)) => Some(all),
+            _ => None,
+        }
     }
 }
 
