@@ -193,13 +193,17 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         }
         Event::PullRequest(pr) => match pr.action {
             PrAction::Opened | PrAction::Synchronize | PrAction::Reopened => {
-                let d = daemon.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = d.plan_pull_request(&pr).await {
-                        tracing::warn!(error = %e, pr = pr.number, "pull request plan failed");
-                    }
+                let queued = daemon.request_plan(crate::daemon::PlanRequest {
+                    pr,
+                    live_requested_by: None,
                 });
-                text(StatusCode::ACCEPTED, "planning")
+                match queued {
+                    crate::daemon::PlanQueued::Started => text(StatusCode::ACCEPTED, "planning"),
+                    crate::daemon::PlanQueued::Coalesced => text(
+                        StatusCode::ACCEPTED,
+                        "planning after the plan already running for this pull request",
+                    ),
+                }
             }
             PrAction::Closed { merged: true } if pr.base_ref == daemon.branch() => {
                 if let Some(sha) = &pr.merge_commit_sha {

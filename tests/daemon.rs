@@ -30,6 +30,8 @@ const REPO: &str = "acme/shop-config";
 const API_TOKEN: &str = "0123456789abcdef-ci-token";
 const PR: u64 = 7;
 const SECRET_VALUE: &str = "hunter2-never-shown";
+/// The author of the test pull request, a collaborator with write access.
+const AUTHOR: &str = "octo-dev";
 
 const CONTEXTS: [&str; 3] = [
     "gke_acme-shop_europe-west1_staging",
@@ -136,6 +138,13 @@ impl World {
         p["pull_request"]["number"] = PR.into();
         p["pull_request"]["head"]["sha"] = head.into();
         p["pull_request"]["base"]["ref"] = "main".into();
+        // A branch of the config repository itself (not a fork), by an author with write access.
+        for side in ["head", "base"] {
+            p["pull_request"][side]["repo"]["full_name"] = REPO.into();
+            p["pull_request"][side]["repo"]["name"] = "shop-config".into();
+            p["pull_request"][side]["repo"]["owner"]["login"] = "acme".into();
+        }
+        p["pull_request"]["user"]["login"] = AUTHOR.into();
         p
     }
 
@@ -245,6 +254,7 @@ async fn start() -> (World, String) {
     let github = GitHubServer::start();
     github.set_permission("maria", "write");
     github.set_permission("mallory", "read");
+    github.set_permission(AUTHOR, "write");
     let client = GitHub::with_retry(
         &github.url(),
         "ghs_test_token".into(),
@@ -762,5 +772,187 @@ async fn a_commit_that_changes_no_app_starts_nothing_and_a_bad_commit_is_refused
     assert_eq!(
         (failure[0].context.as_str(), failure[0].state.as_str()),
         ("bowline/plan", "failure")
+    );
+}
+
+/// Edits `relative` under `root`, replacing the first `from` with `to`.
+fn edit_in(root: &Path, relative: &str, from: &str, to: &str) {
+    let path = root.join(relative);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{relative} has no {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}
+
+/// Delivers one pull-request event and waits for its plan: the sticky comment, the final
+/// `bowline/plan` status of `head`, and every request the Kubernetes servers received meanwhile.
+async fn plan_once(
+    w: &World,
+    head: &str,
+    delivery: &str,
+    payload: Value,
+) -> (String, (String, String), Vec<String>) {
+    for k in &w.kube {
+        k.clear_requests();
+    }
+    let before = w.plan_statuses(head).len();
+    let (code, _) = w.deliver("pull_request", delivery, &payload).await;
+    assert_eq!(code, 202);
+    eventually("the plan", Duration::from_secs(30), || {
+        let statuses = w.plan_statuses(head);
+        statuses.len() > before && statuses.last().is_some_and(|(s, _)| s != "pending")
+    })
+    .await;
+    let requests: Vec<String> = w
+        .kube
+        .iter()
+        .flat_map(|k| k.requests())
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let comment = w.github.comments(REPO, PR)[0].body.clone();
+    let status = w.plan_statuses(head).last().cloned().expect("status");
+    (comment, status, requests)
+}
+
+/// A pull request that tries to reach another namespace through a new environment of its
+/// own `bowline.yaml`, and brings a repository policy: planned under the tracked branch's
+/// settings, shown as a platform change, and — from a fork, or by an author without write
+/// access — never compared with the live clusters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty_cluster() {
+    let (w, first) = start().await;
+    const LEAKED: &str = "payments-db-password-never-shown";
+    w.kube[1]
+        .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments"}}));
+    w.kube[1].create(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "payments-config", "namespace": "payments"},
+        "data": {"password": LEAKED},
+    }));
+    let root = w.work.path();
+    edit_in(
+        root,
+        "bowline.yaml",
+        "  defaults:",
+        "    - name: leak\n      namespace: payments\n      clusters:\n        - name: other\n          context: gke_acme-shop_europe-west1_prod\n  defaults:",
+    );
+    edit_in(
+        root,
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.32.0\"",
+    );
+    edit_in(
+        root,
+        "apps/inventory-worker/app.yaml",
+        "  environments:\n",
+        "  environments:\n    leak: {}\n",
+    );
+    std::fs::write(
+        root.join("apps/inventory-worker/manifests/peek.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: payments-config\n  namespace: payments\ndata:\n  password: probe\n",
+    )
+    .expect("manifest");
+    std::fs::write(
+        root.join("policies/allow_all.rego"),
+        "package bowline.policies.allow_all\n\nwarn contains msg if {\n  false\n  msg := \"never\"\n}\n",
+    )
+    .expect("policy");
+    let head = commit_all(&w.git, "refs/pull/7/head", "widen the reach", Some(&first));
+
+    // From a fork, by a stranger: validation, rendering and policies only.
+    let mut fork = w.pull_request("opened", &head);
+    fork["pull_request"]["head"]["repo"]["full_name"] = "stranger/shop-config".into();
+    fork["pull_request"]["head"]["repo"]["owner"]["login"] = "stranger".into();
+    fork["pull_request"]["user"]["login"] = "stranger".into();
+    let (comment, status, requests) = plan_once(&w, &head, "d-fork", fork).await;
+    assert!(
+        requests.is_empty(),
+        "no cluster was contacted: {requests:?}"
+    );
+    assert!(
+        comment.contains("Compared with an empty cluster: the pull request comes from a fork."),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("**Platform change — needs review by the platform team.** This pull request changes `bowline.yaml`, `policies/allow_all.rego`."),
+        "{comment}"
+    );
+    assert!(
+        comment.contains(&format!(
+            "Planned with the platform settings (`bowline.yaml`, `policies/`) of `main` at `{}`",
+            &first[..7]
+        )),
+        "{comment}"
+    );
+    // The proposed environment is not one of the tracked branch's: the app may not use it.
+    assert!(comment.contains("leak"), "{comment}");
+    assert!(
+        !comment.contains("| inventory-worker | leak |"),
+        "{comment}"
+    );
+    assert!(!comment.contains(LEAKED), "{comment}");
+    assert_eq!(status.0, "failure", "{status:?}");
+
+    // A branch of the repository by an author without write access: the same.
+    let mut reader = w.pull_request("synchronize", &head);
+    reader["pull_request"]["user"]["login"] = "mallory".into();
+    let (comment, _, requests) = plan_once(&w, &head, "d-reader", reader).await;
+    assert!(
+        requests.is_empty(),
+        "no cluster was contacted: {requests:?}"
+    );
+    assert!(
+        comment.contains("its author @mallory has no write access to acme/shop-config"),
+        "{comment}"
+    );
+
+    // By a collaborator with write access: live, but still under the branch's settings, so
+    // the proposed environment's namespace is never read.
+    let (comment, _, requests) =
+        plan_once(&w, &head, "d-writer", w.pull_request("synchronize", &head)).await;
+    assert!(!requests.is_empty(), "compared with the live clusters");
+    assert!(
+        requests.iter().all(|r| !r.contains("payments")),
+        "{requests:?}"
+    );
+    assert!(
+        comment.contains("Compared with the live clusters"),
+        "{comment}"
+    );
+    assert!(!comment.contains(LEAKED), "{comment}");
+
+    // Four deliveries in a burst: one plan runs, the others coalesce into one more.
+    let planned = |result: &str| w.daemon.metrics.plans.with_label_values(&[result]).get();
+    let (ok_before, error_before) = (planned("ok"), planned("error"));
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        let payload = w.pull_request("synchronize", &head);
+        answers.push(
+            w.deliver("pull_request", &format!("d-burst-{i}"), &payload)
+                .await,
+        );
+    }
+    assert_eq!(answers[0], (202, "planning\n".to_string()));
+    assert!(
+        answers[1..]
+            .iter()
+            .all(|a| a.1.starts_with("planning after the plan already running")),
+        "{answers:?}"
+    );
+    assert_eq!(planned("coalesced"), 3);
+    eventually("the coalesced plans", Duration::from_secs(30), || {
+        planned("ok") + planned("error") - ok_before - error_before >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        planned("ok") + planned("error") - ok_before - error_before,
+        2
+    );
+    assert!(
+        w.github
+            .calls()
+            .iter()
+            .all(|c| c.validation_errors.is_empty())
     );
 }

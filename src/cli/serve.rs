@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// resume on the next start).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "BOWLINE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
+    /// Pull-request plans running at once, at most; more wait their turn (plans of one pull
+    /// request are coalesced: the newest push wins).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..), env = "BOWLINE_MAX_CONCURRENT_PLANS")]
+    pub max_concurrent_plans: u16,
 }
 
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
@@ -161,6 +165,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits::default(),
         connect,
         masker: super::live::masker(),
+        max_concurrent_plans: usize::from(args.max_concurrent_plans),
     };
     let daemon = Daemon::new(config, source, store, services, github, webhook_secret)?;
     let resumed = daemon.resume()?;

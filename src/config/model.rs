@@ -171,6 +171,11 @@ pub struct GithubForge {
     /// Tracked branch.
     #[serde(default = "default_branch")]
     pub branch: String,
+    /// Whether pull requests from forks are planned against the live clusters when their
+    /// author has write access (default false: forks are planned against an empty cluster,
+    /// and a collaborator's `/bowline plan` runs the live plan).
+    #[serde(default)]
+    pub live_plan_forks: bool,
 }
 
 fn default_github_api() -> String {

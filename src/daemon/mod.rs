@@ -30,7 +30,7 @@ use crate::store::{Execution, ExecutionFilter, ExecutionStatus, StageStatus, Sto
 
 pub use drift::TargetDrift;
 pub use metrics::Metrics;
-pub use pull_request::pr_comment;
+pub use pull_request::{PlanComment, PlanQueued, PlanRequest, Platform, pr_comment};
 pub use push::Reconciled;
 
 /// Status context of pull-request plans.
@@ -106,6 +106,8 @@ pub struct DaemonConfig {
     pub connect: ConnectOptions,
     /// How Secret values are masked in PR comments.
     pub masker: crate::diff::Masker,
+    /// Pull-request plans running at once, at most (each renders and diffs a whole change).
+    pub max_concurrent_plans: usize,
 }
 
 impl Default for DaemonConfig {
@@ -118,6 +120,7 @@ impl Default for DaemonConfig {
             limits: Limits::default(),
             connect: ConnectOptions::default(),
             masker: crate::diff::Masker::default(),
+            max_concurrent_plans: 2,
         }
     }
 }
@@ -171,6 +174,8 @@ pub struct Daemon {
     tasks: Mutex<JoinSet<()>>,
     /// Serializes reconciles of the tracked branch (poll loop and webhooks).
     reconcile_lock: tokio::sync::Mutex<()>,
+    /// Pull-request plans, coalesced per pull request and limited in number.
+    plans: pull_request::PlanQueue,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -200,6 +205,7 @@ impl Daemon {
         webhook_secret: Option<Vec<u8>>,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let cursor = store.meta(CURSOR_KEY)?;
+        let plans = pull_request::PlanQueue::new(config.max_concurrent_plans);
         let daemon = Arc::new(Daemon {
             state: Mutex::new(SourceState {
                 github_repo: config.github_repo.clone(),
@@ -218,6 +224,7 @@ impl Daemon {
             fetch_now: tokio::sync::Notify::new(),
             tasks: Mutex::new(JoinSet::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),
+            plans,
         });
         if let Some(sha) = cursor {
             // The digests of the last reconciled commit; when it is gone from the mirror (a new
@@ -398,6 +405,7 @@ impl Daemon {
     /// stage transition is already committed, so a stopped execution resumes where it was on
     /// the next start.
     pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.plans.stop().await;
         let mut tasks = std::mem::take(&mut *lock(&self.tasks));
         let drained =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;

@@ -1,29 +1,194 @@
 //! The pull-request flow: check out the PR head, validate, render the apps it affects for
 //! every environment, evaluate the policies, diff against the live clusters, and post one
 //! sticky comment and a `bowline/plan` status.
+//!
+//! A pull request is untrusted input. Its plan runs under the platform settings of the last
+//! good commit of the tracked branch (`bowline.yaml`, `policies/`), never its own; only a
+//! change whose author has write access (and that does not come from a fork, unless the
+//! repository opts in) — or one a write collaborator asked for with `/bowline plan` — is
+//! compared with the live clusters; every other one is planned against an empty cluster.
+//! Plans are coalesced per pull request (the newest request wins) and at most
+//! `DaemonConfig::max_concurrent_plans` run at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::{Daemon, DaemonError, PLAN_CONTEXT, lock};
+use crate::config::ConfigRepo;
 use crate::diagnostic::{self, Diagnostic};
 use crate::diff::Action;
 use crate::forge::{
-    CommentSection, CommitState, CommitStatus, PullRequestEvent, render_comment, sticky_marker,
+    CommentSection, CommitState, CommitStatus, PullRequestEvent, has_write_access, render_comment,
+    sticky_marker,
 };
 use crate::plan::LiveDiff;
 use crate::policy::PolicyReport;
 use crate::source::git::changed_apps;
-use crate::sync;
+use crate::source::{Snapshot, is_platform_path};
+use crate::sync::{self, LiveState};
 
 /// Key of the sticky plan comment's hidden marker.
 const COMMENT_KEY: &str = "plan";
 
+/// One request to plan a pull request.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// The pull request as of the delivery (its head commit is fetched again when planning).
+    pub pr: PullRequestEvent,
+    /// The write collaborator who asked for the live plan with `/bowline plan` (their access
+    /// was checked before the request was made).
+    pub live_requested_by: Option<String>,
+}
+
+/// What became of a plan request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanQueued {
+    /// A plan of the pull request starts (at once, or when a plan slot frees up).
+    Started,
+    /// A plan of the pull request is running; this request replaces any one waiting behind it.
+    Coalesced,
+}
+
+/// Pull-request plans: one at a time per pull request (the newest waiting request wins), at
+/// most a fixed number at once overall.
+pub(super) struct PlanQueue {
+    /// Pull requests with a plan running, each with the request waiting behind it.
+    slots: Mutex<HashMap<u64, Option<PlanRequest>>>,
+    permits: Arc<Semaphore>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl PlanQueue {
+    pub(super) fn new(max_concurrent: usize) -> PlanQueue {
+        PlanQueue {
+            slots: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            tasks: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// Stops every plan still running or waiting (a plan holds nothing that must survive).
+    pub(super) async fn stop(&self) {
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        lock(&self.slots).clear();
+    }
+}
+
+/// Merges a new request into the one waiting for the same pull request: the newest head
+/// wins; for the same head, a live request is kept.
+fn coalesce(waiting: Option<PlanRequest>, new: PlanRequest) -> PlanRequest {
+    match waiting {
+        Some(old) if old.pr.head_sha == new.pr.head_sha && new.live_requested_by.is_none() => {
+            PlanRequest {
+                live_requested_by: old.live_requested_by,
+                ..new
+            }
+        }
+        _ => new,
+    }
+}
+
+/// Why a plan is not compared with the live clusters, or `None` when it may be.
+fn offline_reason(
+    request: &PlanRequest,
+    settings: Option<&ConfigRepo>,
+    author_permission: Option<&str>,
+) -> Option<String> {
+    let pr = &request.pr;
+    if request.live_requested_by.is_some() {
+        return None;
+    }
+    let Some(settings) = settings else {
+        return Some(
+            "the tracked branch has no validated commit yet, so there are no trusted settings"
+                .into(),
+        );
+    };
+    let from_fork = !pr.head_repo.as_ref().is_some_and(|head| {
+        head.owner.eq_ignore_ascii_case(&pr.repo.owner)
+            && head.name.eq_ignore_ascii_case(&pr.repo.name)
+    });
+    let forks_opted_in = settings
+        .repository
+        .as_ref()
+        .and_then(|r| r.doc.spec.forge.as_ref())
+        .and_then(|f| f.github.as_ref())
+        .is_some_and(|g| g.live_plan_forks);
+    if from_fork && !forks_opted_in {
+        return Some("the pull request comes from a fork".into());
+    }
+    match author_permission {
+        Some(p) if has_write_access(p) => None,
+        Some(_) if pr.author.is_empty() => Some("the pull request names no author".into()),
+        Some(_) => Some(format!(
+            "its author @{} has no write access to {}",
+            pr.author, pr.repo
+        )),
+        None => Some(format!(
+            "GitHub could not confirm that its author @{} has write access",
+            pr.author
+        )),
+    }
+}
+
+/// The platform side of a plan: the settings it ran under and the change it proposes to them.
+#[derive(Debug, Clone, Default)]
+pub struct Platform {
+    /// The tracked branch and its last good commit whose settings the plan used (`None`: the
+    /// branch has no good commit yet, and the pull request's own settings were used, offline).
+    pub settings_from: Option<(String, String)>,
+    /// Platform files (`bowline.yaml`, `policies/`) the pull request changes.
+    pub changed: Vec<String>,
+}
+
 impl Daemon {
+    /// Queues a plan of a pull request: it starts at once unless the pull request already has
+    /// one running, in which case it waits behind it, replacing any request already waiting.
+    pub fn request_plan(self: &Arc<Self>, request: PlanRequest) -> PlanQueued {
+        let number = request.pr.number;
+        let mut slots = lock(&self.plans.slots);
+        if let Some(waiting) = slots.get_mut(&number) {
+            *waiting = Some(coalesce(waiting.take(), request));
+            self.metrics.plans.with_label_values(&["coalesced"]).inc();
+            return PlanQueued::Coalesced;
+        }
+        slots.insert(number, None);
+        drop(slots);
+        let daemon = Arc::clone(self);
+        let permits = Arc::clone(&self.plans.permits);
+        let mut tasks = lock(&self.plans.tasks);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let mut next = Some(request);
+            while let Some(request) = next {
+                // The semaphore is never closed, so acquiring fails only if it were.
+                let Ok(_permit) = permits.acquire().await else {
+                    break;
+                };
+                if let Err(e) = daemon.plan_pull_request(&request).await {
+                    tracing::warn!(error = %e, pr = number, "pull request plan failed");
+                }
+                let mut slots = lock(&daemon.plans.slots);
+                next = slots.get_mut(&number).and_then(Option::take);
+                if next.is_none() {
+                    slots.remove(&number);
+                }
+            }
+        });
+        PlanQueued::Started
+    }
+
     /// Plans a pull request and posts the result: a pending `bowline/plan` status at once,
     /// then the sticky comment (created or updated in place) and the final status.
-    #[tracing::instrument(level = "info", skip(self, pr), fields(pr = pr.number, head = %pr.head_sha))]
-    pub async fn plan_pull_request(&self, pr: &PullRequestEvent) -> Result<(), DaemonError> {
-        let result = self.plan_pull_request_inner(pr).await;
+    #[tracing::instrument(level = "info", skip(self, request), fields(pr = request.pr.number, head = %request.pr.head_sha, live_requested_by = request.live_requested_by.as_deref()))]
+    pub async fn plan_pull_request(&self, request: &PlanRequest) -> Result<(), DaemonError> {
+        let pr = &request.pr;
+        let result = self.plan_pull_request_inner(request).await;
         self.metrics
             .plans
             .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
@@ -43,43 +208,123 @@ impl Daemon {
         result
     }
 
-    async fn plan_pull_request_inner(&self, pr: &PullRequestEvent) -> Result<(), DaemonError> {
+    /// The trusted settings for a plan: the last good commit of the tracked branch, its
+    /// snapshot and loaded repository.
+    fn trusted_settings(&self) -> Result<Option<(String, Snapshot, ConfigRepo)>, DaemonError> {
+        let Some(last_good) = lock(&self.state).last_good.clone() else {
+            return Ok(None);
+        };
+        let (snapshot, _) = self.snapshot(&last_good)?;
+        let (repo, _) = crate::config::load(&snapshot);
+        Ok(Some((last_good, snapshot, repo)))
+    }
+
+    async fn plan_pull_request_inner(&self, request: &PlanRequest) -> Result<(), DaemonError> {
+        let pr = &request.pr;
         let github = self.github()?;
         let pending = CommitStatus {
             context: PLAN_CONTEXT.into(),
             state: CommitState::Pending,
-            description: "rendering and diffing against the live clusters".into(),
+            description: "validating, rendering and diffing".into(),
             target_url: None,
         };
         github.set_status(&pr.repo, &pr.head_sha, &pending).await?;
         let sha = self
             .fetch(Some(&format!("refs/pull/{}/head", pr.number)))
             .await?;
-        let (snapshot, mut diagnostics) = self.snapshot(&sha)?;
-        let checked =
-            tokio::task::block_in_place(|| crate::policy::check_snapshot(&snapshot, None, None))?;
+        let (head, mut diagnostics) = self.snapshot(&sha)?;
+        let trusted = self.trusted_settings()?;
+        let mut platform = Platform::default();
+        let planned_snapshot = match &trusted {
+            Some((last_good, base, _)) => {
+                let (planned, changed) = head.with_platform_of(base);
+                platform.settings_from = Some((self.branch().to_string(), last_good.clone()));
+                platform.changed = changed;
+                planned
+            }
+            None => head.clone(),
+        };
+        if !platform.changed.is_empty() {
+            // The proposed settings are checked as documents (and policies compiled, never
+            // evaluated), so their author sees their errors; they take effect only once merged.
+            diagnostics.extend(tokio::task::block_in_place(|| {
+                proposed_platform_problems(&head)
+            })?);
+        }
+        let checked = tokio::task::block_in_place(|| {
+            crate::policy::check_snapshot(&planned_snapshot, None, None)
+        })?;
         diagnostics.extend(checked.diagnostics);
         diagnostic::sort_and_dedup(&mut diagnostics);
         let repo = checked.repo;
-        let head_inputs = tokio::task::block_in_place(|| self.source.input_ids(&sha, &repo))?;
+        let root = lock(&self.state)
+            .roots
+            .first()
+            .cloned()
+            .filter(|_| trusted.is_some());
+        let head_inputs = tokio::task::block_in_place(|| {
+            self.source
+                .input_ids_with_root(&sha, &repo, root.as_deref())
+        })?;
         let base_inputs = self.base_inputs(&pr.base_ref).await;
         let affected = match &base_inputs {
             Some(base) => changed_apps(base, &head_inputs),
             None => head_inputs.keys().cloned().collect(),
         };
+        let permission = if request.live_requested_by.is_some() || trusted.is_none() {
+            None
+        } else {
+            match github.permission(&pr.repo, &pr.author).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, author = %pr.author, "could not read the author's permission; planning offline");
+                    None
+                }
+            }
+        };
+        let offline = offline_reason(
+            request,
+            trusted.as_ref().map(|t| &t.2),
+            permission.as_deref(),
+        );
         let targets: Vec<_> = affected
             .iter()
             .flat_map(|app| sync::render_targets(&repo, Some(app), None))
             .collect();
-        let configured = self.config.connect.configured();
-        let planned = sync::plan_targets(
-            &targets,
-            &self.config.connect,
-            configured.is_some(),
-            &self.config.masker,
-        )
-        .await;
-        let live = LiveDiff::new(planned, None);
+        let live = match &offline {
+            None => {
+                let configured = self.config.connect.configured();
+                let planned = sync::plan_targets(
+                    &targets,
+                    &self.config.connect,
+                    configured.is_some(),
+                    &self.config.masker,
+                )
+                .await;
+                LiveDiff::new(planned, None)
+            }
+            Some(reason) => {
+                let mut planned =
+                    sync::plan_targets(&targets, &self.config.connect, false, &self.config.masker)
+                        .await;
+                for t in &mut planned {
+                    t.live = LiveState::Empty {
+                        reason: reason.clone(),
+                    };
+                }
+                let mut live = LiveDiff::new(planned, None);
+                live.compared_with = format!(
+                    "Compared with an empty cluster: {reason}. A collaborator with write access can comment `/bowline plan` to compare with the live clusters."
+                );
+                live
+            }
+        };
+        tracing::info!(
+            live = offline.is_none(),
+            reason = offline.as_deref(),
+            platform_changes = platform.changed.len(),
+            "pull request planned"
+        );
         let mut policy = PolicyReport {
             results: checked
                 .policy
@@ -96,7 +341,14 @@ impl Daemon {
             problems: Vec::new(),
         };
         policy.sort();
-        let body = pr_comment(&sha, &affected, &diagnostics, &policy, &live);
+        let body = pr_comment(&PlanComment {
+            sha: &sha,
+            affected: &affected,
+            diagnostics: &diagnostics,
+            policy: &policy,
+            live: &live,
+            platform: &platform,
+        });
         github
             .upsert_sticky_comment(&pr.repo, pr.number, &sticky_marker(COMMENT_KEY), &body)
             .await?;
@@ -109,8 +361,18 @@ impl Daemon {
                     diagnostic::count(errors, "error")
                 ),
             )
-        } else if affected.is_empty() {
+        } else if affected.is_empty() && platform.changed.is_empty() {
             (CommitState::Success, "no application changed".to_string())
+        } else if affected.is_empty() {
+            (
+                CommitState::Success,
+                "platform change only: needs platform review".to_string(),
+            )
+        } else if offline.is_some() {
+            (
+                CommitState::Success,
+                format!("{} (against an empty cluster)", live.totals),
+            )
         } else {
             (CommitState::Success, live.totals.to_string())
         };
@@ -144,8 +406,23 @@ impl Daemon {
             .ok()?;
         let (snapshot, _) = self.snapshot(&sha).ok()?;
         let (repo, _) = crate::config::load(&snapshot);
-        tokio::task::block_in_place(|| self.source.input_ids(&sha, &repo)).ok()
+        let root = lock(&self.state).roots.first().cloned();
+        tokio::task::block_in_place(|| {
+            self.source
+                .input_ids_with_root(&sha, &repo, root.as_deref())
+        })
+        .ok()
     }
+}
+
+/// Problems of the platform files a pull request proposes: `bowline.yaml` loaded and checked
+/// against its schema, repository policies parsed and compiled (never evaluated).
+fn proposed_platform_problems(head: &Snapshot) -> Result<Vec<Diagnostic>, DaemonError> {
+    let (_, mut problems) = crate::config::load(head);
+    problems.retain(|d| is_platform_path(&d.file));
+    let (_, policy_problems) = crate::policy::load::from_snapshot(head)?;
+    problems.extend(policy_problems);
+    Ok(problems)
 }
 
 /// At most this many diagnostics are listed in the comment.
@@ -162,18 +439,58 @@ fn fenced_lines<T: std::fmt::Display>(out: &mut String, items: &[T]) {
     out.push_str("```\n\n");
 }
 
-/// The sticky PR comment: what was compared, validation problems, policy results and
-/// exceptions, a summary table per app, environment and cluster, then a collapsible diff per
-/// target with changes (Secret values already masked by the diff).
-pub fn pr_comment(
-    sha: &str,
-    affected: &[String],
-    diagnostics: &[Diagnostic],
-    policy: &PolicyReport,
-    live: &LiveDiff,
-) -> String {
+/// What the sticky PR comment reports.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanComment<'a> {
+    /// The commit planned.
+    pub sha: &'a str,
+    /// Apps whose inputs the pull request changes.
+    pub affected: &'a [String],
+    /// Validation problems (of the planned commit and of proposed platform files).
+    pub diagnostics: &'a [Diagnostic],
+    /// Policy results and exceptions of the affected apps.
+    pub policy: &'a PolicyReport,
+    /// The diff per app, environment and cluster.
+    pub live: &'a LiveDiff,
+    /// The settings used and the platform change proposed.
+    pub platform: &'a Platform,
+}
+
+/// The sticky PR comment: the settings it was planned with and any platform change, what was
+/// compared, validation problems, policy results and exceptions, a summary table per app,
+/// environment and cluster, then a collapsible diff per target with changes (Secret values
+/// already masked by the diff).
+pub fn pr_comment(plan: &PlanComment<'_>) -> String {
+    let PlanComment {
+        sha,
+        affected,
+        diagnostics,
+        policy,
+        live,
+        platform,
+    } = *plan;
     let short: String = sha.chars().take(7).collect();
     let mut header = format!("### bowline plan for `{short}`\n\n");
+    match &platform.settings_from {
+        Some((branch, commit)) => header.push_str(&format!(
+            "Planned with the platform settings (`bowline.yaml`, `policies/`) of `{branch}` at `{}`.\n\n",
+            commit.chars().take(7).collect::<String>()
+        )),
+        None => header.push_str(
+            "Planned with this pull request's own platform settings: the tracked branch has no validated commit yet.\n\n",
+        ),
+    }
+    if !platform.changed.is_empty() {
+        header.push_str(&format!(
+            "**Platform change — needs review by the platform team.** This pull request changes {}. The change is not used by this plan; it takes effect only once merged.\n\n",
+            platform
+                .changed
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let errors = diagnostic::error_count(diagnostics);
     if affected.is_empty() {
         header.push_str("No application's inputs changed.\n\n");
@@ -216,11 +533,36 @@ pub fn pr_comment(
         fenced_lines(&mut header, &lines);
     }
     if !policy.exceptions.is_empty() {
-        header.push_str(&format!(
-            "**Policy exceptions** ({}):\n\n",
-            policy.exceptions.len()
-        ));
-        fenced_lines(&mut header, &policy.exceptions);
+        // Exceptions are annotations the change declares on its own objects: list the waived
+        // built-in policies apart, so reviewers see what the change exempts itself from.
+        let builtin: Vec<String> = crate::policy::PolicySet::builtin()
+            .map(|set| {
+                set.policies()
+                    .iter()
+                    .filter(|p| p.builtin)
+                    .map(|p| p.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (of_builtin, of_repository): (Vec<_>, Vec<_>) = policy
+            .exceptions
+            .iter()
+            .cloned()
+            .partition(|e| builtin.contains(&e.policy));
+        if !of_builtin.is_empty() {
+            header.push_str(&format!(
+                "**Exceptions to built-in policies** ({}), declared by annotations on the objects themselves — review each one:\n\n",
+                of_builtin.len()
+            ));
+            fenced_lines(&mut header, &of_builtin);
+        }
+        if !of_repository.is_empty() {
+            header.push_str(&format!(
+                "**Exceptions to repository policies** ({}), declared by annotations on the objects themselves:\n\n",
+                of_repository.len()
+            ));
+            fenced_lines(&mut header, &of_repository);
+        }
     }
     if !live.targets.is_empty() {
         header.push_str(
@@ -262,4 +604,102 @@ pub fn pr_comment(
         diagnostic::count(live.targets.len(), "app/environment/cluster target")
     );
     render_comment(&sticky_marker(COMMENT_KEY), &header, &sections, &footer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forge::{PrAction, RepoRef};
+
+    fn request(head: &str, author: &str, head_repo: Option<&str>) -> PlanRequest {
+        PlanRequest {
+            pr: PullRequestEvent {
+                action: PrAction::Synchronize,
+                repo: RepoRef::new("acme", "config"),
+                number: 7,
+                head_sha: head.into(),
+                head_ref: "feature".into(),
+                head_repo: head_repo.and_then(RepoRef::parse),
+                base_ref: "main".into(),
+                merge_commit_sha: None,
+                sender: author.into(),
+                author: author.into(),
+            },
+            live_requested_by: None,
+        }
+    }
+
+    fn settings(live_plan_forks: bool) -> ConfigRepo {
+        let snapshot = Snapshot::from_files([(
+            "bowline.yaml",
+            format!(
+                "apiVersion: bowline/v1\nkind: Repository\nmetadata:\n  name: r\nspec:\n  environments:\n    - name: staging\n      namespace: s\n      clusters: [{{name: c, context: c}}]\n  forge:\n    github:\n      owner: acme\n      repository: config\n      livePlanForks: {live_plan_forks}\n"
+            ),
+        )]);
+        let (repo, diagnostics) = crate::config::load(&snapshot);
+        assert!(diagnostics.iter().all(|d| !d.is_error()), "{diagnostics:?}");
+        repo
+    }
+
+    #[test]
+    fn only_writers_branches_are_planned_live() {
+        let repo = settings(false);
+        let own = request("a", "dev", Some("acme/config"));
+        assert_eq!(offline_reason(&own, Some(&repo), Some("write")), None);
+        assert_eq!(offline_reason(&own, Some(&repo), Some("admin")), None);
+        assert_eq!(
+            offline_reason(&own, Some(&repo), Some("read")).as_deref(),
+            Some("its author @dev has no write access to acme/config")
+        );
+        assert_eq!(
+            offline_reason(&own, Some(&repo), None).as_deref(),
+            Some("GitHub could not confirm that its author @dev has write access")
+        );
+        let same_repo_other_case = request("a", "dev", Some("ACME/Config"));
+        assert_eq!(
+            offline_reason(&same_repo_other_case, Some(&repo), Some("write")),
+            None
+        );
+        for fork in [
+            request("a", "dev", Some("dev/config")),
+            request("a", "dev", None),
+        ] {
+            assert_eq!(
+                offline_reason(&fork, Some(&repo), Some("admin")).as_deref(),
+                Some("the pull request comes from a fork")
+            );
+        }
+        assert!(
+            offline_reason(&own, None, Some("admin"))
+                .is_some_and(|r| r.contains("no validated commit"))
+        );
+    }
+
+    #[test]
+    fn forks_of_writers_are_live_only_when_the_repository_opts_in() {
+        let repo = settings(true);
+        let fork = request("a", "dev", Some("dev/config"));
+        assert_eq!(offline_reason(&fork, Some(&repo), Some("write")), None);
+        assert!(offline_reason(&fork, Some(&repo), Some("read")).is_some());
+    }
+
+    #[test]
+    fn a_collaborators_request_is_live() {
+        let repo = settings(false);
+        let mut fork = request("a", "stranger", Some("stranger/config"));
+        fork.live_requested_by = Some("maintainer".into());
+        assert_eq!(offline_reason(&fork, Some(&repo), Some("none")), None);
+    }
+
+    #[test]
+    fn the_newest_request_wins_and_a_live_request_for_the_same_head_is_kept() {
+        let mut live = request("a", "dev", None);
+        live.live_requested_by = Some("maintainer".into());
+        let same_head = coalesce(Some(live.clone()), request("a", "dev", None));
+        assert_eq!(same_head.live_requested_by.as_deref(), Some("maintainer"));
+        let newer = coalesce(Some(live), request("b", "dev", None));
+        assert_eq!(newer.pr.head_sha, "b");
+        assert_eq!(newer.live_requested_by, None);
+        assert_eq!(coalesce(None, request("c", "dev", None)).pr.head_sha, "c");
+    }
 }

@@ -245,6 +245,8 @@ pub struct PullRequestEvent {
     pub merge_commit_sha: Option<String>,
     /// Who triggered the event (login; empty when absent).
     pub sender: String,
+    /// Who opened the pull request (login; empty when absent).
+    pub author: String,
 }
 
 /// What happened to a comment.
@@ -338,6 +340,7 @@ pub fn parse_event(event_header: &str, body: &[u8]) -> Result<Event, WebhookErro
                 base_ref: p.pull_request.base.git_ref,
                 merge_commit_sha: p.pull_request.merge_commit_sha,
                 sender: p.sender.map(|s| s.login).unwrap_or_default(),
+                author: p.pull_request.user.map(|u| u.login).unwrap_or_default(),
             }))
         }
         "issue_comment" => {
@@ -450,6 +453,7 @@ mod wire {
         pub base: Branch,
         pub merged: Option<bool>,
         pub merge_commit_sha: Option<String>,
+        pub user: Option<User>,
     }
 
     #[derive(Deserialize)]

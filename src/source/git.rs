@@ -290,6 +290,18 @@ impl GitSource {
         sha: &str,
         config: &ConfigRepo,
     ) -> Result<BTreeMap<String, String>, GitError> {
+        self.input_ids_with_root(sha, config, None)
+    }
+
+    /// [`GitSource::input_ids`] with the Git id of `bowline.yaml` taken as `root` when given:
+    /// a pull request planned under the tracked branch's settings counts an app as changed only
+    /// when its own inputs changed.
+    pub fn input_ids_with_root(
+        &self,
+        sha: &str,
+        config: &ConfigRepo,
+        root: Option<&str>,
+    ) -> Result<BTreeMap<String, String>, GitError> {
         let repo = self.repo()?;
         let tree =
             commit_tree(&repo, sha).map_err(|e| self.error("read", e.message().to_string()))?;
@@ -298,7 +310,7 @@ impl GitSource {
                 .map(|e| e.id().to_string())
                 .unwrap_or_else(|_| "-".to_string())
         };
-        let root = id_of(ROOT_FILE);
+        let root = root.map_or_else(|| id_of(ROOT_FILE), str::to_string);
         let mut out = BTreeMap::new();
         for (name, app) in &config.apps {
             let mut hasher = Sha256::new();

@@ -5,4 +5,4 @@
 pub mod git;
 mod snapshot;
 
-pub use snapshot::{Limits, ROOT_FILE, Snapshot, SourceError};
+pub use snapshot::{Limits, ROOT_FILE, Snapshot, SourceError, is_platform_path};

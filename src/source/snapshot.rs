@@ -181,6 +181,51 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+
+    /// This snapshot with its platform files (see [`is_platform_path`]) replaced by those of
+    /// `base`, and the platform paths whose content differs between the two (added, removed or
+    /// changed), sorted. A pull request is planned on such a snapshot, so the settings its own
+    /// plan runs under are never the ones it proposes.
+    pub fn with_platform_of(&self, base: &Snapshot) -> (Snapshot, Vec<String>) {
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for (path, text) in self.files().filter(|(p, _)| is_platform_path(p)) {
+            if base.get(path) != Some(text) {
+                changed.insert(path.to_string());
+            }
+        }
+        for (path, text) in base.files().filter(|(p, _)| is_platform_path(p)) {
+            if self.get(path) != Some(text) {
+                changed.insert(path.to_string());
+            }
+        }
+        for path in self.refused().chain(base.refused()) {
+            if is_platform_path(path) && self.was_refused(path) != base.was_refused(path) {
+                changed.insert(path.to_string());
+            }
+        }
+        let files = self
+            .files
+            .iter()
+            .filter(|(p, _)| !is_platform_path(p))
+            .chain(base.files.iter().filter(|(p, _)| is_platform_path(p)))
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect();
+        let refused = self
+            .refused
+            .iter()
+            .filter(|p| !is_platform_path(p))
+            .chain(base.refused.iter().filter(|p| is_platform_path(p)))
+            .cloned()
+            .collect();
+        (Snapshot { files, refused }, changed.into_iter().collect())
+    }
+}
+
+/// Whether `path` holds platform settings: `bowline.yaml` (environments, clusters, contexts,
+/// destinations, forge settings) or a repository policy under `policies/`. The platform team
+/// owns them; a change to them is reviewed as such and never used to plan itself.
+pub fn is_platform_path(path: &str) -> bool {
+    path == ROOT_FILE || path.starts_with("policies/")
 }
 
 struct Reader {
@@ -419,5 +464,38 @@ mod tests {
         ]);
         let under: Vec<_> = s.files_under("apps/").map(|(p, _)| p).collect();
         assert_eq!(under, ["apps/a/app.yaml", "apps/b/app.yaml"]);
+    }
+
+    #[test]
+    fn platform_files_come_from_the_base() {
+        let base = Snapshot::from_files([
+            ("bowline.yaml", "environments: base"),
+            ("policies/a.rego", "package a"),
+            ("policies/gone.rego", "package gone"),
+            ("apps/web/app.yaml", "old"),
+        ]);
+        let head = Snapshot::from_files([
+            ("bowline.yaml", "environments: head"),
+            ("policies/a.rego", "package a"),
+            ("policies/new.rego", "package new"),
+            ("apps/web/app.yaml", "new"),
+        ]);
+        let (planned, changed) = head.with_platform_of(&base);
+        assert_eq!(
+            changed,
+            ["bowline.yaml", "policies/gone.rego", "policies/new.rego"]
+        );
+        let files: Vec<(&str, &str)> = planned.files().map(|(p, c)| (p, &**c)).collect();
+        assert_eq!(
+            files,
+            [
+                ("apps/web/app.yaml", "new"),
+                ("bowline.yaml", "environments: base"),
+                ("policies/a.rego", "package a"),
+                ("policies/gone.rego", "package gone"),
+            ]
+        );
+        let (_, none) = base.with_platform_of(&base);
+        assert!(none.is_empty());
     }
 }
