@@ -924,6 +924,14 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
     // Four deliveries in a burst: one plan runs, the others coalesce into one more.
     let planned = |result: &str| w.daemon.metrics.plans.with_label_values(&[result]).get();
     let (ok_before, error_before) = (planned("ok"), planned("error"));
+    // The first plan waits out a rate limit, so the burst arrives while it runs.
+    w.github.rate_limit_next(
+        "/statuses/",
+        RateLimit::TooMany {
+            retry_after_secs: 1,
+        },
+        1,
+    );
     let mut answers = Vec::new();
     for i in 0..4 {
         let payload = w.pull_request("synchronize", &head);
