@@ -441,6 +441,10 @@ pub fn diff_text(live: &LiveDiff) -> String {
             t.app, t.environment, t.cluster, t.counts
         ));
         for o in t.objects.iter().filter(|o| o.action != Action::Unchanged) {
+            if o.action == Action::Refuse {
+                out.push_str(&o.unified);
+                continue;
+            }
             out.push_str(&format!(
                 "{} {} ({})",
                 o.action.sign(),

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, ClusterError, ConnectOptions, Health, health};
 use crate::config::{Application, ConfigRepo, Environment, SyncPolicy};
+use crate::destination::{Destinations, Refused};
 use crate::diff::Masker;
 use crate::diff::{self, Action, Counts, DiffOptions, ObjectDiff, ObjectKey};
 use crate::render::RenderedObject;
@@ -64,6 +65,8 @@ pub struct AppTarget<'a> {
     pub cluster: &'a str,
     /// Namespaces the app deploys to (for finding objects to prune).
     pub namespace: &'a str,
+    /// Where the environment lets the app deploy: checked before any request.
+    pub destinations: &'a Destinations,
     /// Rendered objects in apply order.
     pub objects: &'a [RenderedObject],
     /// Include the objects pruning would delete.
@@ -126,7 +129,7 @@ pub async fn plan(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     options: &DiffOptions,
-) -> Result<TargetPlan, ClusterError> {
+) -> Result<TargetPlan, SyncError> {
     let (planned, deletions) = plan_objects(cluster, target, options).await?;
     let objects: Vec<ObjectDiff> = planned
         .into_iter()
@@ -143,26 +146,50 @@ pub async fn plan(
     })
 }
 
-/// Reads the live object, server-side dry-runs the desired one and compares them.
+/// Checks the object's scope as the cluster's discovery reports it against the destinations,
+/// reads the live object and, when the app manages it (or it does not exist), server-side
+/// dry-runs the desired one and compares them. An existing object the app does not manage is
+/// reported without content and never dry-run.
 async fn plan_one(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     rendered: &RenderedObject,
     options: &DiffOptions,
-) -> Result<Planned, ClusterError> {
+) -> Result<Planned, SyncError> {
     let key = ObjectKey::of(&rendered.object);
+    let namespaced = cluster.is_namespaced(&key.api_version, &key.kind).await?;
+    target.destinations.check(&key, !namespaced)?;
     let live = cluster.get(&key).await?;
+    if let Some(existing) = &live
+        && !crate::cluster::prune::is_managed_by(existing, target.app)
+    {
+        return Ok(Planned {
+            body: rendered.object.clone(),
+            diff: ObjectDiff::refused(key, target.app),
+        });
+    }
     let body = apply_body(&rendered.object, live.as_ref(), options);
     let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
     let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
     Ok(Planned { body, diff })
 }
 
+/// Refuses the first object outside the destinations, by its rendered scope: before any
+/// request reaches the cluster.
+pub fn check_destinations(target: &AppTarget<'_>) -> Result<(), Refused> {
+    for rendered in target.objects {
+        let key = ObjectKey::of(&rendered.object);
+        target.destinations.check(&key, key.namespace.is_none())?;
+    }
+    Ok(())
+}
+
 async fn plan_objects(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     options: &DiffOptions,
-) -> Result<(Vec<Planned>, Vec<(ObjectKey, ObjectDiff)>), ClusterError> {
+) -> Result<(Vec<Planned>, Vec<(ObjectKey, ObjectDiff)>), SyncError> {
+    check_destinations(target)?;
     let options = diff_options(options, target.objects);
     // Collected first: a stream over a closure would not be `Send` for every lifetime, which
     // callers spawning this on a runtime need.
@@ -187,12 +214,23 @@ async fn plan_objects(
             .iter()
             .filter_map(|o| o.namespace.clone())
             .chain(std::iter::once(target.namespace.to_string()))
+            .filter(|ns| target.destinations.allows_namespace(ns))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let live = cluster.list_managed(target.app, &namespaces).await?;
         for object in crate::cluster::prune::select(&live, &desired, target.app, target.environment)
         {
+            // Only inside the destinations: what the app may not create, it may not delete.
+            let key = ObjectKey::of(object);
+            if target
+                .destinations
+                .check(&key, key.namespace.is_none())
+                .is_err()
+            {
+                tracing::warn!(object = %key, "not pruned: outside the destinations");
+                continue;
+            }
             deletions.push((
                 ObjectKey::of(object),
                 diff::compare(Some(object), None, &options),
@@ -267,6 +305,17 @@ pub enum SyncError {
     /// The cluster refused or could not be reached.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// An object lies outside its environment's destinations (nothing was sent for it).
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// Objects exist that the app does not manage: a sync never takes them over.
+    #[error("{} already {} and {} not managed by {app}: refusing to take {} over", list(objects), if objects.len() == 1 { "exists" } else { "exist" }, if objects.len() == 1 { "is" } else { "are" }, if objects.len() == 1 { "it" } else { "them" })]
+    NotManaged {
+        /// The application.
+        app: String,
+        /// The objects.
+        objects: Vec<ObjectKey>,
+    },
     /// A workload will not become healthy.
     #[error("rollout of {object} failed: {reason}")]
     RolloutFailed {
@@ -299,6 +348,17 @@ pub async fn sync(
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let (planned, deletions) = plan_objects(cluster, target, diff_base).await?;
+    let unmanaged: Vec<ObjectKey> = planned
+        .iter()
+        .filter(|p| p.diff.action == Action::Refuse)
+        .map(|p| p.diff.key.clone())
+        .collect();
+    if !unmanaged.is_empty() {
+        return Err(SyncError::NotManaged {
+            app: target.app.to_string(),
+            objects: unmanaged,
+        });
+    }
     for p in &planned {
         if !options.dry_run && p.diff.action != Action::Unchanged {
             cluster
@@ -342,6 +402,14 @@ pub async fn sync(
         healthy,
         elapsed: started.elapsed(),
     })
+}
+
+fn list(objects: &[ObjectKey]) -> String {
+    objects
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Polls the workloads until all are healthy, one fails, or the timeout passes.
@@ -459,6 +527,7 @@ pub async fn plan_targets(
     for target in targets {
         let diff = diff_options_for(target.app, masker);
         let policy = target.policy;
+        let destinations = Destinations::of(target.environment);
         for (_, wave) in target.environment.waves() {
             for cluster in wave {
                 let namespace = target.app.namespace_in(target.environment);
@@ -467,10 +536,15 @@ pub async fn plan_targets(
                     environment: &target.environment.name,
                     cluster: &cluster.name,
                     namespace: &namespace,
+                    destinations: &destinations,
                     objects: &target.objects,
                     prune: policy.prune,
                     force_conflicts: policy.force_conflicts,
                 };
+                if let Err(refused) = check_destinations(&app_target) {
+                    out.push(plan_offline(&app_target, &diff, &refused.to_string()));
+                    continue;
+                }
                 if !configured {
                     out.push(plan_offline(
                         &app_target,

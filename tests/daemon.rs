@@ -910,16 +910,64 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
     // the proposed environment's namespace is never read.
     let (comment, _, requests) =
         plan_once(&w, &head, "d-writer", w.pull_request("synchronize", &head)).await;
-    assert!(!requests.is_empty(), "compared with the live clusters");
     assert!(
         requests.iter().all(|r| !r.contains("payments")),
         "{requests:?}"
     );
+    // The object in another namespace is outside the environments' destinations: refused
+    // at the file and line that declares it, before any request.
+    assert!(
+        comment.contains("apps/inventory-worker/manifests/peek.yaml:1"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains(
+            "v1 ConfigMap payments/payments-config is outside the destinations of environment"
+        ),
+        "{comment}"
+    );
+    assert!(!comment.contains(LEAKED), "{comment}");
+
+    // Within its namespace but over an object it does not manage: live, and the object is
+    // reported as existing without any of its content.
+    const UNMANAGED: &str = "shop-owned-by-someone-else";
+    w.kube[0].create(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "platform-settings", "namespace": "shop-staging"},
+        "data": {"token": UNMANAGED},
+    }));
+    std::fs::remove_file(root.join("apps/inventory-worker/manifests/peek.yaml")).expect("rm");
+    std::fs::write(
+        root.join("apps/inventory-worker/manifests/takeover.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: platform-settings\ndata:\n  token: mine\n",
+    )
+    .expect("manifest");
+    let head = commit_all(&w.git, "refs/pull/7/head", "take over", Some(&head));
+    let (comment, _, requests) = plan_once(
+        &w,
+        &head,
+        "d-takeover",
+        w.pull_request("synchronize", &head),
+    )
+    .await;
+    assert!(!requests.is_empty(), "compared with the live clusters");
     assert!(
         comment.contains("Compared with the live clusters"),
         "{comment}"
     );
-    assert!(!comment.contains(LEAKED), "{comment}");
+    assert!(
+        comment.contains(
+            "! v1 ConfigMap shop-staging/platform-settings: exists, not managed by inventory-worker: would be refused"
+        ),
+        "{comment}"
+    );
+    assert!(!comment.contains(UNMANAGED), "{comment}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r != "PATCH /api/v1/namespaces/shop-staging/configmaps/platform-settings"),
+        "never dry-run over an unmanaged object: {requests:?}"
+    );
 
     // Four deliveries in a burst: one plan runs, the others coalesce into one more.
     let planned = |result: &str| w.daemon.metrics.plans.with_label_values(&[result]).get();

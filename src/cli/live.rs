@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use bowline::cluster::{Cluster, ConnectOptions, Health};
 use bowline::config::Application;
+use bowline::destination::Destinations;
 use bowline::diagnostic;
 use bowline::diff::{Action, DiffOptions, Masker};
 use bowline::plan::{self, LiveDiff};
@@ -176,6 +177,7 @@ pub fn sync(
         ..SyncOptions::default()
     };
     let namespace = target.app.namespace_in(target.environment);
+    let destinations = Destinations::of(target.environment);
     let verb = if dry_run { "dry-run sync" } else { "sync" };
     let rt = runtime()?;
     for (wave, clusters_in_wave) in target.environment.waves() {
@@ -191,6 +193,7 @@ pub fn sync(
                 environment: &env,
                 cluster: &cluster.name,
                 namespace: &namespace,
+                destinations: &destinations,
                 objects: &target.objects,
                 prune: prune || policy.prune,
                 force_conflicts: policy.force_conflicts,
@@ -237,6 +240,7 @@ fn print_event(event: SyncEvent) {
                 Action::Update => format!("updated: {}", d.changed.join(", ")),
                 Action::Delete => "deleted".to_string(),
                 Action::Unchanged => "unchanged".to_string(),
+                Action::Refuse => "refused: not managed by this app".to_string(),
             };
             format!("  {} {} {what}", d.action.sign(), d.key)
         }

@@ -98,6 +98,40 @@ pub struct Environment {
     /// Prometheus queried by canary analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusRef>,
+    /// Where its applications may deploy (see [`crate::destination`]).
+    #[serde(default, skip_serializing_if = "DestinationsSpec::is_default")]
+    pub destinations: DestinationsSpec,
+}
+
+/// `destinations` of an environment: the namespaces and cluster-scoped kinds its
+/// applications may reach. Not a policy: nothing in an application can widen it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationsSpec {
+    /// Namespace globs (`shop-*`); when empty, only the environment's `namespace`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Cluster-scoped kinds applications may manage; when empty, none but the Namespace
+    /// objects of the allowed namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_resources: Vec<GroupKind>,
+}
+
+impl DestinationsSpec {
+    /// True when nothing is set (the defaults apply).
+    pub fn is_default(&self) -> bool {
+        self.namespaces.is_empty() && self.cluster_resources.is_empty()
+    }
+}
+
+/// An API group and kind, either of which may be a glob (`*`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct GroupKind {
+    /// API group, `""` for the core group.
+    #[serde(default)]
+    pub group: String,
+    /// Kind.
+    pub kind: String,
 }
 
 impl Environment {

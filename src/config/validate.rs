@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::instantiate::{self, INSTANTIATION_ROOTS, RUNTIME_FIELDS};
 use super::model::*;
 use super::{ConfigRepo, Document};
+use crate::destination::{self, Destinations};
 use crate::diagnostic::{Diagnostic, did_you_mean, pointer_join, pointer_to_field, suggest};
 use crate::template;
 
@@ -146,6 +147,9 @@ fn check_repository(repo: &ConfigRepo, doc: &Document<Repository>, out: &mut Vec
             ),
         ));
     }
+    for (i, env) in environments.iter().enumerate() {
+        check_destinations(doc, i, env, out);
+    }
     if let Some(pipeline) = &doc.doc.spec.defaults.pipeline {
         let known = known_names(&repo.pipelines, &repo.broken_pipelines);
         if !known.contains(pipeline) {
@@ -158,6 +162,44 @@ fn check_repository(repo: &ConfigRepo, doc: &Document<Repository>, out: &mut Vec
                 &known,
             ));
         }
+    }
+}
+
+/// Globs of an environment's `destinations` compile, and its own namespace is among them.
+fn check_destinations(
+    doc: &Document<Repository>,
+    i: usize,
+    env: &Environment,
+    out: &mut Vec<Diagnostic>,
+) {
+    let base = format!("/spec/environments/{i}/destinations");
+    let spec = &env.destinations;
+    for (j, glob) in spec.namespaces.iter().enumerate() {
+        if let Some(e) = destination::glob_error(glob) {
+            out.push(doc.error(
+                &format!("{base}/namespaces/{j}"),
+                format!("invalid namespace glob \"{glob}\": {e}"),
+            ));
+        }
+    }
+    for (j, gk) in spec.cluster_resources.iter().enumerate() {
+        for (field, glob) in [("group", &gk.group), ("kind", &gk.kind)] {
+            if let Some(e) = destination::glob_error(glob) {
+                out.push(doc.error(
+                    &format!("{base}/clusterResources/{j}/{field}"),
+                    format!("invalid {field} glob \"{glob}\": {e}"),
+                ));
+            }
+        }
+    }
+    if !spec.namespaces.is_empty() && !Destinations::of(env).allows_namespace(&env.namespace) {
+        out.push(doc.error(
+            &format!("{base}/namespaces"),
+            format!(
+                "environment \"{}\" deploys to namespace \"{}\" by default, which is not among its destinations.namespaces",
+                env.name, env.namespace
+            ),
+        ));
     }
 }
 
@@ -182,6 +224,25 @@ fn check_application(
                     &env_names,
                 ));
             }
+        }
+    }
+    for env in repo.app_environments(app) {
+        let overridden = app
+            .spec
+            .environments
+            .get(&env.name)
+            .and_then(|e| e.as_ref())
+            .and_then(|e| e.namespace.as_ref());
+        if let Some(namespace) = overridden
+            && !Destinations::of(env).allows_namespace(namespace)
+        {
+            out.push(doc.error(
+                &format!("{}/namespace", pointer_join("/spec/environments", &env.name)),
+                format!(
+                    "namespace \"{namespace}\" is outside the destinations of environment \"{}\" (set in bowline.yaml by the platform team)",
+                    env.name
+                ),
+            ));
         }
     }
     if let Some(canary) = &app.spec.canary {

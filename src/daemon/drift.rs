@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{Daemon, lock};
 use crate::cluster::Cluster;
+use crate::destination::Destinations;
 use crate::diff::Action;
 use crate::render::RenderedObject;
 use crate::store::{ExecutionFilter, ExecutionStatus};
@@ -76,6 +77,7 @@ impl Daemon {
                 if !app.spec.environments.contains_key(&environment.name) {
                     continue;
                 }
+                let destinations = Destinations::of(environment);
                 for cluster in &environment.clusters {
                     let deployed =
                         match self
@@ -109,6 +111,7 @@ impl Daemon {
                         environment: &environment.name,
                         cluster: &cluster.name,
                         namespace: &namespace,
+                        destinations: &destinations,
                         objects: &objects,
                         prune: policy.prune,
                         // A field another manager took (`kubectl edit`) is drift too: compare

@@ -76,6 +76,9 @@ pub enum Action {
     Delete,
     /// In the cluster and identical after normalization.
     Unchanged,
+    /// In the cluster but not managed by this application: shown without content, and a sync
+    /// refuses to take it over.
+    Refuse,
 }
 
 impl Action {
@@ -86,6 +89,7 @@ impl Action {
             Action::Update => "update",
             Action::Delete => "delete",
             Action::Unchanged => "unchanged",
+            Action::Refuse => "refuse",
         }
     }
 
@@ -96,6 +100,7 @@ impl Action {
             Action::Update => '~',
             Action::Delete => '-',
             Action::Unchanged => '=',
+            Action::Refuse => '!',
         }
     }
 }
@@ -128,6 +133,13 @@ pub struct Counts {
     pub delete: usize,
     /// Objects already in sync.
     pub unchanged: usize,
+    /// Existing objects the application does not manage (a sync refuses them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refused: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Counts {
@@ -140,6 +152,7 @@ impl Counts {
                 Action::Update => c.update += 1,
                 Action::Delete => c.delete += 1,
                 Action::Unchanged => c.unchanged += 1,
+                Action::Refuse => c.refused += 1,
             }
         }
         c
@@ -147,7 +160,7 @@ impl Counts {
 
     /// True when nothing would change.
     pub fn in_sync(&self) -> bool {
-        self.create + self.update + self.delete == 0
+        self.create + self.update + self.delete + self.refused == 0
     }
 
     /// Adds `other` to these counts.
@@ -156,6 +169,7 @@ impl Counts {
         self.update += other.update;
         self.delete += other.delete;
         self.unchanged += other.unchanged;
+        self.refused += other.refused;
     }
 }
 
@@ -166,7 +180,11 @@ impl fmt::Display for Counts {
             f,
             "{} to create, {} to update, {} to delete, {} unchanged",
             self.create, self.update, self.delete, self.unchanged
-        )
+        )?;
+        if self.refused > 0 {
+            write!(f, ", {} refused (not managed)", self.refused)?;
+        }
+        Ok(())
     }
 }
 
@@ -270,6 +288,19 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
         action,
         changed,
         unified,
+    }
+}
+
+impl ObjectDiff {
+    /// An existing object that `app` does not manage: reported without any of its content.
+    pub fn refused(key: ObjectKey, app: &str) -> ObjectDiff {
+        let unified = format!("! {key}: exists, not managed by {app}: would be refused\n");
+        ObjectDiff {
+            key,
+            action: Action::Refuse,
+            changed: Vec::new(),
+            unified,
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 
 use super::expr::{ExprContext, StageView};
 use crate::config::instantiate::{instantiate, parameter_values};
-use crate::config::{CanaryConfig, Cluster, ConfigRepo, ExecutionWindow, IgnoreDifference, Stage};
+use crate::config::{
+    CanaryConfig, Cluster, ConfigRepo, DestinationsSpec, ExecutionWindow, IgnoreDifference, Stage,
+};
+use crate::destination::Destinations;
 use crate::store::{NewExecution, NewStage, StageState};
 
 /// One environment as the execution sees it.
@@ -25,6 +28,17 @@ pub struct EnvSnapshot {
     pub prometheus: Option<String>,
     /// Rendered objects in apply order.
     pub objects: Vec<Value>,
+    /// The environment's destinations when the execution was created (the default, the app's
+    /// namespace alone, when absent).
+    #[serde(default, skip_serializing_if = "DestinationsSpec::is_default")]
+    pub destinations: DestinationsSpec,
+}
+
+impl EnvSnapshot {
+    /// Where the execution may deploy in this environment.
+    pub fn destinations(&self, environment: &str) -> Destinations {
+        Destinations::from_spec(environment, &self.destinations, &self.namespace)
+    }
 }
 
 /// Everything an execution needs, stored with it.
@@ -194,6 +208,7 @@ pub fn prepare(
                 clusters: env.clusters.clone(),
                 prometheus: env.prometheus.as_ref().map(|p| p.url.clone()),
                 objects: objects.into_iter().map(|o| o.object).collect(),
+                destinations: env.destinations.clone(),
             },
         );
     }

@@ -229,6 +229,26 @@ impl<'r> AppRenderer<'r> {
                 ));
             }
         }
+        // Destinations are the platform's, not the app's: an object outside them fails the
+        // render, so it never reaches validation's "ok", a plan or an execution snapshot.
+        let destinations = crate::destination::Destinations::of(environment);
+        for o in &objects {
+            let key = crate::diff::ObjectKey::of(&o.object);
+            if let Err(refused) = destinations.check(&key, o.namespace.is_none()) {
+                let field = if o.namespace.is_some() {
+                    "metadata.namespace"
+                } else {
+                    "kind"
+                };
+                errors.push(Diagnostic::error(
+                    &o.source,
+                    o.line,
+                    1,
+                    field,
+                    refused.to_string(),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }

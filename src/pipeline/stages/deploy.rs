@@ -85,13 +85,14 @@ async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result
         .unwrap_or_default()
         .to_string();
     let timeout = run.remaining().unwrap_or(Duration::from_secs(600));
+    let destinations = env.destinations(&env_name);
     for cluster in clusters(&env) {
-        let connected = connect(run, &cluster).await?;
         let target = AppTarget {
             app: &app,
             environment: &env_name,
             cluster: &cluster.name,
             namespace: &env.namespace,
+            destinations: &destinations,
             objects: &rendered,
             prune: run.snapshot.prune,
             force_conflicts: run.snapshot.force_conflicts,
@@ -101,6 +102,9 @@ async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result
             poll: run.engine.services.poll,
             ..SyncOptions::default()
         };
+        // Refused before connecting: nothing outside the destinations reaches a cluster.
+        sync::check_destinations(&target).map_err(|e| e.to_string())?;
+        let connected = connect(run, &cluster).await?;
         let stage = run.stage.name.clone();
         let engine = run.engine.clone();
         let cluster_name = cluster.name.clone();
