@@ -146,8 +146,7 @@ pub async fn plan(
     })
 }
 
-/// Checks the object's scope as the cluster's discovery reports it against the destinations,
-/// reads the live object and, when the app manages it (or it does not exist), server-side
+/// Reads the live object and, when the app manages it (or it does not exist), server-side
 /// dry-runs the desired one and compares them. An existing object the app does not manage is
 /// reported without content and never dry-run.
 async fn plan_one(
@@ -157,8 +156,6 @@ async fn plan_one(
     options: &DiffOptions,
 ) -> Result<Planned, SyncError> {
     let key = ObjectKey::of(&rendered.object);
-    let namespaced = cluster.is_namespaced(&key.api_version, &key.kind).await?;
-    target.destinations.check(&key, !namespaced)?;
     let live = cluster.get(&key).await?;
     if let Some(existing) = &live
         && !crate::cluster::prune::is_managed_by(existing, target.app)
@@ -190,6 +187,13 @@ async fn plan_objects(
     options: &DiffOptions,
 ) -> Result<(Vec<Planned>, Vec<(ObjectKey, ObjectDiff)>), SyncError> {
     check_destinations(target)?;
+    // Again with the scope the cluster's discovery reports (a custom kind may be
+    // cluster-scoped), for every object before any of them is read or dry-run.
+    for rendered in target.objects {
+        let key = ObjectKey::of(&rendered.object);
+        let namespaced = cluster.is_namespaced(&key.api_version, &key.kind).await?;
+        target.destinations.check(&key, !namespaced)?;
+    }
     let options = diff_options(options, target.objects);
     // Collected first: a stream over a closure would not be `Send` for every lifetime, which
     // callers spawning this on a runtime need.

@@ -96,6 +96,14 @@ impl World {
             .expect("bowline runs")
     }
 
+    fn validate(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_bowline"))
+            .arg("validate")
+            .arg(self.repo.path())
+            .output()
+            .expect("bowline runs")
+    }
+
     fn sync(&self, app: &str, env: &str, extra: &[&str]) -> Output {
         let mut args = vec!["sync", "--app", app, "--env", env, "--timeout", "20s"];
         args.extend_from_slice(extra);
@@ -561,4 +569,153 @@ fn plan_that_cannot_run_exits_1_with_exit_code_and_2_without() {
     );
     let plain = run(&[]);
     assert_eq!(plain.status.code(), Some(2), "{}", text(&plain));
+}
+
+/// A cluster-scoped custom kind bowline does not know offline: rendering takes it for a
+/// namespaced one, so only the cluster's discovery can tell.
+fn cluster_issuer_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "clusterissuers.cert-manager.io"},
+        "spec": {
+            "group": "cert-manager.io",
+            "names": {"kind": "ClusterIssuer", "listKind": "ClusterIssuerList",
+                "plural": "clusterissuers", "singular": "clusterissuer"},
+            "scope": "Cluster",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    })
+}
+
+#[test]
+fn objects_outside_the_destinations_are_refused_before_any_request() {
+    let world = World::new();
+    fs::write(
+        world.path("apps/checkout-api/manifests/admin.yaml"),
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: checkout-admin\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects:\n  - kind: ServiceAccount\n    name: default\n    namespace: shop-staging\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: peek\n  namespace: kube-system\n",
+    )
+    .expect("manifest");
+    let out = world.validate();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = text(&out);
+    assert!(
+        stdout.contains(
+            "apps/checkout-api/manifests/admin.yaml:1:1: error: kind: rbac.authorization.k8s.io/v1 ClusterRoleBinding checkout-admin is outside the destinations of environment \"staging\": cluster-scoped kind ClusterRoleBinding.rbac.authorization.k8s.io is not in its clusterResources (none allowed)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("v1 ConfigMap kube-system/peek is outside the destinations of environment \"staging\": namespace \"kube-system\" is not among its namespaces (shop-staging)"),
+        "{stdout}"
+    );
+    world.staging.clear_requests();
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("sync refused"), "{}", text(&out));
+    assert!(world.staging.requests().is_empty(), "no request was sent");
+
+    // The app cannot move itself to another namespace either.
+    fs::remove_file(world.path("apps/checkout-api/manifests/admin.yaml")).expect("rm");
+    world.edit(
+        "apps/checkout-api/app.yaml",
+        "    staging:\n",
+        "    staging:\n      namespace: kube-system\n",
+    );
+    let out = world.validate();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("apps/checkout-api/app.yaml:27:7: error: spec.environments.staging.namespace: namespace \"kube-system\" is outside the destinations of environment \"staging\""),
+        "{}",
+        text(&out)
+    );
+    world.edit(
+        "apps/checkout-api/app.yaml",
+        "    staging:\n      namespace: kube-system\n",
+        "    staging:\n",
+    );
+
+    // A cluster-scoped custom kind: discovery tells, and the object is refused before it is
+    // read or dry-run.
+    world.staging.create(cluster_issuer_crd());
+    fs::write(
+        world.path("apps/checkout-api/manifests/issuer.yaml"),
+        "apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata:\n  name: everyone\nspec:\n  selfSigned: {}\n",
+    )
+    .expect("manifest");
+    assert_success(&world.validate(), "validate");
+    world.staging.clear_requests();
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("cluster-scoped kind ClusterIssuer.cert-manager.io is not in its clusterResources (none allowed)"),
+        "{}",
+        text(&out)
+    );
+    let touched: Vec<String> = world
+        .staging
+        .requests()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .filter(|r| r.contains("/clusterissuers") || r.starts_with("PATCH"))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
+
+    // The platform team widens the destinations: now it goes through.
+    world.edit(
+        "bowline.yaml",
+        "      namespace: shop-staging\n",
+        "      namespace: shop-staging\n      destinations:\n        clusterResources:\n          - group: cert-manager.io\n            kind: ClusterIssuer\n",
+    );
+    assert_success(
+        &world.sync("checkout-api", "staging", &["--no-wait"]),
+        "sync with the kind allowed",
+    );
+    assert!(
+        world
+            .staging
+            .get("cert-manager.io/v1", "ClusterIssuer", None, "everyone")
+            .is_some()
+    );
+}
+
+#[test]
+fn an_existing_object_the_app_does_not_manage_is_never_shown_or_taken_over() {
+    let world = World::new();
+    const SECRET_LOOKING: &str = "hand-made-value-owned-by-another-team";
+    world
+        .staging
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "checkout-api-config", "namespace": "shop-staging"},
+        "data": {"owner": SECRET_LOOKING}}));
+    let out = world.bowline(&["plan"]);
+    let stdout = text(&out);
+    assert!(
+        stdout.contains("! v1 ConfigMap shop-staging/checkout-api-config: exists, not managed by checkout-api: would be refused"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET_LOOKING), "{stdout}");
+    let (_, plan) = world.plan_json();
+    assert!(!plan.to_string().contains(SECRET_LOOKING));
+
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("v1 ConfigMap shop-staging/checkout-api-config already exists and is not managed by checkout-api: refusing to take it over"),
+        "{}",
+        text(&out)
+    );
+    let live = world
+        .staging
+        .get(
+            "v1",
+            "ConfigMap",
+            Some("shop-staging"),
+            "checkout-api-config",
+        )
+        .expect("still there");
+    assert_eq!(live["data"]["owner"], SECRET_LOOKING);
+    assert!(live["metadata"]["labels"].get("bowline.dev/app").is_none());
 }
