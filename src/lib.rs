@@ -18,6 +18,7 @@ pub mod forge;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod redact;
 pub mod render;
 pub mod server;
 pub mod source;

@@ -143,6 +143,10 @@ struct RunArgs {
     /// Directory of secret files for templates (`secrets.<file name>`).
     #[arg(long, env = "BOWLINE_SECRETS_DIR")]
     secrets_dir: Option<std::path::PathBuf>,
+    /// Let webhook stages and `http_ok` reach link-local and cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254), refused by default.
+    #[arg(long, env = "BOWLINE_ALLOW_LINK_LOCAL_EGRESS")]
+    allow_link_local_egress: bool,
 }
 
 fn main() -> ExitCode {
@@ -194,6 +198,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 revision,
                 prometheus,
                 secrets_dir,
+                allow_link_local_egress,
             } = *args;
             cli::pipeline::run(
                 repo,
@@ -204,6 +209,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 revision,
                 prometheus,
                 secrets_dir,
+                allow_link_local_egress,
             )
         }
         Command::Executions { state, command } => cli::pipeline::executions(state, command),

@@ -209,3 +209,20 @@ fn a_missing_branch_or_remote_is_a_clear_error() {
     let e = gone.fetch().expect_err("no such remote").to_string();
     assert!(e.starts_with("git fetch /nonexistent/config-repo: "), "{e}");
 }
+
+#[test]
+fn credentials_in_the_remote_url_never_appear_in_errors() {
+    let cache = tempfile::tempdir().expect("cache");
+    // Nothing listens on port 9 of this machine: the fetch fails and libgit2 quotes the URL.
+    let source = GitSource::open(
+        "http://bot:s3cret-token@127.0.0.1:9/acme/config.git",
+        "main",
+        cache.path(),
+        GitAuth::default(),
+    )
+    .expect("open");
+    let e = source.fetch().expect_err("nothing listens").to_string();
+    assert!(!e.contains("s3cret-token") && !e.contains("bot:"), "{e}");
+    assert!(e.contains("http://***@127.0.0.1:9/acme/config.git"), "{e}");
+    assert!(!format!("{source:?}").contains("s3cret-token"));
+}

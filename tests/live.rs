@@ -386,7 +386,7 @@ fn secret_values_never_appear_in_any_output() {
             }
         }
     }
-    assert!(plan.to_string().contains("<masked sha256:"));
+    assert!(plan.to_string().contains("<masked hmac:"));
 }
 
 #[test]

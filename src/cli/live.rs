@@ -18,9 +18,6 @@ use bowline::sync::{self, AppTarget, SyncEvent, SyncOptions};
 use super::OutputFormat;
 use super::repo::{RepoArgs, check_selection, load};
 
-/// Environment variable holding the salt of Secret value hashes in diffs.
-const MASK_SALT_VAR: &str = "BOWLINE_SECRET_MASK_SALT";
-
 /// How to reach the clusters named in bowline.yaml.
 #[derive(clap::Args)]
 pub struct ClusterArgs {
@@ -46,10 +43,10 @@ pub fn connect_options(args: &ClusterArgs) -> ConnectOptions {
     }
 }
 
+/// The Secret masker of one command-line run: keyed by a fresh random key, so masked values
+/// compare within the run and mean nothing outside it.
 pub fn masker() -> Masker {
-    std::env::var(MASK_SALT_VAR)
-        .map(Masker::with_salt)
-        .unwrap_or_default()
+    Masker::default()
 }
 
 fn diff_options(app: &Application) -> DiffOptions {

@@ -174,9 +174,11 @@ pub fn run(
     revision: Option<String>,
     prometheus: Option<String>,
     secrets_dir: Option<PathBuf>,
+    allow_link_local_egress: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = state.open()?;
-    let mut services = Services::new(super::live::connect_options(&clusters));
+    let mut services = Services::new(super::live::connect_options(&clusters))
+        .with_link_local_egress(allow_link_local_egress);
     services.secrets = secrets(secrets_dir.as_deref())?;
     services.prometheus_override = prometheus;
     services.progress = Arc::new(print_progress);

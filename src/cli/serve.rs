@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use bowline::daemon::{Daemon, DaemonConfig};
+use bowline::diff::Masker;
 use bowline::forge::{GitHub, RepoRef};
 use bowline::pipeline::Services;
 use bowline::server::{self, ApiTokens};
@@ -90,6 +91,10 @@ pub struct ServeArgs {
     /// request are coalesced: the newest push wins).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..), env = "BOWLINE_MAX_CONCURRENT_PLANS")]
     pub max_concurrent_plans: u16,
+    /// Let webhook stages and `http_ok` reach link-local and cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254), refused by default.
+    #[arg(long, env = "BOWLINE_ALLOW_LINK_LOCAL_EGRESS")]
+    pub allow_link_local_egress: bool,
 }
 
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
@@ -113,7 +118,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.state.open()?;
     let connect = super::live::connect_options(&args.clusters);
-    let mut services = Services::new(connect.clone());
+    let mut services =
+        Services::new(connect.clone()).with_link_local_egress(args.allow_link_local_egress);
     services.secrets = super::pipeline::secrets(args.secrets_dir.as_deref())?;
     services.prometheus_override = args.prometheus.clone();
     services.poll = args.stage_poll.max(Duration::from_millis(10));
@@ -164,7 +170,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url.clone(),
         limits: Limits::default(),
         connect,
-        masker: super::live::masker(),
+        masker: Masker::with_key(
+            bowline::store::files::mask_key(&args.state.state)
+                .context("the secret-mask key kept with the state")?,
+        ),
         max_concurrent_plans: usize::from(args.max_concurrent_plans),
     };
     let daemon = Daemon::new(config, source, store, services, github, webhook_secret)?;

@@ -122,7 +122,7 @@ impl Daemon {
                 self.metrics.reconciles.with_label_values(&[label]).inc();
             }
             Err(e) => {
-                state.last_error = Some(e.to_string());
+                state.last_error = Some(crate::redact::urls(&e.to_string()));
                 state.failures = state.failures.saturating_add(1);
                 self.metrics.reconciles.with_label_values(&["error"]).inc();
             }

@@ -1,24 +1,64 @@
-//! Secret masking: the values of a Secret's `data` and `stringData` are replaced by a stable
+//! Secret masking: the values of a Secret's `data` and `stringData` are replaced by a keyed
 //! hash before anything is compared or printed, so a changed value still shows as a change but
 //! never in clear.
 //!
-//! The hash covers the Secret's namespace, name and key as well as the decoded value, so equal
-//! values in different Secrets do not look equal. A salt (e.g. `BOWLINE_SECRET_MASK_SALT`)
-//! makes guessing short values from the hash impractical for anyone who does not hold it.
+//! The hash is an HMAC-SHA256 under a random key (per installation: the daemon keeps it with its
+//! state, see [`crate::store::mask_key`]; per run for the command line) over the Secret's
+//! namespace, name, key and decoded value. Without the key nothing can be guessed from it, not
+//! even a 4-digit PIN, and it carries no length; equal values of one Secret key still mask
+//! alike, so "unchanged" stays visible.
 
+use std::sync::Arc;
+
+use hmac::{KeyInit, Mac};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-/// How masked values are derived.
-#[derive(Debug, Clone, Default)]
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// How masked values are derived: the HMAC key.
+#[derive(Clone)]
 pub struct Masker {
-    salt: Vec<u8>,
+    key: Arc<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Default for Masker {
+    /// A masker with a fresh random key: hashes are comparable within this process only.
+    fn default() -> Self {
+        Masker::with_key(random_key())
+    }
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut key) {
+        // Without the OS's randomness there is no secret key to be had; a masker keyed by the
+        // clock is still not guessable from outside, and this is logged.
+        tracing::error!(error = %e, "no OS randomness for the secret-mask key");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(
+            format!("{nanos}/{}", std::process::id()).as_bytes(),
+        );
+        key.copy_from_slice(&digest);
+    }
+    key
 }
 
 impl Masker {
-    /// A masker whose hashes also depend on `salt` (empty: no salt).
-    pub fn with_salt(salt: impl Into<Vec<u8>>) -> Self {
-        Masker { salt: salt.into() }
+    /// A masker whose hashes are keyed by `key`.
+    pub fn with_key(key: [u8; 32]) -> Self {
+        Masker { key: Arc::new(key) }
     }
 
     /// Masks `object` in place when it is a core/v1 Secret; other objects are unchanged.
@@ -67,20 +107,18 @@ impl Masker {
     }
 
     fn hash(&self, namespace: &str, name: &str, key: &str, value: &[u8]) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(b"bowline-secret-mask/v1\0");
-        hasher.update(&self.salt);
+        // HMAC accepts keys of any length: this never fails for a 32-byte key.
+        let Ok(mut mac) = HmacSha256::new_from_slice(self.key.as_slice()) else {
+            return "<masked>".to_string();
+        };
+        mac.update(b"bowline-secret-mask/v2\0");
         for part in [namespace, name, key] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part.as_bytes());
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
         }
-        hasher.update(value);
-        let digest = hasher.finalize();
-        format!(
-            "<masked sha256:{} {} bytes>",
-            hex::encode(&digest[..6]),
-            value.len()
-        )
+        mac.update(value);
+        let digest = mac.finalize().into_bytes();
+        format!("<masked hmac:{}>", hex::encode(&digest[..8]))
     }
 }
 
@@ -121,19 +159,18 @@ mod tests {
     fn values_never_survive_and_hashes_are_stable() {
         let mut a = secret(json!({"password": "aHVudGVyMg=="})); // hunter2
         let mut b = a.clone();
-        Masker::default().mask(&mut a);
-        Masker::default().mask(&mut b);
+        let masker = Masker::default();
+        masker.mask(&mut a);
+        masker.mask(&mut b);
         let text = a.to_string();
         assert!(
             !text.contains("aHVudGVyMg") && !text.contains("hunter2"),
             "{text}"
         );
         assert_eq!(a, b);
-        assert!(
-            a["data"]["password"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("<masked sha256:") && s.ends_with(" 7 bytes>"))
-        );
+        let masked = a["data"]["password"].as_str().expect("masked");
+        assert!(masked.starts_with("<masked hmac:"), "{masked}");
+        assert!(!masked.contains("bytes"), "no length: {masked}");
     }
 
     #[test]
@@ -141,21 +178,46 @@ mod tests {
         let mut encoded = secret(json!({"token": "czNjcjN0"}));
         let mut plain = json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "db", "namespace": "shop"}, "stringData": {"token": "s3cr3t"}});
-        Masker::default().mask(&mut encoded);
-        Masker::default().mask(&mut plain);
+        let masker = Masker::default();
+        masker.mask(&mut encoded);
+        masker.mask(&mut plain);
         assert_eq!(encoded, plain);
     }
 
     #[test]
-    fn a_changed_value_changes_the_mask_and_salt_matters() {
+    fn a_changed_value_changes_the_mask_and_the_key_matters() {
         let mut a = secret(json!({"k": "YQ=="}));
         let mut b = secret(json!({"k": "Yg=="}));
         let mut c = secret(json!({"k": "YQ=="}));
-        Masker::default().mask(&mut a);
-        Masker::default().mask(&mut b);
-        Masker::with_salt("pepper").mask(&mut c);
+        let masker = Masker::with_key([7; 32]);
+        masker.mask(&mut a);
+        masker.mask(&mut b);
+        Masker::with_key([8; 32]).mask(&mut c);
         assert_ne!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_short_value_cannot_be_found_without_the_key() {
+        // A 4-digit PIN, masked under an unknown key: an attacker hashing all 10,000 PINs
+        // under any key of their own finds no match.
+        let mut pin = secret(json!({"pin": "NDI0Mg=="})); // 4242
+        Masker::default().mask(&mut pin);
+        let target = pin["data"]["pin"].clone();
+        let guesser = Masker::with_key([0; 32]);
+        let found = (0..10_000).any(|n| {
+            let mut guess = secret(json!({}));
+            guess["stringData"] = json!({"pin": format!("{n:04}")});
+            guesser.mask(&mut guess);
+            guess["data"]["pin"] == target
+        });
+        assert!(!found);
+    }
+
+    #[test]
+    fn debug_does_not_print_the_key() {
+        let debug = format!("{:?}", Masker::with_key([42; 32]));
+        assert!(!debug.contains("42"), "{debug}");
     }
 
     #[test]

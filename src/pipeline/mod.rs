@@ -8,6 +8,7 @@
 //! clusters, parameters, canary config), so resuming never depends on the repository having
 //! stayed the same.
 
+pub mod egress;
 pub mod expr;
 pub mod snapshot;
 pub mod stages;
@@ -75,8 +76,10 @@ pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
 pub struct Services {
     /// How to reach clusters.
     pub connect: ConnectOptions,
-    /// HTTP client for webhooks and `http_ok`.
+    /// HTTP client for webhooks and `http_ok` (see [`egress`]).
     pub http: reqwest::Client,
+    /// Let webhooks and `http_ok` reach link-local and metadata addresses.
+    pub allow_link_local_egress: bool,
     /// Secrets for templates (`secrets.<name>`), never logged.
     pub secrets: BTreeMap<String, String>,
     /// How often running stages look at the world (health, judgments, cancellation).
@@ -97,10 +100,8 @@ impl Services {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Services {
             connect,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            http: egress::client(false, EGRESS_TIMEOUT),
+            allow_link_local_egress: false,
             secrets: BTreeMap::new(),
             poll: Duration::from_secs(1),
             retry_delay: Duration::from_secs(2),
@@ -109,6 +110,18 @@ impl Services {
         }
     }
 }
+
+impl Services {
+    /// Lets webhooks and `http_ok` reach link-local and metadata addresses (or not).
+    pub fn with_link_local_egress(mut self, allow: bool) -> Services {
+        self.allow_link_local_egress = allow;
+        self.http = egress::client(allow, EGRESS_TIMEOUT);
+        self
+    }
+}
+
+/// Longest outgoing request of webhooks and `http_ok`.
+const EGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs executions against a store.
 #[derive(Clone)]

@@ -52,7 +52,6 @@ impl std::fmt::Debug for GitAuth {
 }
 
 /// A remote config repository and its local mirror.
-#[derive(Debug)]
 pub struct GitSource {
     url: String,
     branch: String,
@@ -60,14 +59,19 @@ pub struct GitSource {
     auth: GitAuth,
 }
 
-fn redact(url: &str) -> String {
-    // https://user:secret@host/… → https://***@host/…
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
+impl std::fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("url", &redact(&self.url))
+            .field("branch", &self.branch)
+            .field("mirror", &self.mirror)
+            .field("auth", &self.auth)
+            .finish()
     }
+}
+
+fn redact(url: &str) -> String {
+    crate::redact::urls(url)
 }
 
 impl GitSource {
@@ -98,7 +102,8 @@ impl GitSource {
         GitError::Git {
             action,
             target: redact(&self.url),
-            message,
+            // libgit2 quotes the URL it failed on.
+            message: crate::redact::urls(&message),
         }
     }
 

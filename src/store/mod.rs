@@ -6,6 +6,7 @@
 //! implementation for several replicas can sit behind the same trait. Every method is one
 //! transaction: when it returns `Ok`, the change is committed.
 
+pub mod files;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +27,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The state file could not be made private.
+    #[error("state store: {0}")]
+    File(#[from] files::FileError),
     /// The schema migration failed.
     #[error("state store {path}: migrating the schema: {message}")]
     Migration {

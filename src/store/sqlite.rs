@@ -128,6 +128,9 @@ impl SqliteStore {
             path: shown.clone(),
             source,
         };
+        // Created private: it holds judgments, comments' context and the deliveries seen.
+        // SQLite gives its WAL and shared-memory files the same mode.
+        super::files::ensure_private(path)?;
         let mut conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sqlite)?;
@@ -835,6 +838,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         (dir, store)
+    }
+
+    #[test]
+    fn the_state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = open();
+        store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        for name in ["state.db", "state.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{name}: {mode:o}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::StageRun;
 use crate::config::{CheckPreconditionsStage, WaitStage};
 use crate::pipeline::StageResult;
+use crate::pipeline::egress;
 use crate::pipeline::expr::{self, HttpCheck};
 
 /// Waits for the duration, counted from the stage's first start, so a restart does not make
@@ -49,8 +50,13 @@ pub(super) async fn preconditions(
         .map_err(|e| e.to_string())?;
     let ctx = run.snapshot.expr_context(&run.stage, &states);
     let http = run.engine.services.http.clone();
+    let allow_link_local = run.engine.services.allow_link_local_egress;
     let handle = tokio::runtime::Handle::current();
     let check: HttpCheck = Arc::new(move |url: &str| {
+        if let Err(e) = egress::check_url(url, allow_link_local) {
+            tracing::warn!(error = %e, "http_ok refused");
+            return false;
+        }
         let http = http.clone();
         let url = url.to_string();
         handle.block_on(async move {

@@ -22,11 +22,15 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
         ctx.secrets
             .values()
             .filter(|s| !s.is_empty())
-            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+            .fold(crate::redact::urls(text), |t, s| {
+                t.replace(s.as_str(), "***")
+            })
     };
     let url = expr::render_value(&Value::String(stage.url.clone()), &ctx)
         .map_err(|e| redact(&e.to_string()))?;
     let url = url.as_str().unwrap_or_default().to_string();
+    crate::pipeline::egress::check_url(&url, run.engine.services.allow_link_local_egress)
+        .map_err(|e| redact(&format!("{} {url}: {e}", stage.method.to_ascii_uppercase())))?;
     let headers =
         expr::render_value(&json!(stage.headers), &ctx).map_err(|e| redact(&e.to_string()))?;
     let body = stage
