@@ -207,7 +207,7 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             }
             PrAction::Closed { merged: true } if pr.base_ref == daemon.branch() => {
                 if let Some(sha) = &pr.merge_commit_sha {
-                    daemon.note_merge(sha, pr.number);
+                    daemon.note_merge(sha, pr.number, &pr.author);
                 }
                 daemon.fetch_now.notify_one();
                 text(StatusCode::ACCEPTED, "merged: fetching")
