@@ -345,13 +345,13 @@ async fn judgment(
     body: Bytes,
 ) -> Response {
     let user = caller.name.clone();
-    let body: JudgmentBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return error_json(StatusCode::BAD_REQUEST, format!("body: {e}")),
-    };
     let execution = match accessible(&state, &caller, &id) {
         Ok(e) => e,
         Err(r) => return r,
+    };
+    let body: JudgmentBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
     if body.decision == Decision::Approve
         && !allows_self_approval(&execution.trigger)

@@ -144,6 +144,9 @@ impl Daemon {
         }
         let mut unconfirmed = Vec::new();
         for (org, team) in teams {
+            // Team slugs are lowercase; organization names compare case-insensitively.
+            let (org, team) = (org.to_ascii_lowercase(), team.to_ascii_lowercase());
+            let (org, team) = (org.as_str(), team.as_str());
             let member = match self.teams.get(org, team, user) {
                 Some(member) => member,
                 None => match self.github()?.team_membership(org, team, user).await {

@@ -30,6 +30,7 @@ use crate::source::git::{GitError, GitSource};
 use crate::store::{Execution, ExecutionFilter, ExecutionStatus, StageStatus, Store, StoreError};
 
 pub use approvals::{SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author};
+pub use chatops::ChatOpsOutcome;
 pub use drift::TargetDrift;
 pub use metrics::Metrics;
 pub use pull_request::{PlanComment, PlanQueued, PlanRequest, Platform, pr_comment};
