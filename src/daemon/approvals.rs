@@ -65,13 +65,16 @@ pub enum ApproverCheck {
     Unconfirmed(Vec<String>),
 }
 
+/// (org, team, user), lowercase.
+type TeamKey = (String, String, String);
+
 /// Recent team membership answers, per (org, team, user), for [`TEAM_CACHE_TTL`]; at most
 /// [`TEAM_CACHE_CAPACITY`] of them. Errors are never cached.
 #[derive(Debug)]
 pub(super) struct TeamCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<(String, String, String), (Instant, bool)>>,
+    entries: Mutex<HashMap<TeamKey, (Instant, bool)>>,
 }
 
 impl TeamCache {
@@ -83,7 +86,7 @@ impl TeamCache {
         }
     }
 
-    fn key(org: &str, team: &str, user: &str) -> (String, String, String) {
+    fn key(org: &str, team: &str, user: &str) -> TeamKey {
         (
             org.to_ascii_lowercase(),
             team.to_ascii_lowercase(),
