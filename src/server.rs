@@ -1,132 +1,70 @@
 //! The HTTP surface of the daemon (axum): `POST /webhooks/github`, `GET /healthz`,
 //! `GET /readyz`, `GET /metrics` (the only open endpoints besides the signed webhook) and the
-//! JSON API under `/api/v1`, which needs a bearer token. Handlers translate HTTP to
-//! [`crate::daemon`] calls; the behaviour lives there.
+//! JSON API under `/api/v1`, which needs a bearer token whose scope allows the request (see
+//! [`ApiTokens::parse`]). Handlers translate HTTP to [`crate::daemon`] calls; the behaviour
+//! lives there.
+
+mod auth;
+
+pub use auth::{ApiTokens, AuthLimits, Caller, Scope, TokenError};
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::daemon::Daemon;
+use crate::daemon::{
+    Daemon, SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author,
+};
 use crate::forge::{Event, PrAction, parse_event, verify_signature};
-use crate::store::{Decision, ExecutionFilter, ExecutionStatus, Judgment, StageStatus, StoreError};
-
-/// Why API tokens could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    /// A line is malformed.
-    #[error("{file}:{line}: {message}")]
-    Invalid {
-        /// The tokens file.
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-/// Bearer tokens of the JSON API, each with the name requests are attributed to. Only
-/// digests are kept; comparison is constant-time.
-#[derive(Clone, Default)]
-pub struct ApiTokens {
-    tokens: Vec<(String, [u8; 32])>,
-}
-
-impl std::fmt::Debug for ApiTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.tokens.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("ApiTokens").field("names", &names).finish()
-    }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-impl ApiTokens {
-    /// Parses a tokens file: one `name:token` per line; blank lines and `#` comments are
-    /// skipped. Tokens must be at least 16 characters; names are what judgments record.
-    pub fn parse(file: &str, text: &str) -> Result<ApiTokens, TokenError> {
-        let mut tokens = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let invalid = |message: &str| TokenError::Invalid {
-                file: file.to_string(),
-                line: i + 1,
-                message: message.to_string(),
-            };
-            let (name, token) = line
-                .split_once(':')
-                .ok_or_else(|| invalid("expected `name:token`"))?;
-            let (name, token) = (name.trim(), token.trim());
-            if name.is_empty() {
-                return Err(invalid("the name before `:` is empty"));
-            }
-            if token.len() < 16 {
-                return Err(invalid("the token is shorter than 16 characters"));
-            }
-            tokens.push((name.to_string(), digest(token)));
-        }
-        Ok(ApiTokens { tokens })
-    }
-
-    /// Whether no token is configured (the API then refuses every request).
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// The name of the token in an `Authorization: Bearer …` header, if it is one of ours.
-    fn identify(&self, headers: &HeaderMap) -> Option<&str> {
-        let given = headers
-            .get(header::AUTHORIZATION)?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?
-            .trim();
-        let given = digest(given);
-        let mut found = None;
-        // Every token is compared, so timing does not tell which one matched.
-        for (name, token) in &self.tokens {
-            if bool::from(token.ct_eq(&given)) {
-                found = Some(name.as_str());
-            }
-        }
-        found
-    }
-}
+use crate::store::{
+    Decision, Execution, ExecutionFilter, ExecutionStatus, Judgment, StageStatus, StoreError,
+};
 
 struct AppState {
     daemon: Arc<Daemon>,
     tokens: ApiTokens,
+    throttle: auth::AuthThrottle,
 }
 
-/// The router over `daemon`, with `tokens` guarding `/api/v1`.
+/// The router over `daemon`, with `tokens` guarding `/api/v1` and the default
+/// [`AuthLimits`]. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
+/// failed authentications are logged and throttled per client address.
 pub fn router(daemon: Arc<Daemon>, tokens: ApiTokens) -> Router {
-    Router::new()
-        .route("/webhooks/github", post(webhook))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    router_with(daemon, tokens, AuthLimits::default())
+}
+
+/// Like [`router`], with the throttling of failed authentications set by `limits`.
+pub fn router_with(daemon: Arc<Daemon>, tokens: ApiTokens, limits: AuthLimits) -> Router {
+    let state = Arc::new(AppState {
+        daemon,
+        tokens,
+        throttle: auth::AuthThrottle::new(limits),
+    });
+    let api = Router::new()
         .route("/api/v1/apps", get(apps))
         .route("/api/v1/executions", get(executions))
         .route("/api/v1/executions/{id}", get(execution))
         .route("/api/v1/executions/{id}/judgment", post(judgment))
         .route("/api/v1/executions/{id}/cancel", post(cancel))
-        .with_state(Arc::new(AppState { daemon, tokens }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/webhooks/github", post(webhook))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .with_state(state)
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -207,7 +145,7 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             }
             PrAction::Closed { merged: true } if pr.base_ref == daemon.branch() => {
                 if let Some(sha) = &pr.merge_commit_sha {
-                    daemon.note_merge(sha, pr.number);
+                    daemon.note_merge(sha, pr.number, &pr.author);
                 }
                 daemon.fetch_now.notify_one();
                 text(StatusCode::ACCEPTED, "merged: fetching")
@@ -250,54 +188,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// Why a request to the API was refused.
-enum Refusal {
-    /// No token is configured at all.
-    Disabled,
-    /// No or an unknown token.
-    Unauthorized,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Disabled => error_json(
-                StatusCode::FORBIDDEN,
-                "the API is disabled: no API tokens are configured (--api-tokens-file)",
-            ),
-            Refusal::Unauthorized => {
-                let mut r = error_json(StatusCode::UNAUTHORIZED, "missing or unknown bearer token");
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer"),
-                );
-                r
-            }
-        }
-    }
-}
-
-/// The name of the caller's token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<String, Refusal> {
-    if state.tokens.is_empty() {
-        return Err(Refusal::Disabled);
-    }
-    state
-        .tokens
-        .identify(headers)
-        .map(str::to_string)
-        .ok_or(Refusal::Unauthorized)
-}
-
-async fn apps(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r.into_response();
-    }
+/// The apps of the last good commit (those the token may access).
+async fn apps(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     let source = state.daemon.source_state();
     let drift = state.daemon.drift();
     let apps: Vec<_> = source
         .inputs
         .iter()
+        .filter(|(name, _)| caller.may_access(name))
         .map(
             |(name, digest)| json!({"name": name, "inputDigest": digest, "drift": drift.get(name)}),
         )
@@ -312,13 +213,16 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// Executions, newest first (of the apps the token may access).
 async fn executions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r.into_response();
+    if let Some(app) = &query.app
+        && let Err(r) = caller.check_app(app)
+    {
+        return r;
     }
     let statuses = match query
         .status
@@ -329,13 +233,29 @@ async fn executions(
         Some(Some(s)) => vec![s],
         Some(None) => return error_json(StatusCode::BAD_REQUEST, "unknown status"),
     };
-    let filter = ExecutionFilter {
-        app: query.app,
-        statuses,
-        limit: Some(query.limit.unwrap_or(100).min(1000)),
+    let limit = query.limit.unwrap_or(100).min(1000);
+    // One query per app the token is limited to, merged newest first.
+    let apps = match (query.app, &caller.apps) {
+        (Some(app), _) => vec![Some(app)],
+        (None, None) => vec![None],
+        (None, Some(apps)) => apps.iter().cloned().map(Some).collect(),
     };
-    match state.daemon.store().executions(&filter) {
-        Ok(list) => {
+    let mut found: Result<Vec<Execution>, StoreError> = Ok(Vec::new());
+    for app in apps {
+        let filter = ExecutionFilter {
+            app,
+            statuses: statuses.clone(),
+            limit: Some(limit),
+        };
+        found = found.and_then(|mut all: Vec<Execution>| {
+            all.extend(state.daemon.store().executions(&filter)?);
+            Ok(all)
+        });
+    }
+    match found {
+        Ok(mut list) => {
+            list.sort_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
+            list.truncate(limit);
             let list: Vec<_> = list
                 .into_iter()
                 .map(|e| {
@@ -362,23 +282,38 @@ fn store_error(id: &str, e: StoreError) -> Response {
     }
 }
 
+/// The execution `id` of an app the token may access, `403` for another app.
+#[allow(clippy::result_large_err)]
+fn accessible(state: &AppState, caller: &Caller, id: &str) -> Result<Execution, Response> {
+    let execution = state
+        .daemon
+        .store()
+        .execution(id)
+        .map_err(|e| store_error(id, e))?;
+    caller.check_app(&execution.app)?;
+    Ok(execution)
+}
+
 async fn execution(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r.into_response();
-    }
+    let mut e = match accessible(&state, &caller, &id) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
     let store = state.daemon.store();
     let result = store
-        .execution(&id)
-        .and_then(|e| Ok((e, store.stages(&id)?, store.events(&id)?)));
+        .stages(&id)
+        .and_then(|stages| Ok((stages, store.events(&id)?)));
     match result {
-        Ok((mut e, stages, events)) => {
+        Ok((stages, events)) => {
             // The trigger holds every rendered object (Secrets too): it stays in the store.
             let pull_request = e.trigger.get("pullRequest").cloned();
-            e.trigger = json!({"user": e.trigger.get("user"), "pullRequest": pull_request});
+            let author = e.trigger.get("pullRequestAuthor").cloned();
+            e.trigger = json!({"user": e.trigger.get("user"), "pullRequest": pull_request,
+                               "pullRequestAuthor": author});
             let stages: Vec<_> = stages
                 .into_iter()
                 .map(|s| {
@@ -401,25 +336,30 @@ struct JudgmentBody {
 }
 
 /// Records an approval or rejection of a waiting manual judgment, attributed to the token's
-/// name.
+/// name. A token named like the recorded author of the change does not approve it, unless
+/// the app sets `allowSelfApproval`.
 async fn judgment(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let user = match authorize(&state, &headers) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
+    let user = caller.name.clone();
+    let execution = match accessible(&state, &caller, &id) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let body: JudgmentBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
-    let store = state.daemon.store();
-    if let Err(e) = store.execution(&id) {
-        return store_error(&id, e);
+    if body.decision == Decision::Approve
+        && !allows_self_approval(&execution.trigger)
+        && is_author(&user, recorded_author(&execution.trigger))
+    {
+        return error_json(StatusCode::FORBIDDEN, SELF_APPROVAL_REFUSED);
     }
+    let store = state.daemon.store();
     let stages = match store.stages(&id) {
         Ok(s) => s,
         Err(e) => return store_error(&id, e),
@@ -465,13 +405,13 @@ async fn judgment(
 
 async fn cancel(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    let user = match authorize(&state, &headers) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
+    if let Err(r) = accessible(&state, &caller, &id) {
+        return r;
+    }
+    let user = caller.name;
     match state.daemon.store().request_cancel(&id) {
         Ok(()) => {
             tracing::info!(execution = %id, user = %user, "cancellation requested");
@@ -482,39 +422,5 @@ async fn cancel(
                 .into_response()
         }
         Err(e) => store_error(&id, e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_parse_and_identify() {
-        let tokens = ApiTokens::parse(
-            "tokens",
-            "# ops\nalice: aaaaaaaaaaaaaaaaaaaa\n\nci:bbbbbbbbbbbbbbbbbbbb\n",
-        )
-        .expect("valid");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            "Bearer bbbbbbbbbbbbbbbbbbbb".parse().unwrap(),
-        );
-        assert_eq!(tokens.identify(&headers), Some("ci"));
-        headers.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
-        assert_eq!(tokens.identify(&headers), None);
-        assert!(!format!("{tokens:?}").contains("aaaa"));
-    }
-
-    #[test]
-    fn bad_token_lines_name_file_and_line() {
-        let err = ApiTokens::parse("/etc/t", "ok:cccccccccccccccccccc\njusttoken\n").unwrap_err();
-        assert_eq!(err.to_string(), "/etc/t:2: expected `name:token`");
-        let err = ApiTokens::parse("/etc/t", "x:short\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "/etc/t:1: the token is shorter than 16 characters"
-        );
     }
 }

@@ -506,6 +506,11 @@ async fn pull_request_merge_chatops_and_drift() {
     assert_eq!(execution.revision, merge);
     assert_eq!(execution.trigger["pullRequest"], json!(PR));
     assert_eq!(
+        execution.trigger["pullRequestAuthor"],
+        json!(AUTHOR),
+        "the merged pull request's author is recorded"
+    );
+    assert_eq!(
         store
             .executions(&ExecutionFilter::default())
             .expect("list")

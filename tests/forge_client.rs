@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bowline::forge::client::RetryPolicy;
 use bowline::forge::{
     COMMENT_LIMIT, CommentOutcome, CommentSection, CommitState, CommitStatus, ForgeError, GitHub,
-    RepoRef, render_comment, sticky_marker,
+    RepoRef, TeamMembership, render_comment, sticky_marker,
 };
 use github_api_test_server::{RateLimit, TestServer};
 use serde_json::{Value, json};
@@ -273,6 +273,69 @@ async fn replies_and_permissions() {
     assert_eq!(
         server.calls().last().unwrap().path,
         "/repos/acme/config/collaborators/ghost/permission"
+    );
+    assert_all_valid(&server);
+}
+
+#[tokio::test]
+async fn team_memberships() {
+    let server = TestServer::start();
+    let gh = client(&server);
+    server.set_team_membership("acme", "sre", "maria", Some("active"));
+    server.set_team_membership("acme", "sre", "newbie", Some("pending"));
+    assert_eq!(
+        gh.team_membership("acme", "sre", "Maria").await.unwrap(),
+        TeamMembership::Active
+    );
+    assert_eq!(
+        gh.team_membership("acme", "sre", "newbie").await.unwrap(),
+        TeamMembership::Pending
+    );
+    assert!(!TeamMembership::Pending.is_member());
+    assert_eq!(
+        gh.team_membership("acme", "sre", "mallory").await.unwrap(),
+        TeamMembership::None,
+        "404: not a member"
+    );
+    assert_eq!(
+        server.calls_to("teams/get-membership-for-user-in-org")[0].path,
+        "/orgs/acme/teams/sre/memberships/Maria"
+    );
+    assert_all_valid(&server);
+    // The answer matches the documented schema.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/orgs/acme/teams/sre/memberships/maria",
+            server.url()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let errors = server
+        .spec()
+        .validate_response("teams/get-membership-for-user-in-org", 200, &body)
+        .unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    server.clear_calls();
+    // Other errors are errors (the caller fails closed), after the retries.
+    server.fail_next(Some("GET"), "/memberships/maria", 500, 4);
+    let err = gh
+        .team_membership("acme", "sre", "maria")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(500));
+    assert!(
+        err.to_string()
+            .starts_with("GET /orgs/acme/teams/sre/memberships/maria"),
+        "{err}"
+    );
+    server.set_team_membership("acme", "sre", "maria", None);
+    assert_eq!(
+        gh.team_membership("acme", "sre", "maria").await.unwrap(),
+        TeamMembership::None
     );
     assert_all_valid(&server);
 }

@@ -232,6 +232,7 @@ fn issue_comment_events() {
     assert_eq!(c.body, "This is a test comment message.");
     assert_eq!(c.author, "mmoreiradj");
     assert_eq!(c.author_association, "OWNER");
+    assert_eq!(c.issue_author, "mmoreiradj", "the pull request's author");
     assert_eq!(bowline::forge::parse_command(&c.body), None);
 
     let Event::IssueComment(c) = event("issue_comment.created.on-issue.octokit.json") else {

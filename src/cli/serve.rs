@@ -59,7 +59,8 @@ pub struct ServeArgs {
     /// File holding the webhook secret; webhooks are refused without one.
     #[arg(long, env = "BOWLINE_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// File of API bearer tokens, one `name:token` per line; the API is off without one.
+    /// File of API bearer tokens, one `name:token[:read|operate[:app,…]]` per line; the API is
+    /// off without one.
     #[arg(long, env = "BOWLINE_API_TOKENS_FILE")]
     pub api_tokens_file: Option<PathBuf>,
     /// File holding a token for https Git remotes.
@@ -189,10 +190,14 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("bowline: serving on http://{}", listener.local_addr()?);
     let poll = tokio::spawn(daemon.clone().poll_loop());
     let drift = tokio::spawn(daemon.clone().drift_loop());
-    axum::serve(listener, server::router(daemon.clone(), tokens))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    axum::serve(
+        listener,
+        server::router(daemon.clone(), tokens)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server")?;
     poll.abort();
     drift.abort();
     let stopped = daemon.shutdown(args.shutdown_grace).await;

@@ -302,9 +302,13 @@ pub struct ApplicationSpec {
     /// Canary config reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryRef>,
-    /// Who may resolve manual judgments.
+    /// Who may resolve manual judgments: GitHub logins or `@org/team` entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Whether a pull request's author may approve the judgments of the executions delivering
+    /// their own change (default false: another approver must).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_self_approval: bool,
     /// Fields left out of live diffs and not claimed when applying.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_differences: Vec<IgnoreDifference>,

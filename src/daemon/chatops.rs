@@ -1,21 +1,27 @@
 //! ChatOps: `/bowline approve|reject|retry|rollback` in a pull-request comment acts on the
 //! executions delivering that pull request's merge. Only users listed as approvers (of the
-//! waiting stage, else of the app) who also have write access may use it; everyone else gets a
-//! reply saying so, and nothing changes.
+//! waiting stage, else of the app; by login or as members of an `@org/team`) who also have
+//! write access may use it, and the pull request's author does not approve their own change
+//! (unless the app sets `allowSelfApproval`); everyone else gets a reply saying so, and nothing
+//! changes.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{Daemon, DaemonError};
-use crate::forge::{
-    Command, CommentAction, IssueCommentEvent, has_write_access, is_authorized, parse_command,
+use super::approvals::{
+    ApproverCheck, SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author,
 };
+use super::{Daemon, DaemonError};
+use crate::forge::{Command, CommentAction, IssueCommentEvent, has_write_access, parse_command};
 use crate::store::{
     Decision, Execution, ExecutionFilter, ExecutionStatus, Judgment, NewExecution, NewStage,
     StageStatus,
 };
+
+/// The refusal of users who are not approvers with write access.
+const NOT_ALLOWED: &str = "you are not allowed to run `/bowline` commands here: approvers listed in the config repository with write access only";
 
 /// How many recent executions are searched for a pull request's.
 const SEARCH_LIMIT: usize = 500;
@@ -97,20 +103,29 @@ impl Daemon {
         Ok(outcome)
     }
 
-    /// Whether `user` is one of `approvers` and has write access to the repository.
-    async fn may_decide(
+    /// Why the comment's author may not decide with `approvers`, or `None` when they may:
+    /// they must be one of `approvers` (see [`Daemon::check_approver`]) and have write access
+    /// to the repository.
+    async fn refusal(
         &self,
         comment: &IssueCommentEvent,
         approvers: &[String],
-    ) -> Result<bool, DaemonError> {
-        if !is_authorized(&comment.author, approvers, &[]) {
-            return Ok(false);
+    ) -> Result<Option<String>, DaemonError> {
+        match self.check_approver(&comment.author, approvers).await? {
+            ApproverCheck::Listed => {}
+            ApproverCheck::NotListed => return Ok(Some(NOT_ALLOWED.to_string())),
+            ApproverCheck::Unconfirmed(teams) => {
+                return Ok(Some(format!(
+                    "GitHub could not confirm your membership of {}, so you are not counted as an approver; try again later",
+                    teams.join(", ")
+                )));
+            }
         }
         let permission = self
             .github()?
             .permission(&comment.repo, &comment.author)
             .await?;
-        Ok(has_write_access(&permission))
+        Ok((!has_write_access(&permission)).then(|| NOT_ALLOWED.to_string()))
     }
 
     async fn run_command(
@@ -125,11 +140,6 @@ impl Daemon {
                 comment.issue_number
             )));
         }
-        let refused = || {
-            ChatOpsOutcome::Refused(
-                "you are not allowed to run `/bowline` commands here: approvers listed in the config repository with write access only".to_string(),
-            )
-        };
         match command {
             Command::Approve { .. } | Command::Reject => {
                 let (decision, input) = match command {
@@ -158,8 +168,15 @@ impl Daemon {
                     if approvers.is_empty() {
                         approvers = approvers_of(&execution.trigger["approvers"]);
                     }
-                    if !self.may_decide(comment, &approvers).await? {
-                        return Ok(refused());
+                    if decision == Decision::Approve
+                        && !allows_self_approval(&execution.trigger)
+                        && (is_author(&comment.author, recorded_author(&execution.trigger))
+                            || is_author(&comment.author, Some(&comment.issue_author)))
+                    {
+                        return Ok(ChatOpsOutcome::Refused(SELF_APPROVAL_REFUSED.into()));
+                    }
+                    if let Some(why) = self.refusal(comment, &approvers).await? {
+                        return Ok(ChatOpsOutcome::Refused(why));
                     }
                     self.store.judge(
                         &execution.id,
@@ -210,11 +227,11 @@ impl Daemon {
                     }));
                 }
                 for e in &chosen {
-                    if !self
-                        .may_decide(comment, &approvers_of(&e.trigger["approvers"]))
+                    if let Some(why) = self
+                        .refusal(comment, &approvers_of(&e.trigger["approvers"]))
                         .await?
                     {
-                        return Ok(refused());
+                        return Ok(ChatOpsOutcome::Refused(why));
                     }
                 }
                 let mut started = Vec::new();

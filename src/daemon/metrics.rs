@@ -24,6 +24,8 @@ pub struct Metrics {
     pub source_failures: IntGauge,
     /// Pull-request plans by result.
     pub plans: IntCounterVec,
+    /// Refused authentications to the JSON API by reason (`missing`, `unknown`, `throttled`).
+    pub api_auth_failures: IntCounterVec,
     /// Executions in the store by status (set at scrape time).
     pub executions: IntGaugeVec,
     /// The last canary score per app and environment.
@@ -70,6 +72,11 @@ impl Metrics {
             "bowline_pull_request_plans_total",
             "Pull-request plans by result.",
             &["result"],
+        )?;
+        let api_auth_failures = counter(
+            "bowline_api_auth_failures_total",
+            "Refused authentications to the JSON API by reason (missing, unknown, throttled).",
+            &["reason"],
         )?;
         let fetch_seconds = histogram(
             "bowline_git_fetch_duration_seconds",
@@ -119,6 +126,7 @@ impl Metrics {
             reconcile_seconds,
             source_failures,
             plans,
+            api_auth_failures,
             executions,
             canary_score,
             drift_objects,

@@ -6,6 +6,7 @@
 //!
 //! The HTTP surface is in [`crate::server`]; this module holds the behaviour behind it.
 
+mod approvals;
 mod chatops;
 mod drift;
 mod metrics;
@@ -28,6 +29,8 @@ use crate::source::Limits;
 use crate::source::git::{GitError, GitSource};
 use crate::store::{Execution, ExecutionFilter, ExecutionStatus, StageStatus, Store, StoreError};
 
+pub use approvals::{SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author};
+pub use chatops::ChatOpsOutcome;
 pub use drift::TargetDrift;
 pub use metrics::Metrics;
 pub use pull_request::{PlanComment, PlanQueued, PlanRequest, Platform, pr_comment};
@@ -167,7 +170,9 @@ pub struct Daemon {
     state: Mutex<SourceState>,
     drift: Mutex<BTreeMap<String, Vec<TargetDrift>>>,
     /// Pull requests by merge commit, learnt from `pull_request` `closed` deliveries.
-    merged: Mutex<HashMap<String, u64>>,
+    merged: Mutex<HashMap<String, push::MergedPullRequest>>,
+    /// Recent team membership answers, for `@org/team` approvers.
+    teams: approvals::TeamCache,
     /// Wakes the poll loop for an immediate fetch.
     pub fetch_now: tokio::sync::Notify,
     /// Running execution tasks (awaited on shutdown).
@@ -221,6 +226,10 @@ impl Daemon {
             webhook_secret,
             drift: Mutex::new(BTreeMap::new()),
             merged: Mutex::new(HashMap::new()),
+            teams: approvals::TeamCache::new(
+                approvals::TEAM_CACHE_TTL,
+                approvals::TEAM_CACHE_CAPACITY,
+            ),
             fetch_now: tokio::sync::Notify::new(),
             tasks: Mutex::new(JoinSet::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),

@@ -195,7 +195,7 @@ impl Daemon {
         let pull_request = self.pull_request_of(&sha);
         let mut executions = Vec::new();
         for app in &changed {
-            if let Some(execution) = self.start_app(&repo, app, &sha, pull_request)? {
+            if let Some(execution) = self.start_app(&repo, app, &sha, pull_request.as_ref())? {
                 executions.push(execution.id.clone());
                 self.spawn_execution(execution);
             }
@@ -225,16 +225,20 @@ impl Daemon {
         Ok(())
     }
 
-    /// The pull request commit `sha` merges: from a `closed` delivery, else from the commit
-    /// message.
-    fn pull_request_of(&self, sha: &str) -> Option<u64> {
-        if let Some(n) = lock(&self.merged).get(sha) {
-            return Some(*n);
+    /// The pull request commit `sha` merges, with its author when known: from a `closed`
+    /// delivery, else (number only) from the commit message.
+    fn pull_request_of(&self, sha: &str) -> Option<MergedPullRequest> {
+        if let Some(merged) = lock(&self.merged).get(sha) {
+            return Some(merged.clone());
         }
         self.source
             .commit_message(sha)
             .ok()
             .and_then(|m| merged_pull_request(&m))
+            .map(|number| MergedPullRequest {
+                number,
+                author: None,
+            })
     }
 
     /// Creates the execution of `app` at `sha`, unless its sync policy is manual, it has no
@@ -245,7 +249,7 @@ impl Daemon {
         repo: &ConfigRepo,
         app: &str,
         sha: &str,
-        pull_request: Option<u64>,
+        pull_request: Option<&MergedPullRequest>,
     ) -> Result<Option<Execution>, DaemonError> {
         let Some(doc) = repo.apps.get(app) else {
             return Ok(None);
@@ -271,18 +275,32 @@ impl Daemon {
                 app: app.to_string(),
                 message: e.to_string(),
             })?;
-        if let (Some(n), Some(trigger)) = (pull_request, new.trigger.as_object_mut()) {
-            trigger.insert("pullRequest".into(), n.into());
+        if let (Some(pr), Some(trigger)) = (pull_request, new.trigger.as_object_mut()) {
+            trigger.insert("pullRequest".into(), pr.number.into());
+            if let Some(author) = &pr.author {
+                trigger.insert("pullRequestAuthor".into(), author.clone().into());
+            }
         }
         Ok(Some(self.store.create_execution(new)?))
     }
 
-    /// Remembers that `sha` merges pull request `number` (from a `closed` delivery).
-    pub fn note_merge(&self, sha: &str, number: u64) {
+    /// Remembers that `sha` merges pull request `number`, opened by `author` (login; empty
+    /// when unknown), from a `closed` delivery.
+    pub fn note_merge(&self, sha: &str, number: u64, author: &str) {
         let mut merged = lock(&self.merged);
         if merged.len() > 10_000 {
             merged.clear();
         }
-        merged.insert(sha.to_string(), number);
+        let author = (!author.trim().is_empty()).then(|| author.trim().to_string());
+        merged.insert(sha.to_string(), MergedPullRequest { number, author });
     }
+}
+
+/// A merged pull request, as the executions delivering it record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MergedPullRequest {
+    /// Its number.
+    pub number: u64,
+    /// Who opened it, when known (from the `closed` delivery).
+    pub author: Option<String>,
 }

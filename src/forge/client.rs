@@ -1,5 +1,5 @@
 //! A small typed GitHub REST client: commit statuses, issue/PR comments (the sticky comment),
-//! replies and collaborator permissions.
+//! replies, collaborator permissions and team memberships.
 //!
 //! Rate limits are honoured: a `403` with `x-ratelimit-remaining: 0` waits until
 //! `x-ratelimit-reset`, a `429` or a secondary rate limit waits `retry-after` (both capped by
@@ -229,6 +229,30 @@ struct Permission {
     permission: String,
 }
 
+/// A user's membership of an organization team, as [`GitHub::team_membership`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeamMembership {
+    /// An active member (maintainers included; members of child teams count).
+    Active,
+    /// Invited but not yet accepted: not a member.
+    Pending,
+    /// Not a member (GitHub answered 404: no membership, no such team or user, or a team the
+    /// token cannot see).
+    None,
+}
+
+impl TeamMembership {
+    /// Whether this makes the user a member.
+    pub fn is_member(self) -> bool {
+        self == TeamMembership::Active
+    }
+}
+
+#[derive(Deserialize)]
+struct Membership {
+    state: String,
+}
+
 /// One successful answer.
 struct Answer {
     headers: HeaderMap,
@@ -406,6 +430,39 @@ impl GitHub {
                     Ok(p.permission)
                 }
                 Err(e) if e.status() == Some(404) => Ok("none".to_string()),
+                Err(e) => Err(e),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The membership of `user` in team `team_slug` of organization `org`
+    /// (`GET /orgs/{org}/teams/{team_slug}/memberships/{username}`). A 404 is
+    /// [`TeamMembership::None`]; any other error is returned, so callers can fail closed.
+    pub async fn team_membership(
+        &self,
+        org: &str,
+        team_slug: &str,
+        user: &str,
+    ) -> Result<TeamMembership, ForgeError> {
+        let span = tracing::info_span!("github.team_membership", org, team = team_slug, user);
+        async {
+            let path = format!(
+                "orgs/{}/teams/{}/memberships/{}",
+                seg(org),
+                seg(team_slug),
+                seg(user)
+            );
+            match self.send(Method::GET, &path, None).await {
+                Ok(answer) => {
+                    let m: Membership = decode(&endpoint(&Method::GET, &path), &answer.body)?;
+                    Ok(match m.state.as_str() {
+                        "active" => TeamMembership::Active,
+                        _ => TeamMembership::Pending,
+                    })
+                }
+                Err(e) if e.status() == Some(404) => Ok(TeamMembership::None),
                 Err(e) => Err(e),
             }
         }

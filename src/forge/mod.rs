@@ -17,7 +17,7 @@ pub mod comment;
 pub mod webhook;
 
 pub use chatops::{Command, has_write_access, is_authorized, parse_command};
-pub use client::{CommentOutcome, CommitState, CommitStatus, ForgeError, GitHub};
+pub use client::{CommentOutcome, CommitState, CommitStatus, ForgeError, GitHub, TeamMembership};
 pub use comment::{COMMENT_LIMIT, CommentSection, render_comment, sticky_marker};
 pub use webhook::{
     CommentAction, Deliveries, Event, IssueCommentEvent, PrAction, PullRequestEvent, PushEvent,

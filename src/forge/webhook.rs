@@ -283,6 +283,9 @@ pub struct IssueCommentEvent {
     /// `CONTRIBUTOR`, `NONE`, …). Informational only: authorization uses the approvers list and
     /// the collaborator permission.
     pub author_association: String,
+    /// Who opened the issue or pull request (login; empty when absent): a pull request's
+    /// author, who may not approve their own change.
+    pub issue_author: String,
 }
 
 /// Parses a delivery from its `X-GitHub-Event` header and body. Call it only after
@@ -360,6 +363,7 @@ pub fn parse_event(event_header: &str, body: &[u8]) -> Result<Event, WebhookErro
                 body: p.comment.body.unwrap_or_default(),
                 author: p.comment.user.map(|u| u.login).unwrap_or_default(),
                 author_association: p.comment.author_association.unwrap_or_default(),
+                issue_author: p.issue.user.map(|u| u.login).unwrap_or_default(),
             }))
         }
         _ => Ok(Event::Other(event)),
@@ -469,6 +473,7 @@ mod wire {
     pub struct Issue {
         pub number: u64,
         pub pull_request: Option<serde_json::Value>,
+        pub user: Option<User>,
     }
 
     #[derive(Deserialize)]

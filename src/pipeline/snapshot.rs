@@ -75,6 +75,13 @@ pub struct Snapshot {
     /// request act on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<u64>,
+    /// The author of that pull request (from its `closed` delivery), who may not approve
+    /// this execution's judgments unless [`Snapshot::allow_self_approval`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_author: Option<String>,
+    /// The app's `allowSelfApproval`.
+    #[serde(default)]
+    pub allow_self_approval: bool,
     /// For a rollback execution: restore the last revision applied successfully by an
     /// execution older than this one (the execution being rolled back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +241,8 @@ pub fn prepare(
         prune: policy.prune,
         approvers: application.spec.approvers.clone(),
         pull_request: None,
+        pull_request_author: None,
+        allow_self_approval: application.spec.allow_self_approval,
         rollback_before: None,
     };
     let new_stages = stages

@@ -373,6 +373,25 @@ fn serve(
                 json!({"permission": legacy, "role_name": permission, "user": user_json}),
             )
         }
+        "teams/get-membership-for-user-in-org" => {
+            let (org, team, user) = (
+                param(params, "org"),
+                param(params, "team_slug"),
+                param(params, "username"),
+            );
+            let key = format!("{org}/{team}/{user}").to_ascii_lowercase();
+            match shared.lock().team_memberships.get(&key).cloned() {
+                Some(state) => Reply::json(
+                    200,
+                    json!({
+                        "url": format!("{base}/teams/1/memberships/{user}"),
+                        "role": "member",
+                        "state": state,
+                    }),
+                ),
+                None => Reply::error(404, "Not Found"),
+            }
+        }
         _ => Reply::error(501, "Not implemented by the GitHub API test server"),
     }
 }

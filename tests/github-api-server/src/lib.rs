@@ -25,6 +25,8 @@
 //! - `GET /repos/{owner}/{repo}/collaborators/{username}/permission` — the permission set with
 //!   [`TestServer::set_permission`] (default `none`). Not in the OpenAPI subset, so its
 //!   answers are not checked against a schema (it has no request body).
+//! - `GET /orgs/{org}/teams/{team_slug}/memberships/{username}` — the membership set with
+//!   [`TestServer::set_team_membership`] (`200` with its `state`), else `404`.
 //! - Other operations of the description (check runs, pulls) answer `501` after validation.
 //!
 //! Every answer carries `x-ratelimit-*` headers. Requests without an `Authorization` header get
@@ -182,6 +184,8 @@ pub(crate) struct State {
     pub comments: BTreeMap<u64, StoredComment>,
     pub statuses: Vec<StoredStatus>,
     pub permissions: HashMap<String, String>,
+    /// Team membership states by `org/team/user` (lowercase).
+    pub team_memberships: HashMap<String, String>,
     pub faults: Vec<Fault>,
     pub next_id: u64,
     pub used: u64,
@@ -403,6 +407,18 @@ impl TestServer {
             .lock()
             .permissions
             .insert(user.to_ascii_lowercase(), permission.to_string());
+    }
+
+    /// Sets `user`'s membership of team `team_slug` in `org`: `Some("active")`,
+    /// `Some("pending")`, or `None` for no membership (`404`). Names compare
+    /// case-insensitively, like GitHub's.
+    pub fn set_team_membership(&self, org: &str, team_slug: &str, user: &str, state: Option<&str>) {
+        let key = format!("{org}/{team_slug}/{user}").to_ascii_lowercase();
+        let mut shared = self.shared().lock();
+        match state {
+            Some(state) => shared.team_memberships.insert(key, state.to_string()),
+            None => shared.team_memberships.remove(&key),
+        };
     }
 
     /// The next `count` requests with this method (`None`: any) whose path contains
