@@ -232,7 +232,40 @@ fn prepare_repo(dir: &Path) {
     );
 }
 
+/// Everything the daemon logs in this test binary, at debug level, for "never logged"
+/// assertions.
+fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().expect("logs")).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+        let sink = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .try_init();
+        buffer
+    })
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 async fn start() -> (World, String) {
+    log_buffer();
     let work = tempfile::tempdir().expect("work dir");
     prepare_repo(work.path());
     let git = Repository::init(work.path()).expect("init");
@@ -944,7 +977,7 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
     std::fs::remove_file(root.join("apps/inventory-worker/manifests/peek.yaml")).expect("rm");
     std::fs::write(
         root.join("apps/inventory-worker/manifests/takeover.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: platform-settings\ndata:\n  token: mine\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: platform-settings\n  annotations:\n    bowline.dev/policy-exception.namespace: \"the platform said so\"\ndata:\n  token: mine\n",
     )
     .expect("manifest");
     let head = commit_all(&w.git, "refs/pull/7/head", "take over", Some(&head));
@@ -967,6 +1000,20 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
         "{comment}"
     );
     assert!(!comment.contains(UNMANAGED), "{comment}");
+    // The exception the change declares for itself is listed for review as such.
+    assert!(
+        comment.contains("**Exceptions to built-in policies** ("),
+        "{comment}"
+    );
+    assert!(comment.contains("exception: namespace:"), "{comment}");
+    let logs = captured_logs();
+    assert!(!logs.is_empty(), "logs are captured");
+    for never in [LEAKED, UNMANAGED] {
+        assert!(!logs.contains(never), "{never} in the logs");
+        for status in w.github.calls() {
+            assert!(!status.raw_body.contains(never), "{never} sent to GitHub");
+        }
+    }
     assert!(
         requests
             .iter()
