@@ -10,7 +10,7 @@ use anyhow::Context;
 use bowline::daemon::{Daemon, DaemonConfig};
 use bowline::forge::{GitHub, RepoRef};
 use bowline::pipeline::Services;
-use bowline::server::{self, ApiTokens};
+use bowline::server::{self, ApiTokens, ServerLimits};
 use bowline::source::Limits;
 use bowline::source::git::{GitAuth, GitSource};
 
@@ -90,6 +90,13 @@ pub struct ServeArgs {
     /// request are coalesced: the newest push wins).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..), env = "BOWLINE_MAX_CONCURRENT_PLANS")]
     pub max_concurrent_plans: u16,
+    /// HTTP requests handled at once, at most, over the whole server; more are answered 503
+    /// at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), env = "BOWLINE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: u32,
+    /// The longest time to receive a webhook body; a slower sender is answered 408.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "BOWLINE_WEBHOOK_BODY_TIMEOUT")]
+    pub webhook_body_timeout: Duration,
 }
 
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
@@ -180,10 +187,17 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("bowline: serving on http://{}", listener.local_addr()?);
     let poll = tokio::spawn(daemon.clone().poll_loop());
     let drift = tokio::spawn(daemon.clone().drift_loop());
-    axum::serve(listener, server::router(daemon.clone(), tokens))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    let limits = ServerLimits {
+        max_concurrent_requests: usize::try_from(args.max_concurrent_requests).unwrap_or(256),
+        body_timeout: args.webhook_body_timeout.max(Duration::from_millis(100)),
+    };
+    axum::serve(
+        listener,
+        server::router_with(daemon.clone(), tokens, limits),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server")?;
     poll.abort();
     drift.abort();
     let stopped = daemon.shutdown(args.shutdown_grace).await;

@@ -20,8 +20,8 @@ pub use chatops::{Command, has_write_access, is_authorized, parse_command};
 pub use client::{CommentOutcome, CommitState, CommitStatus, ForgeError, GitHub};
 pub use comment::{COMMENT_LIMIT, CommentSection, render_comment, sticky_marker};
 pub use webhook::{
-    CommentAction, Deliveries, Event, IssueCommentEvent, PrAction, PullRequestEvent, PushEvent,
-    WebhookError, parse_event, verify_signature,
+    CommentAction, Deliveries, DeliveryRepository, Event, IssueCommentEvent, PrAction,
+    PullRequestEvent, PushEvent, WebhookError, delivery_repository, parse_event, verify_signature,
 };
 
 use serde::{Deserialize, Serialize};
