@@ -396,6 +396,7 @@ fn serve(
                 "triage": legacy != "none",
                 "pull": legacy != "none",
             });
+            user_json["role_name"] = json!(permission);
             Reply::json(
                 200,
                 json!({"permission": legacy, "role_name": permission, "user": user_json}),
@@ -499,6 +500,10 @@ fn repository_json(shared: &Shared, full_name: &str, id: u64, base: &str) -> Val
     v["html_url"] = json!(format!("https://github.com/{full_name}"));
     // The example describes a fork with its parent and source; this one is no fork.
     v["fork"] = json!(false);
+    // Required by the schema, missing from the documented example.
+    if v.get("language").is_none() {
+        v["language"] = Value::Null;
+    }
     if let Some(o) = v.as_object_mut() {
         o.remove("parent");
         o.remove("source");
