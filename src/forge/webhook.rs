@@ -2,10 +2,12 @@
 //!
 //! A delivery is processed only when [`verify_signature`] accepts its `X-Hub-Signature-256`
 //! header for the raw body bytes (the MAC covers the exact bytes on the wire, never re-serialised
-//! JSON) and [`Deliveries::first_time`] has not seen its `X-GitHub-Delivery` id. [`parse_event`]
-//! then turns the `X-GitHub-Event` name and body into an [`Event`], reading only the fields
-//! bowline needs (GitHub's example payloads do not all carry every field the current schemas
-//! require, so everything else is optional).
+//! JSON). [`parse_event`] then turns the `X-GitHub-Event` name and body into an [`Event`],
+//! reading only the fields bowline needs (GitHub's example payloads do not all carry every field
+//! the current schemas require, so everything else is optional), and [`delivery_repository`]
+//! names the repository it comes from, so that only the config repository's deliveries act.
+//! Replays are refused by delivery id: the daemon keeps ids in its state store (see
+//! `Store::record_delivery`); [`Deliveries`] is the in-memory equivalent.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
