@@ -1133,6 +1133,32 @@ async fn replayed_deliveries_are_refused_after_a_restart() {
     assert_eq!((code, body.trim()), (200, "not the tracked branch"));
 }
 
+/// Sends only the request head of a webhook delivery announcing `length` bytes over a raw
+/// connection; returns the status line of the answer and when it came.
+async fn send_head(url: &str, length: usize) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("http://").expect("http URL");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: huge\r\nX-Hub-Signature-256: sha256=00\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    (
+        text.lines().next().unwrap_or_default().to_string(),
+        started.elapsed(),
+    )
+}
+
 /// Sends the request head of a signed webhook delivery over a raw connection, then `body`
 /// one byte per `pace`; returns the status line of the answer and when it came.
 async fn trickle(url: &str, body: &[u8], pace: Duration) -> (String, Duration) {
@@ -1181,9 +1207,28 @@ async fn webhook_bodies_and_requests_are_bounded() {
     push["padding"] = "x".repeat(3 * 1024 * 1024).into();
     let (code, body) = w.deliver("push", "big-3", &push).await;
     assert_eq!((code, body.trim()), (200, "not the tracked branch"));
+    // 26 MB: refused on its Content-Length, before any of it is read (over a raw connection:
+    // a client still sending when the server answers and closes may see a reset instead).
+    let (status, _) = send_head(&w.url, 26 * 1024 * 1024).await;
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    // 26 MB without a Content-Length (chunked): refused once 25 MiB were read.
     push["padding"] = "x".repeat(26 * 1024 * 1024).into();
-    let (code, _) = w.deliver("push", "big-26", &push).await;
-    assert_eq!(code, 413);
+    let body = serde_json::to_vec(&push).expect("payload");
+    let signature = sign(SECRET, &body);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let request = axum::http::Request::post("/webhooks/github")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "big-26-chunked")
+        .header("X-Hub-Signature-256", signature)
+        .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+        .expect("request");
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let mut router = server::router(w.daemon.clone(), tokens);
+    let response = tower::Service::call(&mut router, request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 413);
 
     // One request at a time, bodies within 1 s.
     let limits = ServerLimits {
@@ -1205,6 +1250,7 @@ async fn webhook_bodies_and_requests_are_bounded() {
     assert_eq!(busy.status().as_u16(), 503, "the one slot is taken");
     let (status, elapsed) = slow.await.expect("slow sender");
     assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    eprintln!("a sender trickling its body was cut off after {elapsed:?} (limit 1 s)");
     assert!(
         elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(3),
         "{elapsed:?}"
@@ -1218,7 +1264,7 @@ async fn webhook_bodies_and_requests_are_bounded() {
     assert_eq!(free.status().as_u16(), 200);
     let text = metrics(&w).await;
     assert!(
-        text.contains("bowline_webhook_deliveries_total{result=\"too_large\"} 1"),
+        text.contains("bowline_webhook_deliveries_total{result=\"too_large\"} 2"),
         "{text}"
     );
     assert!(
