@@ -2,12 +2,13 @@
 //! request comments, sticky comment rendering, and ChatOps commands.
 //!
 //! - [`webhook`]: `X-Hub-Signature-256` verification (constant time), delivery-id replay
-//!   protection, and typed events (`ping`, `push`, `pull_request`, `issue_comment`).
+//!   protection, typed events (`ping`, `push`, `pull_request`, `issue_comment`) and the
+//!   repository a delivery names.
 //! - [`client`]: [`GitHub`], a small REST client (api.github.com or a GitHub Enterprise
 //!   `https://host/api/v3` base URL) with rate-limit and retry handling.
 //! - [`comment`]: the one sticky PR comment per PR — hidden marker, collapsible sections, and
 //!   truncation under GitHub's 65,536-character limit.
-//! - [`chatops`]: `/bowline approve|reject|retry|rollback` and who may use it.
+//! - [`chatops`]: `/bowline approve|reject|retry|rollback|plan` and who may use it.
 //!
 //! Secrets (the token, the webhook secret) never appear in logs, errors or `Debug` output.
 
