@@ -339,6 +339,12 @@ async fn start() -> (World, String) {
         Some(first.as_str())
     );
     let url = serve(&daemon, ServerLimits::default()).await;
+    // The poll loop asks GitHub for the repository's id once; wait for it so the calls the
+    // tests count are their own.
+    eventually("the repository id", Duration::from_secs(10), || {
+        daemon.config_repository().and_then(|r| r.id) == Some(REPO_ID)
+    })
+    .await;
     let world = World {
         work,
         git,
@@ -536,21 +542,29 @@ async fn pull_request_merge_chatops_and_drift() {
         1,
         "only the automated app"
     );
-    let deploy: Vec<_> = w
-        .github
-        .statuses(REPO, &merge)
-        .into_iter()
-        .filter(|s| s.context == deploy_context("inventory-worker"))
-        .collect();
+    let deploy = || -> Vec<_> {
+        w.github
+            .statuses(REPO, &merge)
+            .into_iter()
+            .filter(|s| s.context == deploy_context("inventory-worker"))
+            .collect()
+    };
+    // The status follows the stored stage state a moment later.
+    eventually(
+        "the awaiting-judgment status",
+        Duration::from_secs(10),
+        || {
+            deploy().iter().any(|s| {
+                s.description
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("approve-production: awaiting judgment")
+            })
+        },
+    )
+    .await;
+    let deploy = deploy();
     assert!(deploy.iter().all(|s| s.state == "pending"), "{deploy:?}");
-    assert!(
-        deploy.iter().any(|s| s
-            .description
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("approve-production: awaiting judgment")),
-        "{deploy:?}"
-    );
     assert_eq!(
         deploy[0].target_url.as_deref(),
         Some(
