@@ -1123,6 +1123,34 @@ async fn deliveries_for_another_repository_do_nothing() {
             .is_some()
     })
     .await;
+
+    // A daemon that does not know its repository yet (first start, nothing reconciled, no
+    // --github-repo) acts on no delivery naming one.
+    let fresh = tempfile::tempdir().expect("state dir");
+    let remote = w.work.path().to_str().expect("utf-8").to_string();
+    let daemon = daemon_over(fresh.path(), &remote, &w.github);
+    assert_eq!(daemon.config_repository(), None);
+    let body = serde_json::to_vec(&w.pull_request("opened", &head)).expect("payload");
+    let request = axum::http::Request::post("/webhooks/github")
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-GitHub-Delivery", "f-unknown")
+        .header("X-Hub-Signature-256", sign(SECRET, &body))
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let mut router = server::router(daemon.clone(), tokens);
+    let response = tower::Service::call(&mut router, request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        daemon
+            .metrics
+            .webhooks
+            .with_label_values(&["unknown_repository"])
+            .get(),
+        1
+    );
 }
 
 /// A delivery id is kept in the store: replayed after a restart on the same state, it is
