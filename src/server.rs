@@ -5,7 +5,7 @@
 //!
 //! The server is bounded ([`ServerLimits`]): requests handled at once (more are answered `503`
 //! at once), webhook bodies (25 MiB, GitHub's cap; `413` beyond) and the time to receive one
-//! (`408` for a sender that trickles it).
+//! (`408` for a sender that trickles it); [`LimitedListener`] bounds open connections.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +133,102 @@ impl Default for ServerLimits {
             max_concurrent_requests: 256,
             body_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// A listener that keeps at most a fixed number of connections open: the next one is accepted
+/// only once one closes (it waits in the kernel's backlog meanwhile). A flood of connections
+/// then cannot take the file descriptors the daemon needs for Git, GitHub and the clusters.
+pub struct LimitedListener<L> {
+    inner: L,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl<L> LimitedListener<L> {
+    /// Wraps `inner`, keeping at most `max_connections` (at least one) open at once.
+    pub fn new(inner: L, max_connections: usize) -> Self {
+        LimitedListener {
+            inner,
+            permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+        }
+    }
+}
+
+impl<L> axum::serve::Listener for LimitedListener<L>
+where
+    L: axum::serve::Listener,
+{
+    type Io = LimitedConnection<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed, so acquiring cannot fail; were it closed, connections
+        // would go on unlimited rather than stop.
+        let permit = Arc::clone(&self.permits).acquire_owned().await.ok();
+        let (io, addr) = self.inner.accept().await;
+        (
+            LimitedConnection {
+                io,
+                _permit: permit,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection of a [`LimitedListener`]; its slot frees up when it is dropped.
+pub struct LimitedConnection<T> {
+    io: T,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for LimitedConnection<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for LimitedConnection<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 

@@ -1239,7 +1239,8 @@ async fn trickle(url: &str, body: &[u8], pace: Duration) -> (String, Duration) {
 }
 
 /// Webhook bodies up to GitHub's 25 MB are read, larger ones refused with 413; a sender that
-/// trickles its body is cut off with 408; requests over the concurrency limit get 503.
+/// trickles its body is cut off with 408; requests over the concurrency limit get 503; a
+/// connection over the connection limit waits for a free slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_bodies_and_requests_are_bounded() {
     let (w, _) = start().await;
@@ -1304,6 +1305,34 @@ async fn webhook_bodies_and_requests_are_bounded() {
         .await
         .expect("healthz");
     assert_eq!(free.status().as_u16(), 200);
+
+    // One connection at a time: a second waits until the first closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let router = server::router(w.daemon.clone(), tokens);
+    tokio::spawn(async move {
+        let _ = axum::serve(server::LimitedListener::new(listener, 1), router).await;
+    });
+    let idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(waiting.is_err(), "not served while the slot is taken");
+    drop(idle);
+    let served = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("served once the slot is free");
+    assert_eq!(served.status().as_u16(), 200);
+
     let text = metrics(&w).await;
     assert!(
         text.contains("bowline_webhook_deliveries_total{result=\"too_large\"} 2"),

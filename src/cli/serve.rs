@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), env = "BOWLINE_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: u32,
+    /// HTTP connections open at once, at most; more wait in the listen backlog until one
+    /// closes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), env = "BOWLINE_MAX_CONNECTIONS")]
+    pub max_connections: u32,
     /// The longest time to receive a webhook body; a slower sender is answered 408.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "BOWLINE_WEBHOOK_BODY_TIMEOUT")]
     pub webhook_body_timeout: Duration,
