@@ -37,6 +37,8 @@ use kube_api_test_server::{TestServer as KubeServer, kubeconfig_for};
 use serde_json::{Value, json};
 
 const REPO: &str = "acme/deploy-config";
+/// GitHub's numeric id of the config repository, which deliveries must carry.
+const REPO_ID: u64 = 4242;
 const SECRET: &str = "bench webhook secret";
 const CONTEXTS: [&str; 3] = [
     "gke_acme_europe-west1_staging",
@@ -201,7 +203,7 @@ fn pull_request(number: u64, head: &str, main: &str) -> Value {
             "base": {"ref": "main", "sha": main},
             "user": {"login": "octocat"},
         },
-        "repository": {"full_name": REPO, "name": "deploy-config", "owner": {"login": "acme"}},
+        "repository": {"id": REPO_ID, "full_name": REPO, "name": "deploy-config", "owner": {"login": "acme"}},
         "sender": {"login": "octocat"},
     })
 }
@@ -215,7 +217,7 @@ fn push(after: &str, before: &str) -> Value {
         "forced": false,
         "created": false,
         "commits": [],
-        "repository": {"full_name": REPO, "name": "deploy-config", "owner": {"login": "acme"}},
+        "repository": {"id": REPO_ID, "full_name": REPO, "name": "deploy-config", "owner": {"login": "acme"}},
         "sender": {"login": "octocat"},
     })
 }
@@ -259,6 +261,7 @@ async fn run() -> Result<(), Error> {
     let kubeconfig = state.join("kubeconfig.yaml");
     std::fs::write(&kubeconfig, kubeconfig_for(&pairs))?;
     let github = Arc::new(GitHubServer::start());
+    github.set_repository(REPO, REPO_ID);
     std::fs::write(state.join("github-token"), "ghs_bench_token\n")?;
     std::fs::write(state.join("webhook-secret"), format!("{SECRET}\n"))?;
 

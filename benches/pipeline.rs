@@ -91,6 +91,12 @@ impl Store for Timed {
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.inner.set_meta(key, value)
     }
+    fn record_delivery(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.record_delivery(id)
+    }
+    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
+        self.inner.execution_counts()
+    }
     fn last_good(
         &self,
         app: &str,

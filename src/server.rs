@@ -3,16 +3,22 @@
 //! JSON API under `/api/v1`, which needs a bearer token whose scope allows the request (see
 //! [`ApiTokens::parse`]). Handlers translate HTTP to [`crate::daemon`] calls; the behaviour
 //! lives there.
+//!
+//! The server is bounded ([`ServerLimits`]): requests handled at once (more are answered `503`
+//! at once), webhook bodies (25 MiB, GitHub's cap; `413` beyond) and the time to receive one
+//! (`408` for a sender that trickles it); [`LimitedListener`] bounds open connections.
 
 mod auth;
 
 pub use auth::{ApiTokens, AuthLimits, Caller, Scope, TokenError};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,30 +29,191 @@ use serde_json::json;
 use crate::daemon::{
     Daemon, SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author,
 };
-use crate::forge::{Event, PrAction, parse_event, verify_signature};
+use crate::forge::{Event, PrAction, delivery_repository, parse_event, verify_signature};
 use crate::store::{
     Decision, Execution, ExecutionFilter, ExecutionStatus, Judgment, StageStatus, StoreError,
 };
+
+/// The largest webhook body accepted: GitHub caps payloads at 25 MB.
+pub const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+/// Bounds on what the server takes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Requests handled at once, at most, over the whole server; more are answered `503`.
+    pub max_concurrent_requests: usize,
+    /// The longest time to receive a webhook body; a slower sender is answered `408`.
+    pub body_timeout: Duration,
+    /// Throttling of failed API authentications.
+    pub auth: AuthLimits,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_concurrent_requests: 256,
+            body_timeout: Duration::from_secs(10),
+            auth: AuthLimits::default(),
+        }
+    }
+}
+
+/// A listener that keeps at most a fixed number of connections open: the next one is accepted
+/// only once one closes (it waits in the kernel's backlog meanwhile). A flood of connections
+/// then cannot take the file descriptors the daemon needs for Git, GitHub and the clusters.
+pub struct LimitedListener<L> {
+    inner: L,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl<L> LimitedListener<L> {
+    /// Wraps `inner`, keeping at most `max_connections` (at least one) open at once.
+    pub fn new(inner: L, max_connections: usize) -> Self {
+        LimitedListener {
+            inner,
+            permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+        }
+    }
+}
+
+impl<L> axum::serve::Listener for LimitedListener<L>
+where
+    L: axum::serve::Listener,
+{
+    type Io = LimitedConnection<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed, so acquiring cannot fail; were it closed, connections
+        // would go on unlimited rather than stop.
+        let permit = Arc::clone(&self.permits).acquire_owned().await.ok();
+        let (io, addr) = self.inner.accept().await;
+        (
+            LimitedConnection {
+                io,
+                _permit: permit,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// The client address of a connection, as the API's authentication throttle sees it: serve
+/// the router with `into_make_service_with_connect_info::<ClientAddr>()`, over a TCP
+/// listener or a [`LimitedListener`] of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener<L>>>
+    for ClientAddr
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener<L>>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// A connection of a [`LimitedListener`]; its slot frees up when it is dropped.
+pub struct LimitedConnection<T> {
+    io: T,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for LimitedConnection<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for LimitedConnection<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
 
 struct AppState {
     daemon: Arc<Daemon>,
     tokens: ApiTokens,
     throttle: auth::AuthThrottle,
+    limits: ServerLimits,
 }
 
 /// The router over `daemon`, with `tokens` guarding `/api/v1` and the default
-/// [`AuthLimits`]. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
+/// [`ServerLimits`]. Serve it with `into_make_service_with_connect_info::<ClientAddr>()` so
 /// failed authentications are logged and throttled per client address.
 pub fn router(daemon: Arc<Daemon>, tokens: ApiTokens) -> Router {
-    router_with(daemon, tokens, AuthLimits::default())
+    router_with(daemon, tokens, ServerLimits::default())
 }
 
-/// Like [`router`], with the throttling of failed authentications set by `limits`.
-pub fn router_with(daemon: Arc<Daemon>, tokens: ApiTokens, limits: AuthLimits) -> Router {
+/// The router over `daemon`, with `tokens` guarding `/api/v1`, bounded by `limits`.
+pub fn router_with(daemon: Arc<Daemon>, tokens: ApiTokens, limits: ServerLimits) -> Router {
+    let overload = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests at once; try again",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
+        }))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests.max(1),
+        ));
     let state = Arc::new(AppState {
         daemon,
         tokens,
-        throttle: auth::AuthThrottle::new(limits),
+        throttle: auth::AuthThrottle::new(limits.auth),
+        limits,
     });
     let api = Router::new()
         .route("/api/v1/apps", get(apps))
@@ -59,12 +226,16 @@ pub fn router_with(daemon: Arc<Daemon>, tokens: ApiTokens, limits: AuthLimits) -
             auth::authenticate,
         ));
     Router::new()
-        .route("/webhooks/github", post(webhook))
+        .route(
+            "/webhooks/github",
+            post(webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
         .with_state(state)
+        .layer(overload)
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -81,16 +252,62 @@ fn error_json(code: StatusCode, message: impl std::fmt::Display) -> Response {
     (code, axum::Json(json!({"error": message.to_string()}))).into_response()
 }
 
-/// Verifies, de-duplicates and dispatches one GitHub delivery. Work that takes time runs in
-/// the background; the answer comes at once (GitHub gives up after 10 s).
+/// Receives a webhook body within the time limit and the size limit of the route.
+async fn read_body(state: &AppState, request: Request) -> Result<Bytes, (StatusCode, String)> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {WEBHOOK_BODY_LIMIT} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > WEBHOOK_BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(state.limits.body_timeout, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(too_large())
+        }
+        Ok(Err(rejection)) => Err((rejection.status(), rejection.body_text())),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "body not received within {}",
+                humantime::format_duration(state.limits.body_timeout)
+            ),
+        )),
+    }
+}
+
+/// Verifies, checks the repository of, de-duplicates and dispatches one GitHub delivery.
+/// Work that takes time runs in the background; the answer comes at once (GitHub gives up
+/// after 10 s).
 #[tracing::instrument(level = "info", skip_all, fields(event, delivery))]
-async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn webhook(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let daemon = &state.daemon;
+    let headers = request.headers().clone();
     let event = header_str(&headers, "x-github-event").unwrap_or_default();
     let delivery = header_str(&headers, "x-github-delivery").unwrap_or_default();
     tracing::Span::current().record("event", event);
     tracing::Span::current().record("delivery", delivery);
     let count = |result: &str| daemon.metrics.webhooks.with_label_values(&[result]).inc();
+    let body = match read_body(&state, request).await {
+        Ok(body) => body,
+        Err((code, message)) => {
+            count(match code {
+                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                StatusCode::REQUEST_TIMEOUT => "body_timeout",
+                _ => "bad_payload",
+            });
+            tracing::warn!(status = code.as_u16(), %message, "webhook body refused");
+            return text(code, message);
+        }
+    };
     let Some(secret) = daemon.webhook_secret.as_deref() else {
         count("no_secret");
         return text(
@@ -107,10 +324,6 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         count("bad_payload");
         return text(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery header");
     }
-    if !daemon.deliveries.first_time(delivery) {
-        count("duplicate");
-        return text(StatusCode::OK, "duplicate delivery ignored");
-    }
     let parsed = match parse_event(event, &body) {
         Ok(p) => p,
         Err(e) => {
@@ -118,6 +331,46 @@ async fn webhook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    // Only the config repository acts: the secret may be shared by other repositories' hooks
+    // (an organization hook, a copied secret), and a delivery naming another repository must
+    // not plan, fetch or judge anything here. A ping does nothing, with or without one.
+    if !matches!(parsed, Event::Ping { .. })
+        && let Some(from) = delivery_repository(&body)
+    {
+        let Some(ours) = daemon.config_repository() else {
+            count("unknown_repository");
+            tracing::warn!(repository = %from.describe(), "the config repository's GitHub name is not known yet (--github-repo or forge.github in bowline.yaml); delivery not acted on");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the config repository is not known yet",
+            );
+        };
+        if ours.id.is_none() {
+            tracing::info!(repo = %ours.full_name, "config repository id not known yet: matching the delivery by full name only");
+            let d = daemon.clone();
+            tokio::spawn(async move { d.learn_repository_id().await });
+        }
+        if !from.is(&ours.full_name, ours.id) {
+            count("foreign_repository");
+            tracing::info!(repository = %from.describe(), "delivery for another repository ignored");
+            return text(StatusCode::OK, "not this repository");
+        }
+    }
+    match daemon.first_delivery(delivery) {
+        Ok(true) => {}
+        Ok(false) => {
+            count("duplicate");
+            return text(StatusCode::OK, "duplicate delivery ignored");
+        }
+        Err(e) => {
+            count("store_error");
+            tracing::warn!(error = %e, "could not record the delivery");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not record the delivery; try again",
+            );
+        }
+    }
     count("accepted");
     match parsed {
         Event::Ping { .. } => text(StatusCode::OK, "pong"),

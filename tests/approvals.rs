@@ -8,7 +8,6 @@
 //! them), so each rule is exercised without clusters; ChatOps comments are derived from
 //! GitHub's published `issue_comment` payload.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use bowline::daemon::{ChatOpsOutcome, Daemon, DaemonConfig};
 use bowline::forge::client::RetryPolicy;
 use bowline::forge::{Event, GitHub, RepoRef, parse_event};
 use bowline::pipeline::Services;
-use bowline::server::{self, ApiTokens, AuthLimits};
+use bowline::server::{self, ApiTokens, AuthLimits, ServerLimits};
 use bowline::source::git::{GitAuth, GitSource};
 use bowline::store::{
     ExecutionStatus, NewExecution, NewStage, SqliteStore, StageStatus, StageUpdate, Store,
@@ -60,9 +59,9 @@ fn world() -> World {
     }
     github.set_permission("erin", "read");
     for user in ["maria", "carol", "erin", AUTHOR] {
-        github.set_team_membership("acme", "sre", user, Some("active"));
+        github.set_team_membership("acme", "sre", user, "member", "active");
     }
-    github.set_team_membership("acme", "sre", "bob", Some("pending"));
+    github.set_team_membership("acme", "sre", "bob", "member", "pending");
     let client = GitHub::with_retry(
         &github.url(),
         "ghs_test_token".into(),
@@ -319,8 +318,12 @@ async fn serve(w: &World, limits: AuthLimits) -> String {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let limits = ServerLimits {
+        auth: limits,
+        ..ServerLimits::default()
+    };
     let app = server::router_with(w.daemon.clone(), tokens, limits)
-        .into_make_service_with_connect_info::<SocketAddr>();
+        .into_make_service_with_connect_info::<server::ClientAddr>();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

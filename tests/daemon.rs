@@ -17,16 +17,21 @@ use bowline::forge::GitHub;
 use bowline::forge::client::RetryPolicy;
 use bowline::forge::webhook::sign;
 use bowline::pipeline::Services;
-use bowline::server::{self, ApiTokens};
+use bowline::server::{self, ApiTokens, ServerLimits};
 use bowline::source::git::{GitAuth, GitSource};
-use bowline::store::{ExecutionFilter, ExecutionStatus, SqliteStore, StageStatus, Store};
+use bowline::store::{
+    ExecutionFilter, ExecutionStatus, NewExecution, NewStage, SqliteStore, StageStatus,
+    StageUpdate, Store,
+};
 use git2::{Repository, Signature};
-use github_api_test_server::{RateLimit, TestServer as GitHubServer};
+use github_api_test_server::{PullRequestSeed, RateLimit, TestServer as GitHubServer};
 use kube_api_test_server::{TestServer as KubeServer, kubeconfig_for};
 use serde_json::{Value, json};
 
 const SECRET: &[u8] = b"daemon test secret";
 const REPO: &str = "acme/shop-config";
+/// GitHub's numeric id of the config repository.
+const REPO_ID: u64 = 31_415_926;
 const API_TOKEN: &str = "0123456789abcdef-ci-token";
 const PR: u64 = 7;
 const SECRET_VALUE: &str = "hunter2-never-shown";
@@ -51,6 +56,7 @@ fn shared(name: &str) -> Value {
 
 /// Points a payload's repository at the config repository.
 fn retarget(payload: &mut Value) {
+    payload["repository"]["id"] = REPO_ID.into();
     payload["repository"]["full_name"] = REPO.into();
     payload["repository"]["name"] = "shop-config".into();
     payload["repository"]["owner"]["login"] = "acme".into();
@@ -264,6 +270,65 @@ impl std::io::Write for LogWriter {
     }
 }
 
+/// A daemon over the state directory `state` (store, mirror, kubeconfig) of `remote`, writing
+/// to the GitHub test server: what `bowline serve` builds, here and after a restart.
+fn daemon_over(state: &Path, remote: &str, github: &GitHubServer) -> Arc<Daemon> {
+    let client = GitHub::with_retry(
+        &github.url(),
+        "ghs_test_token".into(),
+        RetryPolicy {
+            min_backoff: Duration::from_millis(5),
+            max_rate_limit_wait: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        },
+    )
+    .expect("client");
+    let connect = ConnectOptions {
+        kubeconfig: Some(state.join("kubeconfig.yaml")),
+        timeout: Duration::from_secs(5),
+        ..ConnectOptions::default()
+    };
+    let mut services = Services::new(connect.clone());
+    services.poll = Duration::from_millis(50);
+    services.retry_delay = Duration::from_millis(50);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&state.join("bowline.db")).expect("store"));
+    let source =
+        GitSource::open(remote, "main", &state.join("mirror"), GitAuth::default()).expect("source");
+    let config = DaemonConfig {
+        // Only webhooks wake the poll loop in this test.
+        poll_interval: Duration::from_secs(3600),
+        drift_interval: None,
+        public_url: Some("https://bowline.example.com".into()),
+        connect,
+        ..DaemonConfig::default()
+    };
+    Daemon::new(
+        config,
+        source,
+        store,
+        services,
+        Some(client),
+        Some(SECRET.to_vec()),
+    )
+    .expect("daemon")
+}
+
+/// Serves `daemon` (router and poll loop) on a random local port; returns its base URL.
+async fn serve(daemon: &Arc<Daemon>, limits: ServerLimits) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let router = server::router_with(daemon.clone(), tokens, limits);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    tokio::spawn(daemon.clone().poll_loop());
+    url
+}
+
 async fn start() -> (World, String) {
     log_buffer();
     let work = tempfile::tempdir().expect("work dir");
@@ -288,25 +353,8 @@ async fn start() -> (World, String) {
     github.set_permission("maria", "write");
     github.set_permission("mallory", "read");
     github.set_permission(AUTHOR, "write");
-    let client = GitHub::with_retry(
-        &github.url(),
-        "ghs_test_token".into(),
-        RetryPolicy {
-            min_backoff: Duration::from_millis(5),
-            max_rate_limit_wait: Duration::from_secs(2),
-            ..RetryPolicy::default()
-        },
-    )
-    .expect("client");
+    github.set_repository(REPO, REPO_ID);
 
-    let connect = ConnectOptions {
-        kubeconfig: Some(kubeconfig),
-        timeout: Duration::from_secs(5),
-        ..ConnectOptions::default()
-    };
-    let mut services = Services::new(connect.clone());
-    services.poll = Duration::from_millis(50);
-    services.retry_delay = Duration::from_millis(50);
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&state.path().join("bowline.db")).expect("store"));
     let mirror = state.path().join("mirror");
@@ -317,38 +365,19 @@ async fn start() -> (World, String) {
         .fetch()
         .expect("fetch");
     store.set_meta(CURSOR_KEY, &first).expect("cursor");
-    let source = GitSource::open(&remote, "main", &mirror, GitAuth::default()).expect("source");
-    let config = DaemonConfig {
-        // Only webhooks wake the poll loop in this test.
-        poll_interval: Duration::from_secs(3600),
-        drift_interval: None,
-        public_url: Some("https://bowline.example.com".into()),
-        connect,
-        ..DaemonConfig::default()
-    };
-    let daemon = Daemon::new(
-        config,
-        source,
-        store,
-        services,
-        Some(client),
-        Some(SECRET.to_vec()),
-    )
-    .expect("daemon");
+    drop(store);
+    let daemon = daemon_over(state.path(), &remote, &github);
     assert_eq!(
         daemon.source_state().last_good.as_deref(),
         Some(first.as_str())
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
-    let router = server::router(daemon.clone(), tokens);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    tokio::spawn(daemon.clone().poll_loop());
+    let url = serve(&daemon, ServerLimits::default()).await;
+    // The poll loop asks GitHub for the repository's id once; wait for it so the calls the
+    // tests count are their own.
+    eventually("the repository id", Duration::from_secs(10), || {
+        daemon.config_repository().and_then(|r| r.id) == Some(REPO_ID)
+    })
+    .await;
     let world = World {
         work,
         git,
@@ -551,21 +580,29 @@ async fn pull_request_merge_chatops_and_drift() {
         1,
         "only the automated app"
     );
-    let deploy: Vec<_> = w
-        .github
-        .statuses(REPO, &merge)
-        .into_iter()
-        .filter(|s| s.context == deploy_context("inventory-worker"))
-        .collect();
+    let deploy = || -> Vec<_> {
+        w.github
+            .statuses(REPO, &merge)
+            .into_iter()
+            .filter(|s| s.context == deploy_context("inventory-worker"))
+            .collect()
+    };
+    // The status follows the stored stage state a moment later.
+    eventually(
+        "the awaiting-judgment status",
+        Duration::from_secs(10),
+        || {
+            deploy().iter().any(|s| {
+                s.description
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("approve-production: awaiting judgment")
+            })
+        },
+    )
+    .await;
+    let deploy = deploy();
     assert!(deploy.iter().all(|s| s.state == "pending"), "{deploy:?}");
-    assert!(
-        deploy.iter().any(|s| s
-            .description
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("approve-production: awaiting judgment")),
-        "{deploy:?}"
-    );
     assert_eq!(
         deploy[0].target_url.as_deref(),
         Some(
@@ -1062,5 +1099,445 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
             .calls()
             .iter()
             .all(|c| c.validation_errors.is_empty())
+    );
+}
+
+/// Points a payload's repository at another one: same secret, another repository.
+fn foreign(payload: &mut Value, full_name: &str, id: u64) {
+    let (owner, name) = full_name.split_once('/').expect("owner/name");
+    payload["repository"]["id"] = id.into();
+    payload["repository"]["full_name"] = full_name.into();
+    payload["repository"]["name"] = name.into();
+    payload["repository"]["owner"]["login"] = owner.into();
+}
+
+/// An execution of pull request `PR` whose `approve-production` judgment waits for `maria`.
+fn waiting_judgment(store: &SqliteStore) -> String {
+    let e = store
+        .create_execution(NewExecution {
+            app: "inventory-worker".into(),
+            environments: vec!["production".into()],
+            revision: "0123456789abcdef0123456789abcdef01234567".into(),
+            pipeline: "rolling-release".into(),
+            trigger: json!({"user": "test", "pullRequest": PR, "approvers": ["maria"]}),
+            stages: vec![NewStage {
+                name: "approve-production".into(),
+                stage_type: "manualJudgment".into(),
+                environment: Some("production".into()),
+                inputs: json!({"name": "approve-production", "type": "manualJudgment"}),
+            }],
+        })
+        .expect("execution");
+    assert!(store.try_start(&e.id).expect("start"));
+    store
+        .update_stage(
+            &e.id,
+            "approve-production",
+            StageUpdate {
+                status: Some(StageStatus::Waiting),
+                outputs: Some(json!({"approvers": ["maria"]})),
+                ..StageUpdate::default()
+            },
+        )
+        .expect("waiting");
+    e.id
+}
+
+async fn metrics(w: &World) -> String {
+    w.http
+        .get(format!("{}/metrics", w.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Deliveries signed with the right secret but naming another repository (an organization
+/// hook, a secret shared between repositories) are answered and counted, and nothing else:
+/// no plan, no status, no comment, no judgment, no fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_for_another_repository_do_nothing() {
+    let (w, first) = start().await;
+    assert_eq!(w.daemon.learn_repository_id().await, Some(REPO_ID));
+    let store = w.store();
+    let execution = waiting_judgment(&store);
+    let head = commit_all(&w.git, "refs/pull/7/head", "a change", Some(&first));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = w.github.calls().len();
+    let fetches = || w.daemon.metrics.fetches.with_label_values(&["ok"]).get();
+    let fetches_before = fetches();
+
+    let mut pr = w.pull_request("opened", &head);
+    foreign(&mut pr, "evil/shop-config", 666);
+    let mut approve = w.comment("maria", "/bowline approve");
+    foreign(&mut approve, "evil/shop-config", 666);
+    let mut push = shared("push.branch-created.octokit.json");
+    foreign(&mut push, "evil/shop-config", 666);
+    push["ref"] = "refs/heads/main".into();
+    // The same name under another id: the repository was deleted and re-created by someone
+    // else, or the payload lies about its name.
+    let mut same_name = w.comment("maria", "/bowline approve");
+    same_name["repository"]["id"] = 666.into();
+    for (event, delivery, payload) in [
+        ("pull_request", "f-pr", &pr),
+        ("issue_comment", "f-approve", &approve),
+        ("push", "f-push", &push),
+        ("issue_comment", "f-same-name", &same_name),
+    ] {
+        let (code, body) = w.deliver(event, delivery, payload).await;
+        assert_eq!(
+            (code, body.trim()),
+            (200, "not this repository"),
+            "{delivery}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.github.calls().len(), calls, "GitHub was not called");
+    assert!(w.plan_statuses(&head).is_empty());
+    assert!(w.github.comments(REPO, PR).is_empty());
+    assert!(w.github.comments("evil/shop-config", PR).is_empty());
+    assert_eq!(fetches(), fetches_before, "no fetch");
+    assert!(
+        store
+            .judgment(&execution, "approve-production")
+            .expect("judgment")
+            .is_none(),
+        "the judgment still waits"
+    );
+    let text = metrics(&w).await;
+    assert!(
+        text.contains("bowline_webhook_deliveries_total{result=\"foreign_repository\"} 4"),
+        "{text}"
+    );
+    // A foreign delivery is not recorded: the same id from the config repository is handled.
+    let mut ours = w.comment("maria", "/bowline approve");
+    ours["repository"]["full_name"] = "ACME/Shop-Config".into();
+    let (code, body) = w.deliver("issue_comment", "f-approve", &ours).await;
+    assert_eq!((code, body.trim()), (202, "comment received"));
+    eventually("the judgment", Duration::from_secs(10), || {
+        store
+            .judgment(&execution, "approve-production")
+            .expect("judgment")
+            .is_some()
+    })
+    .await;
+
+    // A daemon that does not know its repository yet (first start, nothing reconciled, no
+    // --github-repo) acts on no delivery naming one.
+    let fresh = tempfile::tempdir().expect("state dir");
+    let remote = w.work.path().to_str().expect("utf-8").to_string();
+    let daemon = daemon_over(fresh.path(), &remote, &w.github);
+    assert_eq!(daemon.config_repository(), None);
+    let body = serde_json::to_vec(&w.pull_request("opened", &head)).expect("payload");
+    let request = axum::http::Request::post("/webhooks/github")
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-GitHub-Delivery", "f-unknown")
+        .header("X-Hub-Signature-256", sign(SECRET, &body))
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let mut router = server::router(daemon.clone(), tokens);
+    let response = tower::Service::call(&mut router, request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        daemon
+            .metrics
+            .webhooks
+            .with_label_values(&["unknown_repository"])
+            .get(),
+        1
+    );
+}
+
+/// A delivery id is kept in the store: replayed after a restart on the same state, it is
+/// still a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_deliveries_are_refused_after_a_restart() {
+    let (mut w, _) = start().await;
+    let mut push = shared("push.branch-created.octokit.json");
+    retarget(&mut push);
+    push["ref"] = "refs/heads/feature".into();
+    let (code, body) = w.deliver("push", "r-1", &push).await;
+    assert_eq!((code, body.trim()), (200, "not the tracked branch"));
+    let (code, body) = w.deliver("push", "r-1", &push).await;
+    assert_eq!((code, body.trim()), (200, "duplicate delivery ignored"));
+
+    let remote = w.work.path().to_str().expect("utf-8").to_string();
+    w.daemon = daemon_over(w.state.path(), &remote, &w.github);
+    w.url = serve(&w.daemon, ServerLimits::default()).await;
+    let (code, body) = w.deliver("push", "r-1", &push).await;
+    assert_eq!((code, body.trim()), (200, "duplicate delivery ignored"));
+    let (code, body) = w.deliver("push", "r-2", &push).await;
+    assert_eq!((code, body.trim()), (200, "not the tracked branch"));
+}
+
+/// Sends only the request head of a webhook delivery announcing `length` bytes over a raw
+/// connection; returns the status line of the answer and when it came.
+async fn send_head(url: &str, length: usize) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("http://").expect("http URL");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: huge\r\nX-Hub-Signature-256: sha256=00\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    (
+        text.lines().next().unwrap_or_default().to_string(),
+        started.elapsed(),
+    )
+}
+
+/// Sends the request head of a signed webhook delivery over a raw connection, then `body`
+/// one byte per `pace`; returns the status line of the answer and when it came.
+async fn trickle(url: &str, body: &[u8], pace: Duration) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("http://").expect("http URL");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: slow\r\nX-Hub-Signature-256: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        sign(SECRET, body),
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut read, mut write) = stream.into_split();
+    let body = body.to_vec();
+    let sender = tokio::spawn(async move {
+        for byte in body {
+            if write.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pace).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout(Duration::from_secs(20), read.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let elapsed = started.elapsed();
+    sender.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    (text.lines().next().unwrap_or_default().to_string(), elapsed)
+}
+
+/// Webhook bodies up to GitHub's 25 MB are read, larger ones refused with 413; a sender that
+/// trickles its body is cut off with 408; requests over the concurrency limit get 503; a
+/// connection over the connection limit waits for a free slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_bodies_and_requests_are_bounded() {
+    let (w, _) = start().await;
+    let mut push = shared("push.branch-created.octokit.json");
+    retarget(&mut push);
+    push["ref"] = "refs/heads/feature".into();
+    push["padding"] = "x".repeat(3 * 1024 * 1024).into();
+    let (code, body) = w.deliver("push", "big-3", &push).await;
+    assert_eq!((code, body.trim()), (200, "not the tracked branch"));
+    // 26 MB: refused on its Content-Length, before any of it is read (over a raw connection:
+    // a client still sending when the server answers and closes may see a reset instead).
+    let (status, _) = send_head(&w.url, 26 * 1024 * 1024).await;
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    // 26 MB without a Content-Length (chunked): refused once 25 MiB were read.
+    push["padding"] = "x".repeat(26 * 1024 * 1024).into();
+    let body = serde_json::to_vec(&push).expect("payload");
+    let signature = sign(SECRET, &body);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let request = axum::http::Request::post("/webhooks/github")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "big-26-chunked")
+        .header("X-Hub-Signature-256", signature)
+        .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+        .expect("request");
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let mut router = server::router(w.daemon.clone(), tokens);
+    let response = tower::Service::call(&mut router, request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 413);
+
+    // One request at a time, bodies within 1 s.
+    let limits = ServerLimits {
+        max_concurrent_requests: 1,
+        body_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    let url = serve(&w.daemon, limits).await;
+    let slow = {
+        let url = url.clone();
+        tokio::spawn(async move { trickle(&url, &[b' '; 200], Duration::from_millis(100)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = w
+        .http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(busy.status().as_u16(), 503, "the one slot is taken");
+    let (status, elapsed) = slow.await.expect("slow sender");
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    eprintln!("a sender trickling its body was cut off after {elapsed:?} (limit 1 s)");
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    let free = w
+        .http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(free.status().as_u16(), 200);
+
+    // One connection at a time: a second waits until the first closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tokens = ApiTokens::parse("tokens", &format!("ci:{API_TOKEN}\n")).expect("tokens");
+    let router = server::router(w.daemon.clone(), tokens);
+    tokio::spawn(async move {
+        let _ = axum::serve(server::LimitedListener::new(listener, 1), router).await;
+    });
+    let idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(waiting.is_err(), "not served while the slot is taken");
+    drop(idle);
+    let served = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("served once the slot is free");
+    assert_eq!(served.status().as_u16(), 200);
+
+    let text = metrics(&w).await;
+    assert!(
+        text.contains("bowline_webhook_deliveries_total{result=\"too_large\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bowline_webhook_deliveries_total{result=\"body_timeout\"} 1"),
+        "{text}"
+    );
+}
+
+/// `/bowline plan` on a pull request from a fork: refused for a reader and when GitHub cannot
+/// confirm the access; from a collaborator with write access, a plan against the live clusters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_plans_on_request_of_a_write_collaborator() {
+    let (w, first) = start().await;
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.32.0\"",
+    );
+    let head = commit_all(&w.git, "refs/pull/7/head", "from a fork", Some(&first));
+    let mut pull = PullRequestSeed::open(REPO, PR, "stranger", &head);
+    pull.head_repo = Some("stranger/shop-config".into());
+    w.github.set_pull_request(REPO, pull);
+    let replies = || {
+        w.github
+            .comments(REPO, PR)
+            .into_iter()
+            .filter(|c| !c.body.starts_with("<!-- bowline:plan -->"))
+            .map(|c| c.body)
+            .collect::<Vec<_>>()
+    };
+
+    let (code, _) = w
+        .deliver(
+            "issue_comment",
+            "p-1",
+            &w.comment("mallory", "/bowline plan"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    eventually("the refusal", Duration::from_secs(10), || {
+        replies().len() == 1
+    })
+    .await;
+    assert_eq!(
+        replies()[0],
+        "@mallory only collaborators with write access to acme/shop-config may ask for a live plan"
+    );
+
+    // GitHub cannot tell: refused, fail closed.
+    w.github
+        .fail_next(Some("GET"), "/collaborators/maria/permission", 502, 5);
+    let (code, _) = w
+        .deliver("issue_comment", "p-2", &w.comment("maria", "/bowline plan"))
+        .await;
+    assert_eq!(code, 202);
+    eventually("the second refusal", Duration::from_secs(20), || {
+        replies().len() == 2
+    })
+    .await;
+    assert!(
+        replies()[1].starts_with("@maria GitHub could not confirm that you have write access"),
+        "{:?}",
+        replies()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(w.plan_statuses(&head).is_empty(), "no plan was started");
+
+    for k in &w.kube {
+        k.clear_requests();
+    }
+    let (code, _) = w
+        .deliver("issue_comment", "p-3", &w.comment("maria", "/bowline plan"))
+        .await;
+    assert_eq!(code, 202);
+    eventually("the live plan", Duration::from_secs(30), || {
+        w.plan_statuses(&head)
+            .last()
+            .is_some_and(|(s, _)| s != "pending")
+    })
+    .await;
+    assert_eq!(
+        replies()[2],
+        "@maria live plan requested by @maria: planning…"
+    );
+    let plan = w
+        .github
+        .comments(REPO, PR)
+        .into_iter()
+        .find(|c| c.body.starts_with("<!-- bowline:plan -->"))
+        .expect("the plan comment")
+        .body;
+    assert!(plan.contains("Compared with the live clusters"), "{plan}");
+    assert!(
+        w.kube.iter().any(|k| !k.requests().is_empty()),
+        "the live clusters were read"
+    );
+    assert_eq!(w.github.calls_to("pulls/get").len(), 1);
+    assert!(
+        w.github
+            .calls()
+            .iter()
+            .all(|c| c.validation_errors.is_empty() && c.response_errors.is_empty())
     );
 }

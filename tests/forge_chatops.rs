@@ -138,3 +138,17 @@ async fn approvals_from_approvers_only() {
             .all(|c| c.validation_errors.is_empty())
     );
 }
+
+/// `/bowline plan` is a command of its own; the usage names it.
+#[test]
+fn plan_is_a_command() {
+    let (bytes, _) = delivery("maria", "Looks right to me.\n/bowline plan");
+    let Event::IssueComment(c) = parse_event("issue_comment", &bytes).unwrap() else {
+        panic!("an issue comment");
+    };
+    assert!(c.is_pull_request);
+    assert_eq!(parse_command(&c.body), Some(Ok(Command::Plan)));
+    let err = parse_command("/bowline plan please").unwrap().unwrap_err();
+    assert!(err.contains("`/bowline plan` takes no arguments"), "{err}");
+    assert!(bowline::forge::chatops::USAGE.contains("`/bowline plan`"));
+}

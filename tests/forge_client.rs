@@ -8,7 +8,7 @@ use bowline::forge::{
     COMMENT_LIMIT, CommentOutcome, CommentSection, CommitState, CommitStatus, ForgeError, GitHub,
     RepoRef, TeamMembership, render_comment, sticky_marker,
 };
-use github_api_test_server::{RateLimit, TestServer};
+use github_api_test_server::{PullRequestSeed, RateLimit, TestServer};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "ghs_test_token_never_printed";
@@ -40,6 +40,13 @@ fn assert_all_valid(server: &TestServer) {
             call.method,
             call.path,
             call.validation_errors
+        );
+        assert!(
+            call.response_errors.is_empty(),
+            "{} {}: answer {:?}",
+            call.method,
+            call.path,
+            call.response_errors
         );
         assert_eq!(
             call.authorization.as_deref(),
@@ -281,8 +288,8 @@ async fn replies_and_permissions() {
 async fn team_memberships() {
     let server = TestServer::start();
     let gh = client(&server);
-    server.set_team_membership("acme", "sre", "maria", Some("active"));
-    server.set_team_membership("acme", "sre", "newbie", Some("pending"));
+    server.set_team_membership("acme", "sre", "maria", "member", "active");
+    server.set_team_membership("acme", "sre", "newbie", "member", "pending");
     assert_eq!(
         gh.team_membership("acme", "sre", "Maria").await.unwrap(),
         TeamMembership::Active
@@ -332,7 +339,7 @@ async fn team_memberships() {
             .starts_with("GET /orgs/acme/teams/sre/memberships/maria"),
         "{err}"
     );
-    server.set_team_membership("acme", "sre", "maria", None);
+    server.remove_team_membership("acme", "sre", "maria");
     assert_eq!(
         gh.team_membership("acme", "sre", "maria").await.unwrap(),
         TeamMembership::None
@@ -625,4 +632,127 @@ async fn server_answers_match_the_description() {
         .validate_response("issues/update-comment", 404, &body)
         .unwrap();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// The repository's identity, pull requests and team memberships, as GitHub answers them: the
+/// typed client reads what bowline needs, and every answer matches the documented schema.
+#[tokio::test]
+async fn repositories_pull_requests_and_team_memberships() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = TestServer::start();
+    let gh = client(&server);
+    server.set_repository("Acme/Config", 4242);
+    let found = gh.get_repository(&repo()).await.unwrap();
+    assert_eq!((found.id, found.full_name.as_str()), (4242, "Acme/Config"));
+    let missing = gh
+        .get_repository(&RepoRef::new("acme", "other"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(404));
+
+    let mut fork = PullRequestSeed::open("acme/config", 7, "stranger", "abc123");
+    fork.head_repo = Some("stranger/config".into());
+    server.set_pull_request("acme/config", fork);
+    let mut closed = PullRequestSeed::open("acme/config", 8, "octo-dev", "def456");
+    closed.state = "closed".into();
+    server.set_pull_request("acme/config", closed);
+    let pull = gh.get_pull_request(&repo(), 7).await.unwrap();
+    assert!(pull.is_open());
+    assert_eq!(pull.head.sha, "abc123");
+    assert_eq!(pull.base.git_ref, "main");
+    assert_eq!(
+        pull.head.repo.as_ref().map(|r| r.full_name.as_str()),
+        Some("stranger/config")
+    );
+    let event = pull.to_event(&repo(), bowline::forge::PrAction::Opened, "maria");
+    assert_eq!(
+        (event.number, event.author.as_str(), event.sender.as_str()),
+        (7, "stranger", "maria")
+    );
+    assert_eq!(event.head_repo, Some(RepoRef::new("stranger", "config")));
+    assert!(!gh.get_pull_request(&repo(), 8).await.unwrap().is_open());
+    assert_eq!(
+        gh.get_pull_request(&repo(), 9).await.unwrap_err().status(),
+        Some(404)
+    );
+
+    // pulls/list and team memberships, straight over HTTP.
+    server.set_team_membership("acme", "sre", "maria", "member", "active");
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        http.get(format!("{}{path}", server.url()))
+            .bearer_auth(TOKEN)
+            .header("user-agent", "bowline/test")
+            .send()
+    };
+    let numbers = |body: &Value| -> Vec<u64> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["number"].as_u64().unwrap())
+            .collect()
+    };
+    let open: Value = get("/repos/acme/config/pulls")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(numbers(&open), vec![7]);
+    let all: Value = get("/repos/acme/config/pulls?state=all")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(numbers(&all), vec![8, 7]);
+    let r = get("/orgs/acme/teams/SRE/memberships/Maria").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let membership: Value = r.json().await.unwrap();
+    assert_eq!(
+        (membership["role"].as_str(), membership["state"].as_str()),
+        (Some("member"), Some("active"))
+    );
+    server.remove_team_membership("acme", "sre", "maria");
+    assert_eq!(
+        get("/orgs/acme/teams/sre/memberships/maria")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_all_valid(&server);
+    for op in [
+        "repos/get",
+        "pulls/get",
+        "pulls/list",
+        "teams/get-membership-for-user-in-org",
+    ] {
+        assert!(!server.calls_to(op).is_empty(), "{op} was called");
+    }
+}
+
+/// GitHub refuses a commit status description longer than 140 characters; so does the test
+/// server (the client truncates before sending).
+#[tokio::test]
+async fn long_status_descriptions_are_refused_like_github() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = TestServer::start();
+    let r = reqwest::Client::new()
+        .post(format!("{}/repos/o/r/statuses/abc", server.url()))
+        .bearer_auth("t")
+        .json(&json!({"state": "success", "description": "x".repeat(141)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum is 140 characters"),
+        "{body}"
+    );
+    assert!(server.statuses("o/r", "abc").is_empty());
 }

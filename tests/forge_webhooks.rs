@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use bowline::forge::webhook::sign;
 use bowline::forge::{
-    CommentAction, Deliveries, Event, PrAction, RepoRef, WebhookError, parse_event,
-    verify_signature,
+    CommentAction, Deliveries, Event, PrAction, RepoRef, WebhookError, delivery_repository,
+    parse_event, verify_signature,
 };
 use serde_json::Value;
 
@@ -274,4 +274,37 @@ fn replayed_deliveries_are_refused() {
     assert!(deliveries.first_time(id));
     assert!(!deliveries.first_time(id));
     assert!(deliveries.first_time("another"));
+}
+
+/// Every published payload names its repository by id and full name (the App hook's ping names
+/// none), and only the configured one matches.
+#[test]
+fn deliveries_name_their_repository() {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir().join("manifest.json")).unwrap()).unwrap();
+    for entry in manifest["files"].as_array().unwrap() {
+        let name = entry["file"].as_str().unwrap();
+        let body = payload(name);
+        let Some(repository) = delivery_repository(&body) else {
+            assert_eq!(
+                name, "ping.app-hook.octocrab.json",
+                "{name} names no repository"
+            );
+            continue;
+        };
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        let full_name = value["repository"]["full_name"].as_str().unwrap();
+        let id = value["repository"]["id"].as_u64().unwrap();
+        assert_eq!(repository.full_name.as_deref(), Some(full_name), "{name}");
+        assert_eq!(repository.id, Some(id), "{name}");
+        let ours = RepoRef::parse(full_name).unwrap();
+        assert!(repository.is(&ours, Some(id)), "{name}");
+        assert!(!repository.is(&ours, Some(id + 1)), "{name}");
+        let upper = RepoRef::parse(&full_name.to_uppercase()).unwrap();
+        assert!(repository.is(&upper, None), "{name}: case-insensitive");
+        assert!(
+            !repository.is(&RepoRef::new("acme", "shop-config"), None),
+            "{name}"
+        );
+    }
 }

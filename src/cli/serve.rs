@@ -11,7 +11,7 @@ use bowline::daemon::{Daemon, DaemonConfig};
 use bowline::diff::Masker;
 use bowline::forge::{GitHub, RepoRef};
 use bowline::pipeline::Services;
-use bowline::server::{self, ApiTokens};
+use bowline::server::{self, ApiTokens, LimitedListener, ServerLimits};
 use bowline::source::Limits;
 use bowline::source::git::{GitAuth, GitSource};
 
@@ -96,6 +96,17 @@ pub struct ServeArgs {
     /// (169.254.0.0/16, fe80::/10, fd00:ec2::254), refused by default.
     #[arg(long, env = "BOWLINE_ALLOW_LINK_LOCAL_EGRESS")]
     pub allow_link_local_egress: bool,
+    /// HTTP requests handled at once, at most, over the whole server; more are answered 503
+    /// at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), env = "BOWLINE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: u32,
+    /// HTTP connections open at once, at most; more wait in the listen backlog until one
+    /// closes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), env = "BOWLINE_MAX_CONNECTIONS")]
+    pub max_connections: u32,
+    /// The longest time to receive a webhook body; a slower sender is answered 408.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "BOWLINE_WEBHOOK_BODY_TIMEOUT")]
+    pub webhook_body_timeout: Duration,
 }
 
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
@@ -190,10 +201,19 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("bowline: serving on http://{}", listener.local_addr()?);
     let poll = tokio::spawn(daemon.clone().poll_loop());
     let drift = tokio::spawn(daemon.clone().drift_loop());
+    let limits = ServerLimits {
+        max_concurrent_requests: usize::try_from(args.max_concurrent_requests).unwrap_or(256),
+        body_timeout: args.webhook_body_timeout.max(Duration::from_millis(100)),
+        ..ServerLimits::default()
+    };
+    let listener = LimitedListener::new(
+        listener,
+        usize::try_from(args.max_connections).unwrap_or(1024),
+    );
     axum::serve(
         listener,
-        server::router(daemon.clone(), tokens)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        server::router_with(daemon.clone(), tokens, limits)
+            .into_make_service_with_connect_info::<server::ClientAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await

@@ -4,6 +4,10 @@
 //! write access may use it, and the pull request's author does not approve their own change
 //! (unless the app sets `allowSelfApproval`); everyone else gets a reply saying so, and nothing
 //! changes.
+//!
+//! `/bowline plan` asks for a plan of the pull request against the live clusters (also for a
+//! pull request from a fork or by an author without write access): any collaborator with write
+//! access may ask; GitHub not confirming the access refuses it.
 
 use std::sync::Arc;
 
@@ -13,8 +17,10 @@ use serde_json::Value;
 use super::approvals::{
     ApproverCheck, SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author,
 };
-use super::{Daemon, DaemonError};
-use crate::forge::{Command, CommentAction, IssueCommentEvent, has_write_access, parse_command};
+use super::{Daemon, DaemonError, PlanQueued, PlanRequest};
+use crate::forge::{
+    Command, CommentAction, IssueCommentEvent, PrAction, has_write_access, parse_command,
+};
 use crate::store::{
     Decision, Execution, ExecutionFilter, ExecutionStatus, Judgment, NewExecution, NewStage,
     StageStatus,
@@ -79,7 +85,10 @@ impl Daemon {
                 return self.answer(comment, ChatOpsOutcome::Refused(message)).await;
             }
         };
-        let outcome = self.run_command(comment, &command).await?;
+        let outcome = match command {
+            Command::Plan => self.plan_command(comment).await?,
+            _ => self.run_command(comment, &command).await?,
+        };
         tracing::info!(command = ?command, outcome = ?outcome, "ChatOps command");
         self.answer(comment, outcome).await
     }
@@ -141,6 +150,8 @@ impl Daemon {
             )));
         }
         match command {
+            // Answered by `plan_command`, before any execution is looked for.
+            Command::Plan => Ok(ChatOpsOutcome::Ignored),
             Command::Approve { .. } | Command::Reject => {
                 let (decision, input) = match command {
                     Command::Approve { input } => (Decision::Approve, input.clone()),
@@ -252,6 +263,67 @@ impl Daemon {
                 )))
             }
         }
+    }
+
+    /// `/bowline plan`: a live plan of the pull request, when the commenter has write access.
+    async fn plan_command(
+        self: &Arc<Self>,
+        comment: &IssueCommentEvent,
+    ) -> Result<ChatOpsOutcome, DaemonError> {
+        let github = self.github()?;
+        let permission = match github.permission(&comment.repo, &comment.author).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Fail closed: no live plan unless GitHub confirms the access.
+                tracing::warn!(error = %e, "could not read the commenter's permission");
+                return Ok(ChatOpsOutcome::Refused(
+                    "GitHub could not confirm that you have write access, so no live plan was started; try again later".into(),
+                ));
+            }
+        };
+        if !has_write_access(&permission) {
+            return Ok(ChatOpsOutcome::Refused(format!(
+                "only collaborators with write access to {} may ask for a live plan",
+                comment.repo
+            )));
+        }
+        let pull = match github
+            .get_pull_request(&comment.repo, comment.issue_number)
+            .await
+        {
+            Ok(pull) => pull,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the pull request");
+                return Ok(ChatOpsOutcome::Refused(format!(
+                    "could not read pull request #{} from GitHub, so no plan was started; try again later",
+                    comment.issue_number
+                )));
+            }
+        };
+        if !pull.is_open() {
+            return Ok(ChatOpsOutcome::Refused(format!(
+                "pull request #{} is closed: nothing to plan",
+                comment.issue_number
+            )));
+        }
+        let pr = pull.to_event(
+            &comment.repo,
+            PrAction::Other("plan requested".into()),
+            &comment.author,
+        );
+        tracing::info!(pr = pr.number, head = %pr.head_sha, requested_by = %comment.author, "live plan requested");
+        let queued = self.request_plan(PlanRequest {
+            pr,
+            live_requested_by: Some(comment.author.clone()),
+        });
+        let when = match queued {
+            PlanQueued::Started => "planning…",
+            PlanQueued::Coalesced => "planning after the plan already running…",
+        };
+        Ok(ChatOpsOutcome::Done(format!(
+            "live plan requested by @{}: {when}",
+            comment.author
+        )))
     }
 
     /// A new execution of the same stages, snapshot and revision as `failed`.

@@ -5,12 +5,13 @@ use prometheus::{
 };
 
 use super::Daemon;
-use crate::store::{ExecutionFilter, ExecutionStatus};
+use crate::store::ExecutionStatus;
 
 /// Every metric the daemon exposes.
 pub struct Metrics {
     registry: Registry,
-    /// Webhook deliveries by result (`accepted`, `bad_signature`, `duplicate`, …).
+    /// Webhook deliveries by result (`accepted`, `bad_signature`, `duplicate`,
+    /// `foreign_repository`, …).
     pub webhooks: IntCounterVec,
     /// Fetches of the config repository by result.
     pub fetches: IntCounterVec,
@@ -144,10 +145,15 @@ impl Metrics {
 }
 
 impl Daemon {
-    /// Sets the execution gauges from the store (before each scrape).
+    /// Sets the execution gauges from the store (before each scrape): one counting query, not
+    /// a read of every execution.
     pub fn refresh_metrics(&self) {
-        let Ok(all) = self.store.executions(&ExecutionFilter::default()) else {
-            return;
+        let counts = match self.store.execution_counts() {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count executions for /metrics");
+                return;
+            }
         };
         for status in [
             ExecutionStatus::Queued,
@@ -157,7 +163,10 @@ impl Daemon {
             ExecutionStatus::Canceled,
             ExecutionStatus::Superseded,
         ] {
-            let n = all.iter().filter(|e| e.status == status).count();
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| *n);
             self.metrics
                 .executions
                 .with_label_values(&[status.as_str()])

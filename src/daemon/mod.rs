@@ -9,6 +9,7 @@
 mod approvals;
 mod chatops;
 mod drift;
+mod identity;
 mod metrics;
 mod pull_request;
 mod push;
@@ -32,6 +33,7 @@ use crate::store::{Execution, ExecutionFilter, ExecutionStatus, StageStatus, Sto
 pub use approvals::{SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author};
 pub use chatops::ChatOpsOutcome;
 pub use drift::TargetDrift;
+pub use identity::ConfigRepository;
 pub use metrics::Metrics;
 pub use pull_request::{PlanComment, PlanQueued, PlanRequest, Platform, pr_comment};
 pub use push::Reconciled;
@@ -161,8 +163,6 @@ pub struct Daemon {
     store: Arc<dyn Store>,
     services: Services,
     github: Option<GitHub>,
-    /// Replay protection of webhook deliveries.
-    pub deliveries: crate::forge::Deliveries,
     /// Metrics for `/metrics`.
     pub metrics: Metrics,
     /// The webhook secret; deliveries are refused when it is not set.
@@ -181,6 +181,8 @@ pub struct Daemon {
     reconcile_lock: tokio::sync::Mutex<()>,
     /// Pull-request plans, coalesced per pull request and limited in number.
     plans: pull_request::PlanQueue,
+    /// The config repository's GitHub id, learnt once.
+    repo_id: Mutex<identity::RepositoryId>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -221,7 +223,6 @@ impl Daemon {
             store,
             services,
             github,
-            deliveries: crate::forge::Deliveries::new(10_000),
             metrics: Metrics::new()?,
             webhook_secret,
             drift: Mutex::new(BTreeMap::new()),
@@ -234,6 +235,7 @@ impl Daemon {
             tasks: Mutex::new(JoinSet::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),
             plans,
+            repo_id: Mutex::new(identity::RepositoryId::default()),
         });
         if let Some(sha) = cursor {
             // The digests of the last reconciled commit; when it is gone from the mirror (a new
@@ -438,6 +440,9 @@ impl Daemon {
             if let Err(e) = self.reconcile_branch().await {
                 tracing::warn!(error = %e, "reconcile failed; keeping the last good commit");
             }
+            // In the background: GitHub being slow must not hold up the next fetch.
+            let daemon = Arc::clone(&self);
+            tokio::spawn(async move { daemon.learn_repository_id().await });
             let failures = lock(&self.state).failures;
             let base = self.config.poll_interval * 2u32.pow(failures.min(4));
             let jitter = base.mul_f64(rand_fraction() / 10.0);

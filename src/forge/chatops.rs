@@ -1,5 +1,5 @@
-//! ChatOps: `/bowline approve|reject|retry|rollback` in a pull request comment, and who may
-//! use it.
+//! ChatOps: `/bowline approve|reject|retry|rollback|plan` in a pull request comment, and who
+//! may use it.
 //!
 //! A command is a line that starts with `/bowline` (leading spaces allowed; lines inside fenced
 //! code blocks and quoted lines are ignored). The first such line counts. Verbs are
@@ -9,7 +9,9 @@
 //!   (the rest of the line, surrounding quotes removed);
 //! - `/bowline reject` — reject it;
 //! - `/bowline retry` — retry the failed stage;
-//! - `/bowline rollback` — roll back.
+//! - `/bowline rollback` — roll back;
+//! - `/bowline plan` — plan the pull request against the live clusters (any collaborator with
+//!   write access may ask, e.g. for a pull request from a fork).
 
 /// A ChatOps command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,11 +27,12 @@ pub enum Command {
     Retry,
     /// Roll back.
     Rollback,
+    /// Plan the pull request against the live clusters.
+    Plan,
 }
 
 /// The usage text for replies.
-pub const USAGE: &str =
-    "usage: `/bowline approve [input]`, `/bowline reject`, `/bowline retry` or `/bowline rollback`";
+pub const USAGE: &str = "usage: `/bowline approve [input]`, `/bowline reject`, `/bowline retry`, `/bowline rollback` or `/bowline plan`";
 
 /// Finds a `/bowline …` command in a comment: `None` when there is none, `Some(Err(reply))`
 /// when the command is malformed (unknown verb, unexpected arguments) with a message to reply
@@ -91,6 +94,7 @@ fn parse_line(rest: &str) -> Result<Command, String> {
         "reject" => no_args(Command::Reject, "reject"),
         "retry" => no_args(Command::Retry, "retry"),
         "rollback" => no_args(Command::Rollback, "rollback"),
+        "plan" => no_args(Command::Plan, "plan"),
         "" => Err(format!("missing command; {USAGE}")),
         other => {
             let shown: String = other.chars().take(40).filter(|c| *c != '`').collect();
@@ -161,6 +165,7 @@ mod tests {
         assert_eq!(parse("/bowline reject"), Some(Ok(Command::Reject)));
         assert_eq!(parse("/bowline RETRY\r\n"), Some(Ok(Command::Retry)));
         assert_eq!(parse("/bowline\trollback"), Some(Ok(Command::Rollback)));
+        assert_eq!(parse("please\n/bowline Plan"), Some(Ok(Command::Plan)));
         // the first command line counts
         assert_eq!(
             parse("/bowline retry\n/bowline reject"),
@@ -197,6 +202,18 @@ mod tests {
                 .unwrap()
                 .unwrap_err()
                 .contains("takes no arguments")
+        );
+        assert!(
+            parse("/bowline plan now")
+                .unwrap()
+                .unwrap_err()
+                .contains("`/bowline plan` takes no arguments")
+        );
+        assert!(
+            parse("/bowline deploy")
+                .unwrap()
+                .unwrap_err()
+                .contains("`/bowline plan`")
         );
     }
 

@@ -1,5 +1,6 @@
 //! A small typed GitHub REST client: commit statuses, issue/PR comments (the sticky comment),
-//! replies, collaborator permissions and team memberships.
+//! replies, collaborator permissions, team memberships, the repository's identity and pull
+//! requests.
 //!
 //! Rate limits are honoured: a `403` with `x-ratelimit-remaining: 0` waits until
 //! `x-ratelimit-reset`, a `429` or a secondary rate limit waits `retry-after` (both capped by
@@ -253,6 +254,99 @@ struct Membership {
     state: String,
 }
 
+/// A repository as `GET /repos/{owner}/{repo}` describes it (the fields bowline reads).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Repository {
+    /// GitHub's numeric id, which webhook deliveries carry as `repository.id`.
+    pub id: u64,
+    /// `owner/name` as GitHub spells it now (a renamed repository answers its new name).
+    pub full_name: String,
+}
+
+/// A branch side of a pull request (`head` or `base`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PullRequestBranch {
+    /// The branch name.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Its commit.
+    pub sha: String,
+    /// The repository it lives in (`None` when a fork was deleted).
+    pub repo: Option<PullRequestRepo>,
+}
+
+/// The repository of a pull request branch.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PullRequestRepo {
+    /// `owner/name`.
+    pub full_name: String,
+}
+
+/// A user as GitHub answers it (the login only).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct UserLogin {
+    /// The login.
+    pub login: String,
+}
+
+/// A pull request as `GET /repos/{owner}/{repo}/pulls/{pull_number}` describes it (the fields
+/// bowline reads).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PullRequest {
+    /// Its number.
+    pub number: u64,
+    /// `open` or `closed`.
+    pub state: String,
+    /// The branch to merge.
+    pub head: PullRequestBranch,
+    /// The branch merged into.
+    pub base: PullRequestBranch,
+    /// Who opened it.
+    pub user: Option<UserLogin>,
+    /// Whether it was merged.
+    #[serde(default)]
+    pub merged: Option<bool>,
+    /// The merge commit GitHub reports.
+    #[serde(default)]
+    pub merge_commit_sha: Option<String>,
+}
+
+impl PullRequest {
+    /// Whether the pull request is open.
+    pub fn is_open(&self) -> bool {
+        self.state.eq_ignore_ascii_case("open")
+    }
+
+    /// The pull request as an event of `repo`, with `action` and `sender`, for the plan flow.
+    pub fn to_event(
+        &self,
+        repo: &RepoRef,
+        action: super::PrAction,
+        sender: &str,
+    ) -> super::PullRequestEvent {
+        super::PullRequestEvent {
+            action,
+            repo: repo.clone(),
+            number: self.number,
+            head_sha: self.head.sha.clone(),
+            head_ref: self.head.git_ref.clone(),
+            head_repo: self
+                .head
+                .repo
+                .as_ref()
+                .and_then(|r| RepoRef::parse(&r.full_name)),
+            base_ref: self.base.git_ref.clone(),
+            merge_commit_sha: self.merge_commit_sha.clone(),
+            sender: sender.to_string(),
+            author: self
+                .user
+                .as_ref()
+                .map(|u| u.login.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// One successful answer.
 struct Answer {
     headers: HeaderMap,
@@ -325,6 +419,39 @@ impl GitHub {
     /// The API base URL, without a trailing slash.
     pub fn api_url(&self) -> &str {
         self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The repository's identity (`GET /repos/{owner}/{repo}`): its numeric id and current
+    /// full name.
+    pub async fn get_repository(&self, repo: &RepoRef) -> Result<Repository, ForgeError> {
+        let span = tracing::info_span!("github.get_repository", repo = %repo);
+        async {
+            let path = format!("repos/{}/{}", seg(&repo.owner), seg(&repo.name));
+            let answer = self.send(Method::GET, &path, None).await?;
+            decode(&endpoint(&Method::GET, &path), &answer.body)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Pull request `number` (`GET /repos/{owner}/{repo}/pulls/{pull_number}`).
+    pub async fn get_pull_request(
+        &self,
+        repo: &RepoRef,
+        number: u64,
+    ) -> Result<PullRequest, ForgeError> {
+        let span = tracing::info_span!("github.get_pull_request", repo = %repo, pr = number);
+        async {
+            let path = format!(
+                "repos/{}/{}/pulls/{number}",
+                seg(&repo.owner),
+                seg(&repo.name)
+            );
+            let answer = self.send(Method::GET, &path, None).await?;
+            decode(&endpoint(&Method::GET, &path), &answer.body)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Creates a commit status on `sha`.

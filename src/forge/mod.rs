@@ -2,12 +2,13 @@
 //! request comments, sticky comment rendering, and ChatOps commands.
 //!
 //! - [`webhook`]: `X-Hub-Signature-256` verification (constant time), delivery-id replay
-//!   protection, and typed events (`ping`, `push`, `pull_request`, `issue_comment`).
+//!   protection, typed events (`ping`, `push`, `pull_request`, `issue_comment`) and the
+//!   repository a delivery names.
 //! - [`client`]: [`GitHub`], a small REST client (api.github.com or a GitHub Enterprise
 //!   `https://host/api/v3` base URL) with rate-limit and retry handling.
 //! - [`comment`]: the one sticky PR comment per PR — hidden marker, collapsible sections, and
 //!   truncation under GitHub's 65,536-character limit.
-//! - [`chatops`]: `/bowline approve|reject|retry|rollback` and who may use it.
+//! - [`chatops`]: `/bowline approve|reject|retry|rollback|plan` and who may use it.
 //!
 //! Secrets (the token, the webhook secret) never appear in logs, errors or `Debug` output.
 
@@ -20,8 +21,8 @@ pub use chatops::{Command, has_write_access, is_authorized, parse_command};
 pub use client::{CommentOutcome, CommitState, CommitStatus, ForgeError, GitHub, TeamMembership};
 pub use comment::{COMMENT_LIMIT, CommentSection, render_comment, sticky_marker};
 pub use webhook::{
-    CommentAction, Deliveries, Event, IssueCommentEvent, PrAction, PullRequestEvent, PushEvent,
-    WebhookError, parse_event, verify_signature,
+    CommentAction, Deliveries, DeliveryRepository, Event, IssueCommentEvent, PrAction,
+    PullRequestEvent, PushEvent, WebhookError, delivery_repository, parse_event, verify_signature,
 };
 
 use serde::{Deserialize, Serialize};

@@ -2,10 +2,12 @@
 //!
 //! A delivery is processed only when [`verify_signature`] accepts its `X-Hub-Signature-256`
 //! header for the raw body bytes (the MAC covers the exact bytes on the wire, never re-serialised
-//! JSON) and [`Deliveries::first_time`] has not seen its `X-GitHub-Delivery` id. [`parse_event`]
-//! then turns the `X-GitHub-Event` name and body into an [`Event`], reading only the fields
-//! bowline needs (GitHub's example payloads do not all carry every field the current schemas
-//! require, so everything else is optional).
+//! JSON). [`parse_event`] then turns the `X-GitHub-Event` name and body into an [`Event`],
+//! reading only the fields bowline needs (GitHub's example payloads do not all carry every field
+//! the current schemas require, so everything else is optional), and [`delivery_repository`]
+//! names the repository it comes from, so that only the config repository's deliveries act.
+//! Replays are refused by delivery id: the daemon keeps ids in its state store (see
+//! `Store::record_delivery`); [`Deliveries`] is the in-memory equivalent.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -286,6 +288,62 @@ pub struct IssueCommentEvent {
     /// Who opened the issue or pull request (login; empty when absent): a pull request's
     /// author, who may not approve their own change.
     pub issue_author: String,
+}
+
+/// The repository a delivery names (`repository.id` and `repository.full_name`), read from any
+/// event's payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryRepository {
+    /// GitHub's numeric repository id.
+    pub id: Option<u64>,
+    /// `owner/name`.
+    pub full_name: Option<String>,
+}
+
+impl DeliveryRepository {
+    /// Whether the delivery comes from `ours`: the full name matches (case-insensitively, as
+    /// GitHub treats names) and, when `our_id` is known, the numeric id too (a repository
+    /// deleted and re-created under the same name has a new id).
+    pub fn is(&self, ours: &RepoRef, our_id: Option<u64>) -> bool {
+        let name_matches = self
+            .full_name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&ours.to_string()));
+        let id_matches = match our_id {
+            Some(id) => self.id == Some(id),
+            None => true,
+        };
+        name_matches && id_matches
+    }
+
+    /// How the repository is shown in logs (`owner/name #id`, or what is known of it).
+    pub fn describe(&self) -> String {
+        let name = self.full_name.as_deref().unwrap_or("(no full_name)");
+        match self.id {
+            Some(id) => format!("{name} #{id}"),
+            None => name.to_string(),
+        }
+    }
+}
+
+/// The repository a delivery's payload names, `None` when it names none (e.g. the `ping` of an
+/// organization or App hook) or the body is not a JSON object.
+pub fn delivery_repository(body: &[u8]) -> Option<DeliveryRepository> {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        repository: Option<Repository>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Repository {
+        id: Option<u64>,
+        full_name: Option<String>,
+    }
+    let payload: Payload = serde_json::from_slice(body).ok()?;
+    let r = payload.repository?;
+    Some(DeliveryRepository {
+        id: r.id,
+        full_name: r.full_name,
+    })
 }
 
 /// Parses a delivery from its `X-GitHub-Event` header and body. Call it only after
@@ -575,6 +633,24 @@ mod tests {
         assert!(d.first_time("a"));
         std::thread::sleep(Duration::from_millis(5));
         assert!(d.first_time("a"));
+    }
+
+    #[test]
+    fn delivery_repositories_match_by_name_and_id() {
+        let ours = RepoRef::new("acme", "config");
+        let body = br#"{"action":"opened","repository":{"id":42,"full_name":"ACME/Config"}}"#;
+        let r = delivery_repository(body).unwrap();
+        assert_eq!(r.id, Some(42));
+        assert!(r.is(&ours, Some(42)));
+        assert!(r.is(&ours, None), "by name only while the id is unknown");
+        assert!(!r.is(&ours, Some(43)), "same name, another repository");
+        assert!(!r.is(&RepoRef::new("acme", "other"), Some(42)));
+        let no_id = delivery_repository(br#"{"repository":{"full_name":"acme/config"}}"#).unwrap();
+        assert!(!no_id.is(&ours, Some(42)));
+        assert_eq!(no_id.describe(), "acme/config");
+        assert_eq!(r.describe(), "ACME/Config #42");
+        assert_eq!(delivery_repository(br#"{"zen":"z"}"#), None);
+        assert_eq!(delivery_repository(b"[1]"), None);
     }
 
     #[test]

@@ -394,8 +394,8 @@ pub(super) async fn authenticate(
     }
     let peer: Option<SocketAddr> = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+        .get::<ConnectInfo<super::ClientAddr>>()
+        .map(|c| c.0.0);
     let remote = peer.map_or_else(|| "unknown".to_string(), |p| p.ip().to_string());
     let key = client_key(peer.map(|p| p.ip()));
     let failures = &state.daemon.metrics.api_auth_failures;

@@ -370,6 +370,11 @@ pub trait Store: Send + Sync {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a named value.
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Records a webhook delivery id: `true` the first time, `false` for a replay. Ids are kept
+    /// across restarts, for a bounded time and number (the SQLite store: 7 days, 100,000 ids).
+    fn record_delivery(&self, id: &str) -> Result<bool, StoreError>;
+    /// How many executions the store holds per status (statuses with none are left out).
+    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
     /// The latest objects applied for an app, environment and cluster by an execution that
     /// succeeded (the last good revision); with `before_execution`, only by executions created
     /// before that one (ids are time-ordered).

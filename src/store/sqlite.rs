@@ -88,7 +88,22 @@ CREATE TABLE meta (
     updated_at TEXT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX deliveries_by_time ON deliveries (received_at);
+"#,
 ];
+
+/// How long a webhook delivery id is remembered by default (GitHub lets users redeliver a
+/// delivery of the last 3 days).
+pub const DELIVERY_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// At most this many delivery ids are remembered by default; the oldest go first.
+pub const DELIVERY_CAP: usize = 100_000;
 
 /// How hard each commit is pushed to disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +119,8 @@ pub enum Durability {
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    delivery_retention: chrono::TimeDelta,
+    delivery_cap: i64,
 }
 
 fn now() -> DateTime<Utc> {
@@ -162,7 +179,19 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            delivery_retention: chrono::TimeDelta::from_std(DELIVERY_RETENTION)
+                .unwrap_or(chrono::TimeDelta::MAX),
+            delivery_cap: DELIVERY_CAP as i64,
         })
+    }
+
+    /// Remembers webhook delivery ids for `retention`, at most `cap` of them (at least one)
+    /// (defaults [`DELIVERY_RETENTION`], [`DELIVERY_CAP`]).
+    pub fn with_delivery_limits(mut self, retention: std::time::Duration, cap: usize) -> Self {
+        self.delivery_retention =
+            chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        self.delivery_cap = i64::try_from(cap.max(1)).unwrap_or(i64::MAX);
+        self
     }
 
     /// The schema version of the open database.
@@ -769,6 +798,53 @@ impl Store for SqliteStore {
         .map_err(|e| self.err(e))
     }
 
+    fn record_delivery(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let at = now();
+        // Bounded: ids past the retention or beyond the cap are forgotten first.
+        tx.execute(
+            "DELETE FROM deliveries WHERE received_at < ?1",
+            params![ts(at
+                .checked_sub_signed(self.delivery_retention)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC))],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM deliveries WHERE seq <= (SELECT seq FROM deliveries ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+            params![self.delivery_cap - 1],
+        )
+        .map_err(|e| self.err(e))?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?1, ?2)",
+                params![id, ts(at)],
+            )
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(inserted == 1)
+    }
+
+    fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT status, count(*) FROM executions GROUP BY status")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (status, n) = row.map_err(|e| self.err(e))?;
+            let status = ExecutionStatus::parse(&status)
+                .ok_or_else(|| corrupt("execution status", &status))?;
+            counts.push((status, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(counts)
+    }
+
     fn last_good(
         &self,
         app: &str,
@@ -878,7 +954,7 @@ mod tests {
             .expect("update");
         drop(store);
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
-        assert_eq!(store.schema_version().expect("version"), 2);
+        assert_eq!(store.schema_version().expect("version"), 3);
         let e2 = store.execution(&e.id).expect("execution");
         assert_eq!(e2.status, ExecutionStatus::Running);
         let stages = store.stages(&e.id).expect("stages");
@@ -1009,6 +1085,45 @@ mod tests {
                 .last_good("web", "staging", "eu", Some(&e.id))
                 .expect("query")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn deliveries_are_remembered_across_reopening_and_bounded() {
+        let (dir, store) = open();
+        assert!(store.record_delivery("d-1").expect("record"));
+        assert!(!store.record_delivery("d-1").expect("replay"));
+        drop(store);
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
+        assert!(
+            !store
+                .record_delivery("d-1")
+                .expect("replay after reopening")
+        );
+        // At most two ids: the oldest is forgotten.
+        let store = store.with_delivery_limits(DELIVERY_RETENTION, 2);
+        assert!(store.record_delivery("d-2").expect("record"));
+        assert!(store.record_delivery("d-3").expect("record"));
+        assert!(!store.record_delivery("d-3").expect("replay"));
+        assert!(store.record_delivery("d-1").expect("forgotten"));
+        // Ids older than the retention are forgotten.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let store = store.with_delivery_limits(std::time::Duration::ZERO, 100);
+        assert!(store.record_delivery("d-1").expect("expired"));
+    }
+
+    #[test]
+    fn executions_are_counted_by_status() {
+        let (_dir, store) = open();
+        assert!(store.execution_counts().expect("counts").is_empty());
+        let a = store.create_execution(new("web", &["staging"])).expect("a");
+        store.create_execution(new("api", &["staging"])).expect("b");
+        store.try_start(&a.id).expect("start");
+        let mut counts = store.execution_counts().expect("counts");
+        counts.sort_by_key(|(s, _)| s.as_str());
+        assert_eq!(
+            counts,
+            vec![(ExecutionStatus::Queued, 1), (ExecutionStatus::Running, 1)]
         );
     }
 

@@ -11,11 +11,15 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::{Call, FaultKind, RateLimit, Shared, StoredComment, StoredStatus, now};
+use crate::{
+    Call, FaultKind, PullRequestSeed, RateLimit, Shared, StoredComment, StoredStatus, now,
+};
 
 const DOCS: &str = "https://docs.github.com/rest";
 const RATE_LIMIT: u64 = 5000;
 const PERMISSION_OP: &str = "repos/get-collaborator-permission-level";
+/// GitHub's limit on a commit status description.
+const DESCRIPTION_LIMIT: usize = 140;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
@@ -126,6 +130,13 @@ async fn handle(
         serve(&shared, op, &params, &query, body_value, &base)
     };
 
+    let response_errors = match op_id.as_deref() {
+        Some(op) => shared
+            .spec
+            .validate_response(op, reply.status, &reply.body)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut state = shared.lock();
     state.used += 1;
     let remaining = RATE_LIMIT.saturating_sub(state.used);
@@ -137,6 +148,7 @@ async fn handle(
         body: parsed.and_then(Result::ok),
         raw_body,
         validation_errors,
+        response_errors,
         authorization,
         user_agent: header("user-agent"),
         status: reply.status,
@@ -245,6 +257,22 @@ fn serve(
     let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_string);
     match op {
         "repos/create-commit-status" => {
+            if text("description").is_some_and(|d| d.chars().count() > DESCRIPTION_LIMIT) {
+                return Reply::json(
+                    422,
+                    json!({
+                        "message": "Validation Failed",
+                        "errors": [{
+                            "resource": "Status",
+                            "code": "custom",
+                            "field": "description",
+                            "message": "description is too long (maximum is 140 characters)",
+                        }],
+                        "documentation_url": DOCS,
+                        "status": "422",
+                    }),
+                );
+            }
             let sha = param(params, "sha").to_string();
             let mut state = shared.lock();
             state.next_id += 1;
@@ -368,10 +396,58 @@ fn serve(
                 "triage": legacy != "none",
                 "pull": legacy != "none",
             });
+            user_json["role_name"] = json!(permission);
             Reply::json(
                 200,
                 json!({"permission": legacy, "role_name": permission, "user": user_json}),
             )
+        }
+        "repos/get" => {
+            let Some((full_name, id)) = shared
+                .lock()
+                .repositories
+                .get(&repo.to_ascii_lowercase())
+                .cloned()
+            else {
+                return Reply::error(404, "Not Found");
+            };
+            Reply::json(200, repository_json(shared, &full_name, id, base))
+        }
+        "pulls/get" => {
+            let number: u64 = param(params, "pull_number").parse().unwrap_or(0);
+            let Some(pull) = shared
+                .lock()
+                .pulls
+                .get(&(repo.to_ascii_lowercase(), number))
+                .cloned()
+            else {
+                return Reply::error(404, "Not Found");
+            };
+            Reply::json(200, pull_json(shared, &repo, &pull, base, true))
+        }
+        "pulls/list" => {
+            let wanted = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("state="))
+                .unwrap_or("open")
+                .to_string();
+            if !matches!(wanted.as_str(), "open" | "closed" | "all") {
+                return Reply::json(
+                    422,
+                    json!({"message": "Validation Failed", "documentation_url": DOCS, "status": "422"}),
+                );
+            }
+            let key = repo.to_ascii_lowercase();
+            // Newest first, as GitHub sorts by creation by default.
+            let list: Vec<Value> = shared
+                .lock()
+                .pulls
+                .iter()
+                .rev()
+                .filter(|((r, _), p)| *r == key && (wanted == "all" || p.state == wanted))
+                .map(|(_, p)| pull_json(shared, &repo, p, base, false))
+                .collect();
+            paginate(list, query, &format!("{base}/repos/{repo}/pulls"))
         }
         "teams/get-membership-for-user-in-org" => {
             let (org, team, user) = (
@@ -379,21 +455,114 @@ fn serve(
                 param(params, "team_slug"),
                 param(params, "username"),
             );
-            let key = format!("{org}/{team}/{user}").to_ascii_lowercase();
-            match shared.lock().team_memberships.get(&key).cloned() {
-                Some(state) => Reply::json(
-                    200,
-                    json!({
-                        "url": format!("{base}/teams/1/memberships/{user}"),
-                        "role": "member",
-                        "state": state,
-                    }),
-                ),
-                None => Reply::error(404, "Not Found"),
-            }
+            let Some((role, state)) = shared
+                .lock()
+                .memberships
+                .get(&(
+                    org.to_ascii_lowercase(),
+                    team.to_ascii_lowercase(),
+                    user.to_ascii_lowercase(),
+                ))
+                .cloned()
+            else {
+                return Reply::error(404, "Not Found");
+            };
+            Reply::json(
+                200,
+                json!({
+                    "url": format!("{base}/organizations/1/team/1/memberships/{user}"),
+                    "role": role,
+                    "state": state,
+                }),
+            )
         }
         _ => Reply::error(501, "Not implemented by the GitHub API test server"),
     }
+}
+
+/// `owner/name` split (an empty owner or name when malformed).
+fn split_repo(full_name: &str) -> (&str, &str) {
+    full_name.split_once('/').unwrap_or((full_name, ""))
+}
+
+fn repository_json(shared: &Shared, full_name: &str, id: u64, base: &str) -> Value {
+    let mut v = shared
+        .spec
+        .example("full-repository-default-response")
+        .unwrap_or_else(|| json!({}));
+    let (owner, name) = split_repo(full_name);
+    v["id"] = json!(id);
+    v["name"] = json!(name);
+    v["full_name"] = json!(full_name);
+    v["owner"] = user_json(owner);
+    v["owner"]["type"] = json!("Organization");
+    v["url"] = json!(format!("{base}/repos/{full_name}"));
+    v["html_url"] = json!(format!("https://github.com/{full_name}"));
+    // The example describes a fork with its parent and source; this one is no fork.
+    v["fork"] = json!(false);
+    // Required by the schema, missing from the documented example.
+    if v.get("language").is_none() {
+        v["language"] = Value::Null;
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("parent");
+        o.remove("source");
+        o.remove("template_repository");
+    }
+    v
+}
+
+/// A pull request as `pulls/get` (`full`) or `pulls/list` answers it.
+fn pull_json(shared: &Shared, repo: &str, p: &PullRequestSeed, base: &str, full: bool) -> Value {
+    let mut v = if full {
+        shared.spec.example("pull-request")
+    } else {
+        shared
+            .spec
+            .example("pull-request-simple-items")
+            .and_then(|items| items.get(0).cloned())
+    }
+    .unwrap_or_else(|| json!({}));
+    let n = p.number;
+    v["id"] = json!(10_000 + n);
+    v["number"] = json!(n);
+    v["state"] = json!(p.state);
+    v["title"] = json!(p.title);
+    v["user"] = user_json(&p.user);
+    v["url"] = json!(format!("{base}/repos/{repo}/pulls/{n}"));
+    v["html_url"] = json!(format!("https://github.com/{repo}/pull/{n}"));
+    v["issue_url"] = json!(format!("{base}/repos/{repo}/issues/{n}"));
+    v["statuses_url"] = json!(format!("{base}/repos/{repo}/statuses/{}", p.head_sha));
+    // The documented example names a team without its `type` (a known upstream inconsistency).
+    v["requested_teams"] = json!([]);
+    let side = |git_ref: &str, sha: &str, full_name: Option<&str>| {
+        let (owner, _) = split_repo(full_name.unwrap_or(repo));
+        json!({
+            "label": format!("{owner}:{git_ref}"),
+            "ref": git_ref,
+            "sha": sha,
+            "user": user_json(owner),
+            "repo": full_name.map(|f| repository_json(shared, f, 1, base)),
+        })
+    };
+    v["head"] = side(&p.head_ref, &p.head_sha, p.head_repo.as_deref());
+    v["base"] = side(
+        &p.base_ref,
+        "0000000000000000000000000000000000000000",
+        Some(repo),
+    );
+    if p.state == "closed" {
+        v["closed_at"] = json!(now());
+    } else {
+        v["closed_at"] = Value::Null;
+        v["merged_at"] = Value::Null;
+        v["merge_commit_sha"] = Value::Null;
+    }
+    if full {
+        v["merged"] = json!(false);
+        v["merged_by"] = Value::Null;
+    }
+    v
 }
 
 fn user_json(login: &str) -> Value {

@@ -23,11 +23,20 @@
 //! - `POST /repos/{owner}/{repo}/issues/{issue_number}/comments` — creates a comment (`201`).
 //! - `PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}` — updates one (`200`, `404`).
 //! - `GET /repos/{owner}/{repo}/collaborators/{username}/permission` — the permission set with
-//!   [`TestServer::set_permission`] (default `none`). Not in the OpenAPI subset, so its
-//!   answers are not checked against a schema (it has no request body).
-//! - `GET /orgs/{org}/teams/{team_slug}/memberships/{username}` — the membership set with
-//!   [`TestServer::set_team_membership`] (`200` with its `state`), else `404`.
-//! - Other operations of the description (check runs, pulls) answer `501` after validation.
+//!   [`TestServer::set_permission`] (default `none`).
+//! - `GET /repos/{owner}/{repo}` — a repository registered with [`TestServer::set_repository`]
+//!   (its numeric id and full name; names match case-insensitively, as on GitHub), else `404`.
+//! - `GET /repos/{owner}/{repo}/pulls/{pull_number}` and `GET /repos/{owner}/{repo}/pulls`
+//!   (`state` `open` by default, `closed` or `all`; paginated) — pull requests set with
+//!   [`TestServer::set_pull_request`], else `404` / an empty list.
+//! - `GET /orgs/{org}/teams/{team_slug}/memberships/{username}` — a membership set with
+//!   [`TestServer::set_team_membership`] (`role`, `state`), else `404`.
+//! - Other operations of the description (check runs, pull request files, creating pull
+//!   requests) answer `501` after validation.
+//!
+//! Like GitHub, a commit status whose `description` is longer than 140 characters is refused
+//! with `422`. Every answer of a documented status is checked against the description's
+//! response schema; the findings are in [`Call::response_errors`].
 //!
 //! Every answer carries `x-ratelimit-*` headers. Requests without an `Authorization` header get
 //! `401`; bodies that are not JSON get `400` ("Problems parsing JSON").
@@ -93,6 +102,9 @@ pub struct Call {
     pub raw_body: String,
     /// Errors found validating the body against the description (empty when valid).
     pub validation_errors: Vec<String>,
+    /// Errors found validating the server's own answer against the description's response
+    /// schema (empty when valid or undocumented).
+    pub response_errors: Vec<String>,
     /// The `Authorization` header as received.
     pub authorization: Option<String>,
     /// The `User-Agent` header.
@@ -141,6 +153,44 @@ pub struct StoredStatus {
     pub created_at: String,
 }
 
+/// A pull request served by `pulls/get` and `pulls/list`, see [`TestServer::set_pull_request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequestSeed {
+    /// The number.
+    pub number: u64,
+    /// `open` or `closed`.
+    pub state: String,
+    /// The title.
+    pub title: String,
+    /// The author's login.
+    pub user: String,
+    /// The head commit.
+    pub head_sha: String,
+    /// The head branch.
+    pub head_ref: String,
+    /// `owner/repo` of the head branch (a fork, or the repository itself); `None` when the
+    /// fork was deleted.
+    pub head_repo: Option<String>,
+    /// The base branch.
+    pub base_ref: String,
+}
+
+impl PullRequestSeed {
+    /// An open pull request from a branch of `repo` itself into `main`.
+    pub fn open(repo: &str, number: u64, user: &str, head_sha: &str) -> Self {
+        Self {
+            number,
+            state: "open".into(),
+            title: format!("Change #{number}"),
+            user: user.into(),
+            head_sha: head_sha.into(),
+            head_ref: format!("change-{number}"),
+            head_repo: Some(repo.into()),
+            base_ref: "main".into(),
+        }
+    }
+}
+
 /// A rate limit to answer with, see [`TestServer::rate_limit_next`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateLimit {
@@ -184,8 +234,12 @@ pub(crate) struct State {
     pub comments: BTreeMap<u64, StoredComment>,
     pub statuses: Vec<StoredStatus>,
     pub permissions: HashMap<String, String>,
-    /// Team membership states by `org/team/user` (lowercase).
-    pub team_memberships: HashMap<String, String>,
+    /// Repositories by lower-cased full name: (full name, id).
+    pub repositories: HashMap<String, (String, u64)>,
+    /// Pull requests by (lower-cased repository, number).
+    pub pulls: BTreeMap<(String, u64), PullRequestSeed>,
+    /// Team memberships by lower-cased (org, team, user): (role, state).
+    pub memberships: HashMap<(String, String, String), (String, String)>,
     pub faults: Vec<Fault>,
     pub next_id: u64,
     pub used: u64,
@@ -409,16 +463,43 @@ impl TestServer {
             .insert(user.to_ascii_lowercase(), permission.to_string());
     }
 
-    /// Sets `user`'s membership of team `team_slug` in `org`: `Some("active")`,
-    /// `Some("pending")`, or `None` for no membership (`404`). Names compare
-    /// case-insensitively, like GitHub's.
-    pub fn set_team_membership(&self, org: &str, team_slug: &str, user: &str, state: Option<&str>) {
-        let key = format!("{org}/{team_slug}/{user}").to_ascii_lowercase();
-        let mut shared = self.shared().lock();
-        match state {
-            Some(state) => shared.team_memberships.insert(key, state.to_string()),
-            None => shared.team_memberships.remove(&key),
-        };
+    /// Registers a repository for `GET /repos/{owner}/{repo}`: its full name `owner/repo` (as
+    /// GitHub spells it) and numeric id.
+    pub fn set_repository(&self, full_name: &str, id: u64) {
+        self.shared()
+            .lock()
+            .repositories
+            .insert(full_name.to_ascii_lowercase(), (full_name.to_string(), id));
+    }
+
+    /// Sets (adds or replaces) a pull request of `owner/repo`.
+    pub fn set_pull_request(&self, repo: &str, pull: PullRequestSeed) {
+        self.shared()
+            .lock()
+            .pulls
+            .insert((repo.to_ascii_lowercase(), pull.number), pull);
+    }
+
+    /// Sets a user's membership of team `org/team`: `role` `member` or `maintainer`, `state`
+    /// `active` or `pending`.
+    pub fn set_team_membership(&self, org: &str, team: &str, user: &str, role: &str, state: &str) {
+        self.shared().lock().memberships.insert(
+            (
+                org.to_ascii_lowercase(),
+                team.to_ascii_lowercase(),
+                user.to_ascii_lowercase(),
+            ),
+            (role.to_string(), state.to_string()),
+        );
+    }
+
+    /// Removes a user's membership of team `org/team`.
+    pub fn remove_team_membership(&self, org: &str, team: &str, user: &str) {
+        self.shared().lock().memberships.remove(&(
+            org.to_ascii_lowercase(),
+            team.to_ascii_lowercase(),
+            user.to_ascii_lowercase(),
+        ));
     }
 
     /// The next `count` requests with this method (`None`: any) whose path contains

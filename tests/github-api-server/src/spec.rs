@@ -402,9 +402,30 @@ mod tests {
     }
 
     #[test]
-    fn loads_the_ten_operations() {
+    fn loads_the_fifteen_operations() {
         let spec = spec();
-        assert_eq!(spec.operations().len(), 10);
+        let mut ids: Vec<&str> = spec.operations().iter().map(|op| op.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            vec![
+                "checks/create",
+                "checks/update",
+                "issues/create-comment",
+                "issues/list-comments",
+                "issues/update-comment",
+                "pulls/create",
+                "pulls/get",
+                "pulls/list",
+                "pulls/list-files",
+                "repos/create-commit-status",
+                "repos/get",
+                "repos/get-collaborator-permission-level",
+                "repos/get-combined-status-for-ref",
+                "repos/list-commit-statuses-for-ref",
+                "teams/get-membership-for-user-in-org",
+            ]
+        );
     }
 
     #[test]
