@@ -65,7 +65,10 @@ pub fn with_repository(
         let mut trial = set.clone();
         let outcome = trial.add(source, false).and_then(|()| trial.prepare());
         match outcome {
-            Ok(()) => set = trial,
+            Ok(()) => {
+                set = trial;
+                set.repository_sources.push(source.clone());
+            }
             Err((file, line, message)) => {
                 // Compile errors may point into another module; they still concern this one.
                 let file = file
