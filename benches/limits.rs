@@ -19,7 +19,9 @@ fn nesting(c: &mut Criterion) {
         ("200 KB of '- '", "- ".repeat(100_000)),
         (
             "600 nested block mappings",
-            (0..600).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect(),
+            (0..600)
+                .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+                .collect(),
         ),
     ];
     let mut group = c.benchmark_group("nesting refused");

@@ -312,6 +312,8 @@ mod bounded {
 
     /// Runs `bowline <args> <repo>` and measures it with `wait4`, whose usage covers the
     /// process and the children it waited for (the policy worker).
+    // The child is reaped by wait4, which std does not know about.
+    #[allow(clippy::zombie_processes)]
     fn run(args: &[&str], repo: &Path) -> Run {
         let out = tempfile::tempfile().expect("temp file");
         let started = Instant::now();
