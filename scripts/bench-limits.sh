@@ -6,6 +6,8 @@
 #     (target: refused in under 50 ms each in a release build);
 #   - a repository policy evaluating count(numbers.range(1, 60000000)) (refused at the
 #     256 MiB memory limit) and one sorting numbers.range(1, 4000000) under a 100 ms time limit;
+#   - a 1.8 KB policy nesting 900 brackets (refused before the Rego parser, whose time
+#     doubles per level);
 #   - a manifest writing 100 MB through a loop, and one `{{ 'x' * 100000000 }}` (cut at 8 MiB).
 #
 # Builds the release binary unless BOWLINE names a binary to measure (for example
@@ -55,6 +57,8 @@ measure "numbers.range(1, 60000000)" policies/boom.rego \
 measure "sort(numbers.range(1, 4e6)), 100ms" policies/slow.rego \
     "printf 'package bowline.policies.slow\n\ndeny contains msg if {\n  count(sort(numbers.range(1, 4000000))) < 0\n  msg := \"x\"\n}\n'" \
     --policy-time-limit 100ms --policy-memory-limit 2048
+measure "Rego nesting [ x900 (1.8 KB)" policies/deep.rego \
+    "python3 -c \"print('package bowline.policies.deep\\n\\ndeny contains m if {\\n  x := ' + '['*900 + ']'*900 + '\\n  m := 1\\n}')\""
 measure "loop writing 100 MB" apps/api/manifests/big.yaml \
     "printf '%s' \"{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}\""
 measure "'x' * 100000000" apps/api/manifests/big.yaml "printf '%s' \"a: {{ 'x' * 100000000 }}\""

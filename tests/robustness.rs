@@ -420,6 +420,25 @@ mod bounded {
     }
 
     #[test]
+    fn a_policy_nesting_brackets_deeply_is_refused_before_parsing() {
+        let repo = common::base_repo();
+        common::write_file(
+            repo.path(),
+            "policies/deep.rego",
+            format!(
+                "package bowline.policies.deep\n\ndeny contains msg if {{\n  x := {}{}\n  msg := \"x\"\n}}\n",
+                "[".repeat(900),
+                "]".repeat(900)
+            ),
+        );
+        let run = run(&["validate"], repo.path());
+        assert_refused(
+            &run,
+            &["policies/deep.rego:4:19: error:", "deeper than 12 levels"],
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_refused_fast_in_every_kind_of_file() {
         let brackets = "[".repeat(200_000);
         let braces = "{".repeat(200_000);
