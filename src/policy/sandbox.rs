@@ -31,8 +31,10 @@ use super::{PolicySeverity, PolicySource};
 pub const WORKER_COMMAND: &str = "policy-worker";
 /// Default memory a worker may use beyond its size at start.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
-/// Default longest evaluation of one policy on one object (and load of one module).
+/// Default longest evaluation of one policy on one object.
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(5);
+/// Least time given to a worker to start and load each module.
+const LOAD_TIME: Duration = Duration::from_secs(10);
 /// Longest line read from a worker: a policy's results on one object.
 const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 /// How much of the start and of the end of a worker's standard error is kept, for the
@@ -144,6 +146,8 @@ struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Breach {
     Time,
+    /// Loading the modules outlasted its (longer) limit.
+    LoadTime,
     Memory,
     /// It died otherwise (or spoke nonsense); the text says how.
     Crashed(String),
@@ -155,6 +159,10 @@ impl Breach {
             Breach::Time => format!(
                 "exceeded the time limit of {}",
                 humantime::format_duration(limits.time)
+            ),
+            Breach::LoadTime => format!(
+                "took longer than {}",
+                humantime::format_duration(limits.time.max(LOAD_TIME))
             ),
             Breach::Memory => format!(
                 "exceeded the memory limit of {}",
@@ -349,6 +357,10 @@ impl Sandbox {
     /// and why.
     fn start(&self) -> Result<Worker, (Option<usize>, Breach)> {
         let limits = self.isolation.limits;
+        // Starting the process and compiling the built-in modules take their time on a busy
+        // machine: loading gets at least LOAD_TIME, so a tight evaluation limit does not
+        // fail it.
+        let load_time = limits.time.max(LOAD_TIME);
         let mut worker = Worker::spawn(&self.isolation).map_err(|e| (None, e))?;
         let init = Init {
             modules: self
@@ -367,7 +379,7 @@ impl Sandbox {
             return Err((Some(loading), worker.breach(e)));
         }
         loop {
-            match worker.reply(limits.time) {
+            match worker.reply(load_time) {
                 Ok(Reply::Loaded { module }) => loading = module + 1,
                 Ok(Reply::Ready) => return Ok(worker),
                 Ok(Reply::LoadError { message, .. }) => {
@@ -379,6 +391,7 @@ impl Sandbox {
                         Breach::Crashed(format!("unexpected answer {other:?}")),
                     ));
                 }
+                Err(Breach::Time) => return Err((Some(loading), Breach::LoadTime)),
                 Err(breach) => return Err((Some(loading), breach)),
             }
         }
