@@ -27,6 +27,13 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text, env = "BOWLINE_LOG_FORMAT")]
     log_format: LogFormatArg,
+    /// Memory, in MiB, that evaluating the repository's own policies may use (a separate
+    /// process, killed beyond it).
+    #[arg(long, global = true, default_value_t = bowline::policy::sandbox::DEFAULT_MEMORY_LIMIT / (1024 * 1024), env = "BOWLINE_POLICY_MEMORY_LIMIT")]
+    policy_memory_limit: u64,
+    /// Longest evaluation of one repository policy on one object.
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration, env = "BOWLINE_POLICY_TIME_LIMIT")]
+    policy_time_limit: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +124,13 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Evaluates repository policies for a parent bowline process (JSON lines on standard
+    /// input and output), within a memory limit in bytes.
+    #[command(name = "policy-worker", hide = true)]
+    PolicyWorker {
+        #[arg(long)]
+        memory_limit: u64,
+    },
 }
 
 /// The command-line options of `bowline run`.
@@ -161,6 +175,21 @@ fn main() -> ExitCode {
             LogFormatArg::Json => LogFormat::Json,
         },
     );
+    // Repository policies run in a child process of this program, within these limits.
+    match std::env::current_exe() {
+        Ok(program) => {
+            bowline::policy::sandbox::isolate(
+                program,
+                bowline::policy::sandbox::Limits {
+                    memory_bytes: cli.policy_memory_limit.saturating_mul(1024 * 1024),
+                    time: cli.policy_time_limit,
+                },
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "repository policies run in this process: its executable is not found")
+        }
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -224,5 +253,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             timeout,
             no_wait,
         } => cli::live::sync(repo, clusters, app, env, dry_run, prune, timeout, no_wait),
+        Command::PolicyWorker { memory_limit } => Ok(ExitCode::from(
+            bowline::policy::sandbox::worker_main(memory_limit),
+        )),
     }
 }

@@ -234,3 +234,37 @@ fn a_policy_failing_at_run_time_is_reported_once_at_its_line() {
         "{text}"
     );
 }
+
+#[test]
+fn the_worker_process_gives_the_results_of_the_in_process_interpreter() {
+    // The binary evaluates repository policies in its bounded worker process; the library,
+    // unless told otherwise, in its own process. Both must report the same.
+    let repo = repo_with(&[
+        "broken.rego",
+        "lib_helpers.rego",
+        "phone_home.rego",
+        "shadow.rego",
+        "team_label.rego",
+    ]);
+    except_worker(
+        repo.path(),
+        "team-label",
+        "batch job owned by the platform team",
+    );
+    let out = bowline(&["validate"], repo.path());
+    let printed: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.contains(": error: ") || l.contains(": warning: "))
+        .map(str::to_string)
+        .collect();
+    let limits = bowline::source::Limits::default();
+    let (snapshot, mut diagnostics) =
+        bowline::source::Snapshot::from_dir(repo.path(), &limits).expect("snapshot");
+    let checked = bowline::policy::check_snapshot(&snapshot, None, None).expect("checked");
+    assert!(!checked.policy.results.is_empty());
+    diagnostics.extend(checked.diagnostics);
+    bowline::diagnostic::sort_and_dedup(&mut diagnostics);
+    let in_process = common::lines(&diagnostics);
+    assert!(!in_process.is_empty());
+    assert_eq!(printed, in_process);
+}

@@ -290,3 +290,206 @@ fn nasty_repository_files_never_panic_and_are_reported() {
 fn nasty_application_files_never_panic_and_are_reported() {
     check_all("apps/api/app.yaml");
 }
+
+/// Hostile inputs through the real `bowline` binary: each is refused with an error naming
+/// its file, a non-zero exit, and within bounded time and memory (generous bounds: the
+/// figures are measured by `scripts/bench-limits.sh`).
+#[cfg(target_os = "linux")]
+mod bounded {
+    use super::common;
+
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    /// What one run of the binary gave.
+    struct Run {
+        code: Option<i32>,
+        stdout: String,
+        /// Peak resident size of the process or of any of its children, in KiB.
+        max_rss_kib: i64,
+        elapsed: Duration,
+    }
+
+    /// Runs `bowline <args> <repo>` and measures it with `wait4`, whose usage covers the
+    /// process and the children it waited for (the policy worker).
+    // The child is reaped by wait4, which std does not know about.
+    #[allow(clippy::zombie_processes)]
+    fn run(args: &[&str], repo: &Path) -> Run {
+        let out = tempfile::tempfile().expect("temp file");
+        let started = Instant::now();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_bowline"))
+            .args(args)
+            .arg(repo)
+            .env_remove("BOWLINE_LOG_LEVEL")
+            .env_remove("RUST_LOG")
+            .env_remove("BOWLINE_POLICY_MEMORY_LIMIT")
+            .env_remove("BOWLINE_POLICY_TIME_LIMIT")
+            .env_remove("KUBECONFIG")
+            .env_remove("BOWLINE_KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the bowline binary runs");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child, writing into the two locals.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(waited, pid, "wait4");
+        let elapsed = started.elapsed();
+        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        let mut out = out;
+        use std::io::{Read, Seek};
+        out.rewind().expect("rewind");
+        let mut stdout = String::new();
+        out.read_to_string(&mut stdout).expect("stdout");
+        Run {
+            code,
+            stdout,
+            max_rss_kib: usage.ru_maxrss,
+            elapsed,
+        }
+    }
+
+    fn assert_refused(run: &Run, expected: &[&str]) {
+        assert_eq!(run.code, Some(1), "{}", run.stdout);
+        let hit = run
+            .stdout
+            .lines()
+            .any(|line| expected.iter().all(|e| line.contains(e)));
+        assert!(hit, "no line with {expected:?} in:\n{}", run.stdout);
+        assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+    }
+
+    const RANGE_POLICY: &str = "package bowline.policies.boom\n\ndeny contains msg if {\n  count(numbers.range(1, 60000000)) > 0\n  msg := \"never\"\n}\n";
+    const SERVICE_POLICY: &str = "package bowline.policies.services\n\nwarn contains msg if {\n  input.object.kind == \"Service\"\n  msg := \"a service\"\n}\n";
+
+    #[test]
+    fn a_policy_allocating_without_bound_stops_at_the_memory_limit() {
+        let repo = common::base_repo();
+        common::write_file(repo.path(), "policies/boom.rego", RANGE_POLICY);
+        common::write_file(repo.path(), "policies/services.rego", SERVICE_POLICY);
+        for command in ["validate", "plan"] {
+            let run = run(&[command], repo.path());
+            assert_refused(
+                &run,
+                &[
+                    "policies/boom.rego:1:1: error:",
+                    "exceeded the memory limit of 256 MiB",
+                    "not applied",
+                ],
+            );
+            // The other repository policy still runs.
+            assert!(run.stdout.contains("services: Service"), "{}", run.stdout);
+            // The worker allocates at most its limit; the evaluation asked for 1.4 GB.
+            assert!(run.max_rss_kib < 600 * 1024, "{} KiB", run.max_rss_kib);
+        }
+        // A smaller limit is taken from the flag.
+        let run = run(&["validate", "--policy-memory-limit", "64"], repo.path());
+        assert_refused(&run, &["policies/boom.rego", "memory limit of 64 MiB"]);
+    }
+
+    #[test]
+    fn a_policy_running_long_inside_a_builtin_stops_at_the_time_limit() {
+        let repo = common::base_repo();
+        common::write_file(
+            repo.path(),
+            "policies/slow.rego",
+            "package bowline.policies.slow\n\ndeny contains msg if {\n  count(sort(numbers.range(1, 4000000))) < 0\n  msg := \"never\"\n}\n",
+        );
+        let run = run(
+            &[
+                "validate",
+                "--policy-time-limit",
+                "100ms",
+                "--policy-memory-limit",
+                "2048",
+            ],
+            repo.path(),
+        );
+        assert_refused(
+            &run,
+            &[
+                "policies/slow.rego:1:1: error:",
+                "exceeded the time limit of 100ms",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_policy_nesting_brackets_deeply_is_refused_before_parsing() {
+        let repo = common::base_repo();
+        common::write_file(
+            repo.path(),
+            "policies/deep.rego",
+            format!(
+                "package bowline.policies.deep\n\ndeny contains msg if {{\n  x := {}{}\n  msg := \"x\"\n}}\n",
+                "[".repeat(900),
+                "]".repeat(900)
+            ),
+        );
+        let run = run(&["validate"], repo.path());
+        assert_refused(
+            &run,
+            &["policies/deep.rego:4:19: error:", "deeper than 12 levels"],
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_fast_in_every_kind_of_file() {
+        let brackets = "[".repeat(200_000);
+        let braces = "{".repeat(200_000);
+        let sequences = "- ".repeat(100_000);
+        let mappings: String = (0..600)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        for file in [
+            "bowline.yaml",
+            "apps/api/app.yaml",
+            "apps/api/manifests/deep.yaml",
+        ] {
+            for text in [&brackets, &braces, &sequences, &mappings] {
+                let repo = common::base_repo();
+                common::write_file(repo.path(), file, text);
+                let run = run(&["validate"], repo.path());
+                // In a manifest, `{{` opens a template expression: MiniJinja's own nesting
+                // limit refuses it before any YAML is parsed.
+                let expected = if file.ends_with("deep.yaml") && text.starts_with('{') {
+                    "template exceeds maximum recursion limits"
+                } else {
+                    "deeper than the limit of 128 levels"
+                };
+                assert_refused(&run, &[&format!("{file}:"), expected]);
+            }
+        }
+    }
+
+    #[test]
+    fn manifest_output_beyond_its_cap_is_refused() {
+        let repo = common::base_repo();
+        common::write_file(
+            repo.path(),
+            "apps/api/manifests/big.yaml",
+            "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+        );
+        common::write_file(
+            repo.path(),
+            "apps/api/manifests/huge.yaml",
+            "a: {{ 'x' * 100000000 }}",
+        );
+        let run = run(&["validate"], repo.path());
+        for file in ["big.yaml", "huge.yaml"] {
+            assert_refused(
+                &run,
+                &[
+                    &format!("apps/api/manifests/{file}:1:1: error:"),
+                    "rendered output exceeds the limit of 8 MiB",
+                ],
+            );
+        }
+        assert!(run.max_rss_kib < 1024 * 1024, "{} KiB", run.max_rss_kib);
+    }
+}

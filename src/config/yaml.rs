@@ -4,6 +4,11 @@
 //! keys, limits nesting depth and alias expansion (so "billion laughs" documents fail fast),
 //! and reports positions. Values become `serde_json::Value` so JSON Schema validation and the
 //! typed model share one representation.
+//!
+//! Before the parser sees a text, [`check_depth`] scans it once and refuses nesting deeper
+//! than [`MAX_DEPTH`]: the parser refuses it too, but only after tokenizing the whole
+//! document, at a cost per token that grows with the depth (up to a thousand times slower
+//! than the scan for a file of `[`).
 
 use std::fmt;
 
@@ -108,6 +113,7 @@ pub fn parse_stream(text: &str) -> Result<Vec<StreamDocument>, YamlError> {
     // A byte order mark is allowed by YAML and written by some editors; the parser does not
     // skip it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_depth(text)?;
     let mut out = Vec::new();
     let starts = document_start_lines(text);
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -122,6 +128,290 @@ pub fn parse_stream(text: &str) -> Result<Vec<StreamDocument>, YamlError> {
         }
     }
     Ok(out)
+}
+
+/// Deepest nesting of collections (flow and block together) a document may have; the YAML
+/// parser's own limit is the same, so a document the scan lets through is judged by the parser.
+pub const MAX_DEPTH: usize = 128;
+
+/// Refuses, in one pass over the text, a YAML stream whose collections nest deeper than
+/// [`MAX_DEPTH`], with the line and column where the limit is crossed.
+///
+/// The scan tracks what decides nesting: flow brackets outside quoted scalars, comments and
+/// block scalars, and the columns of block mapping keys and sequence entries. It never counts
+/// more levels than the parser would for a valid document; for some exotic layouts (a
+/// sequence at its key's indentation, plain scalars continued on a line starting with a
+/// quote) it counts fewer, and the parser's own limit then applies.
+pub fn check_depth(text: &str) -> Result<(), YamlError> {
+    DepthScan::new(text).run()
+}
+
+struct DepthScan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    line: usize,
+    /// 0-based column in characters.
+    column: usize,
+    flow: usize,
+    /// Columns of the open block collections' nodes, innermost last.
+    block: Vec<usize>,
+}
+
+impl<'a> DepthScan<'a> {
+    fn new(text: &'a str) -> Self {
+        DepthScan {
+            bytes: text.as_bytes(),
+            at: 0,
+            line: 1,
+            column: 0,
+            flow: 0,
+            block: Vec::new(),
+        }
+    }
+
+    fn peek(&self, ahead: usize) -> Option<u8> {
+        self.bytes.get(self.at + ahead).copied()
+    }
+
+    /// True at the end, a line break, a space or a tab `ahead` bytes on.
+    fn blank(&self, ahead: usize) -> bool {
+        matches!(self.peek(ahead), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
+    }
+
+    /// Moves past one byte, counting lines (LF, CR LF, lone CR) and columns in characters.
+    fn bump(&mut self) {
+        match self.peek(0) {
+            Some(b'\r') if self.peek(1) == Some(b'\n') => {
+                self.at += 2;
+                self.line += 1;
+                self.column = 0;
+            }
+            Some(b'\n' | b'\r') => {
+                self.at += 1;
+                self.line += 1;
+                self.column = 0;
+            }
+            Some(b) => {
+                self.at += 1;
+                if b & 0xC0 != 0x80 {
+                    self.column += 1;
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn too_deep(&self) -> YamlError {
+        YamlError {
+            line: self.line,
+            column: self.column + 1,
+            field: String::new(),
+            message: format!(
+                "collections nest deeper than the limit of {MAX_DEPTH} levels; the document is \
+                 refused before parsing"
+            ),
+        }
+    }
+
+    fn check(&self) -> Result<(), YamlError> {
+        if self.flow + self.block.len() > MAX_DEPTH {
+            Err(self.too_deep())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A block mapping key or sequence entry starts at `column`: it closes the deeper
+    /// collections and opens one more level when it is deeper than the innermost.
+    fn block_node(&mut self, column: usize) -> Result<(), YamlError> {
+        if self.flow > 0 {
+            return Ok(());
+        }
+        while self.block.last().is_some_and(|&c| c > column) {
+            self.block.pop();
+        }
+        if self.block.last() != Some(&column) {
+            self.block.push(column);
+        }
+        self.check()
+    }
+
+    fn skip_line(&mut self) {
+        while !matches!(self.peek(0), None | Some(b'\n' | b'\r')) {
+            self.bump();
+        }
+    }
+
+    /// Skips a quoted scalar starting at the opening quote, escapes included.
+    fn skip_quoted(&mut self, quote: u8) {
+        self.bump();
+        while let Some(b) = self.peek(0) {
+            if quote == b'"' && b == b'\\' {
+                self.bump();
+                self.bump();
+            } else if b == quote {
+                if quote == b'\'' && self.peek(1) == Some(b'\'') {
+                    self.bump();
+                    self.bump();
+                } else {
+                    self.bump();
+                    return;
+                }
+            } else {
+                self.bump();
+            }
+        }
+    }
+
+    /// Skips the content of a block scalar whose indicator line ends here: the following
+    /// lines that are blank or indented deeper than the parent node's column (`parent`, or
+    /// none at the top level, where only a document marker ends it).
+    fn skip_block_scalar(&mut self, parent: Option<usize>) {
+        self.skip_line();
+        loop {
+            let start = (self.at, self.line, self.column);
+            self.bump();
+            if self.peek(0).is_none() {
+                return;
+            }
+            let mut indent = 0;
+            while self.peek(0) == Some(b' ') {
+                self.bump();
+                indent += 1;
+            }
+            let blank_line = matches!(self.peek(0), None | Some(b'\n' | b'\r'));
+            let inside = match parent {
+                Some(p) => indent > p,
+                None => !self.document_marker(),
+            };
+            if !blank_line && !inside {
+                // Back to the start of the line: its content is scanned as usual.
+                (self.at, self.line, self.column) = (start.0, start.1, start.2);
+                return;
+            }
+            self.skip_line();
+        }
+    }
+
+    /// True at `---` or `...` at the start of a line, followed by a blank.
+    fn document_marker(&self) -> bool {
+        self.column == 0
+            && matches!(
+                (self.peek(0), self.peek(1), self.peek(2)),
+                (Some(b'-'), Some(b'-'), Some(b'-')) | (Some(b'.'), Some(b'.'), Some(b'.'))
+            )
+            && self.blank(3)
+    }
+
+    fn run(mut self) -> Result<(), YamlError> {
+        // True where a token may begin: at a line start, after a blank or a flow indicator.
+        let mut token_start = true;
+        // Column where the current scalar (a possible mapping key) began.
+        let mut scalar_column = 0;
+        // The previous token was a quoted scalar or a flow collection's end, after which a
+        // `:` in a flow collection is a value indicator even without a blank.
+        let mut json_like = false;
+        while let Some(b) = self.peek(0) {
+            if self.column == 0 && self.document_marker() {
+                self.block.clear();
+                self.flow = 0;
+                self.bump();
+                self.bump();
+                self.bump();
+                token_start = true;
+                json_like = false;
+                continue;
+            }
+            match b {
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    token_start = true;
+                    self.bump();
+                    continue;
+                }
+                b'#' if token_start => {
+                    self.skip_line();
+                    continue;
+                }
+                b'%' if self.column == 0 => {
+                    self.skip_line();
+                    continue;
+                }
+                b'"' | b'\'' if token_start => {
+                    scalar_column = self.column;
+                    self.skip_quoted(b);
+                    token_start = false;
+                    json_like = true;
+                    continue;
+                }
+                b'[' | b'{' if token_start || self.flow > 0 => {
+                    if self.flow == 0 {
+                        // A flow collection closes the deeper block collections.
+                        let column = self.column;
+                        while self.block.last().is_some_and(|&c| c > column) {
+                            self.block.pop();
+                        }
+                    }
+                    self.flow += 1;
+                    self.check()?;
+                    self.bump();
+                    token_start = true;
+                    json_like = false;
+                    continue;
+                }
+                b']' | b'}' if self.flow > 0 => {
+                    self.flow -= 1;
+                    self.bump();
+                    token_start = true;
+                    json_like = true;
+                    continue;
+                }
+                b',' if self.flow > 0 => {
+                    self.bump();
+                    token_start = true;
+                    json_like = false;
+                    continue;
+                }
+                b'-' | b'?' if token_start && self.blank(1) => {
+                    let column = self.column;
+                    if b == b'-' {
+                        self.block_node(column)?;
+                    }
+                    self.bump();
+                    token_start = true;
+                    json_like = false;
+                    continue;
+                }
+                b':' if self.blank(1)
+                    || (self.flow > 0
+                        && (json_like
+                            || matches!(self.peek(1), Some(b',' | b'[' | b']' | b'{' | b'}')))) =>
+                {
+                    if !token_start || json_like {
+                        self.block_node(scalar_column)?;
+                    }
+                    self.bump();
+                    token_start = true;
+                    json_like = false;
+                    continue;
+                }
+                b'|' | b'>' if token_start && self.flow == 0 => {
+                    let parent = self.block.last().copied();
+                    self.skip_block_scalar(parent);
+                    token_start = true;
+                    json_like = false;
+                    continue;
+                }
+                _ => {}
+            }
+            if token_start {
+                scalar_column = self.column;
+            }
+            token_start = false;
+            json_like = false;
+            self.bump();
+        }
+        Ok(())
+    }
 }
 
 /// Deserializes any YAML value into a `serde_json::Value`, refusing duplicate mapping keys
@@ -275,6 +565,90 @@ mod tests {
         }
         let e = parse_single(&text).unwrap_err();
         assert!(e.message.contains("repetition limit"), "{e:?}");
+    }
+
+    fn depth_error(text: &str) -> YamlError {
+        let e = check_depth(text).expect_err("too deep");
+        assert!(e.message.contains("limit of 128 levels"), "{e:?}");
+        e
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_where_it_crosses_the_limit() {
+        assert_eq!(depth_error(&"[".repeat(200_000)).column, 129);
+        assert_eq!(depth_error(&"{".repeat(200_000)).column, 129);
+        let e = depth_error(&"[\n".repeat(1_000));
+        assert_eq!((e.line, e.column), (129, 1));
+        let e = depth_error(&format!("a:\n  b: {}", "[".repeat(200)));
+        assert_eq!((e.line, e.column), (2, 5 + 127));
+        // Through the parser's entry points, with the same message.
+        assert!(
+            parse_single(&"[".repeat(1_000))
+                .unwrap_err()
+                .message
+                .contains("128 levels")
+        );
+        assert!(
+            parse_stream(&"{".repeat(1_000))
+                .unwrap_err()
+                .message
+                .contains("128 levels")
+        );
+    }
+
+    #[test]
+    fn deep_block_nesting_is_refused() {
+        let sequences = "- ".repeat(1_000);
+        assert_eq!(depth_error(&sequences).column, 2 * 128 + 1);
+        let mappings: String = (0..1_000)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(depth_error(&mappings).line, 129);
+        let mixed: String = (0..1_000)
+            .map(|i| format!("{}- k{i}:\n", "    ".repeat(i)))
+            .collect();
+        assert_eq!(depth_error(&mixed).line, 65);
+    }
+
+    #[test]
+    fn nesting_within_the_limit_and_brackets_in_scalars_pass() {
+        let within = format!("{}{}", "[".repeat(120), "]".repeat(120));
+        assert!(check_depth(&within).is_ok());
+        assert!(parse_single(&within).is_ok());
+        let brackets = "[".repeat(500);
+        let texts = [
+            format!("a: \"{brackets}\"\n"),
+            format!("a: '{brackets}'\n"),
+            format!("a: x{brackets}\n"),
+            format!("a: 1 # {brackets}\n"),
+            format!("a: |\n  {brackets}\n  {{{brackets}\nb: 2\n"),
+            format!("- key: >-\n    {brackets}\n\n    more\n- b\n"),
+            format!("{{\"a\":\"{brackets}\", \"b\": ['{brackets}']}}\n"),
+            format!("--- |\n {brackets}\n---\na: 1\n"),
+        ];
+        for text in &texts {
+            assert!(check_depth(text).is_ok(), "scan: {text:.80}");
+            assert!(parse_stream(text).is_ok(), "parse: {text:.80}");
+        }
+        // The counted depth falls when collections close.
+        let siblings: String = (0..300)
+            .map(|i| format!("k{i}:\n  a:\n    b: [[1]]\n"))
+            .collect();
+        assert!(check_depth(&siblings).is_ok());
+    }
+
+    #[test]
+    fn the_depth_scan_is_linear() {
+        // 2 MB of brackets: refused at the 129th, and scanning a long valid text of
+        // brackets in quoted scalars is a single pass.
+        let text = format!(
+            "a: \"{}\"\nb: {}",
+            "[".repeat(2_000_000),
+            "[".repeat(2_000_000)
+        );
+        let started = std::time::Instant::now();
+        assert!(check_depth(&text).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 pub mod builtin;
 pub mod input;
 pub mod load;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,6 +128,11 @@ pub struct PolicySet {
     /// stays the reference for the repository's own Rego (the bytecode differs from it in
     /// corners, such as a complete rule with conflicting values, which it does not report).
     program: Option<Arc<Program>>,
+    /// The repository's modules that loaded, in order.
+    repository_sources: Vec<PolicySource>,
+    /// The worker process evaluating the repository policies, when isolation is set up
+    /// ([`sandbox::isolate`]); shared by clones.
+    sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 impl fmt::Debug for PolicySet {
@@ -136,6 +142,7 @@ impl fmt::Debug for PolicySet {
             .field("builtin_rule", &self.builtin_rule)
             .field("repository_rule", &self.repository_rule)
             .field("bytecode", &self.program.is_some())
+            .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
     }
 }
@@ -330,6 +337,8 @@ impl PolicySet {
             builtin_rule: None,
             repository_rule: None,
             program: None,
+            repository_sources: Vec::new(),
+            sandbox: None,
         };
         for source in builtin::sources() {
             set.add(&source, true)
@@ -362,6 +371,41 @@ impl PolicySet {
         if self.policies.iter().any(|p| !p.builtin) {
             self.repository_rule = self.combine(REPOSITORY_RESULTS_PACKAGE, false);
         }
+        if let Some(isolation) = sandbox::isolation() {
+            self.isolate(isolation.clone());
+        }
+    }
+
+    /// Evaluates the repository policies in worker processes bounded by `isolation`'s
+    /// limits from now on.
+    pub fn isolate(&mut self, isolation: sandbox::Isolation) {
+        let policies: Vec<_> = self
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.builtin && !p.severities.is_empty())
+            .map(|(index, p)| {
+                (
+                    index,
+                    p.id.clone(),
+                    p.file.clone(),
+                    p.package.clone(),
+                    p.severities.clone(),
+                )
+            })
+            .collect();
+        self.sandbox = (!policies.is_empty()).then(|| {
+            Arc::new(sandbox::Sandbox::new(
+                isolation,
+                self.repository_sources.clone(),
+                policies,
+            ))
+        });
+    }
+
+    /// True when repository policies run in bounded worker processes.
+    pub fn is_isolated(&self) -> bool {
+        self.sandbox.is_some()
     }
 
     /// The policies of the set, built-in ones first.
@@ -526,13 +570,40 @@ impl PolicySet {
     #[tracing::instrument(level = "debug", skip_all, fields(app = %target.app.metadata.name, environment = %target.environment.name, objects = objects.len()))]
     pub fn evaluate(&self, target: &Target<'_>, objects: &[RenderedObject]) -> PolicyReport {
         let shared = input::Shared::new(target, objects);
+        let (isolated, problems) = match &self.sandbox {
+            Some(sandbox) => {
+                let inputs: Vec<(String, regorus::Value)> = objects
+                    .iter()
+                    .map(|o| {
+                        (
+                            format!("{} in {}", describe(o), target.environment.name),
+                            shared.input(o),
+                        )
+                    })
+                    .collect();
+                let (outcomes, problems) = sandbox.evaluate(&inputs);
+                (Some(outcomes), problems)
+            }
+            None => (None, Vec::new()),
+        };
         let mut report = objects
             .par_chunks(64)
-            .map(|chunk| {
+            .enumerate()
+            .map(|(chunk_index, chunk)| {
                 let mut evaluator = Evaluator::new(self);
                 let mut report = PolicyReport::default();
-                for object in chunk {
-                    report.extend(self.evaluate_object(&mut evaluator, &shared, target, object));
+                for (i, object) in chunk.iter().enumerate() {
+                    let outcomes = isolated
+                        .as_ref()
+                        .and_then(|o| o.get(chunk_index * 64 + i))
+                        .map(Vec::as_slice);
+                    report.extend(self.evaluate_object(
+                        &mut evaluator,
+                        &shared,
+                        target,
+                        object,
+                        outcomes,
+                    ));
                 }
                 report
             })
@@ -540,6 +611,7 @@ impl PolicySet {
                 a.extend(b);
                 a
             });
+        report.problems.extend(problems);
         report.sort();
         report
     }
@@ -550,6 +622,7 @@ impl PolicySet {
         shared: &input::Shared,
         target: &Target<'_>,
         object: &RenderedObject,
+        isolated: Option<&[sandbox::Outcome]>,
     ) -> PolicyReport {
         let app = target.app.metadata.name.as_str();
         let environment = target.environment.name.as_str();
@@ -570,9 +643,23 @@ impl PolicySet {
             }
         };
         for (index, policy) in self.policies.iter().enumerate() {
-            for severity in &policy.severities {
-                let value = match (&combined, fallback.as_deref_mut()) {
-                    (Some(parts), _) => {
+            // Repository policies evaluated by the worker: their values, or nothing when
+            // they failed (the problem is reported by the sandbox).
+            let from_worker = match (&self.sandbox, policy.builtin) {
+                (Some(sandbox), false) => Some(
+                    sandbox
+                        .position(index)
+                        .and_then(|p| isolated.and_then(|o| o.get(p))),
+                ),
+                _ => None,
+            };
+            for (k, severity) in policy.severities.iter().enumerate() {
+                let value = match (&from_worker, &combined, fallback.as_deref_mut()) {
+                    (Some(Some(sandbox::Outcome::Values(values))), _, _) => {
+                        Ok(values.get(k).cloned().unwrap_or(regorus::Value::Undefined))
+                    }
+                    (Some(_), _, _) => continue,
+                    (None, Some(parts), _) => {
                         let key = regorus::Value::from(format!("{index}.{}", severity.rule()));
                         Ok(parts
                             .iter()
@@ -581,11 +668,11 @@ impl PolicySet {
                             .cloned()
                             .unwrap_or(regorus::Value::Undefined))
                     }
-                    (None, Some(engine)) => {
+                    (None, None, Some(engine)) => {
                         engine.eval_rule(format!("{}.{}", policy.package, severity.rule()))
                     }
                     // The fallback interpreter exists exactly when there is no combined value.
-                    (None, None) => continue,
+                    (None, None, None) => continue,
                 };
                 let value = match value {
                     Ok(v) => v,
@@ -717,6 +804,9 @@ impl<'a> Evaluator<'a> {
             None => self.interpret(builtin, input)?,
         };
         let mut parts = vec![builtin];
+        if set.sandbox.is_some() {
+            return Some(parts);
+        }
         if let Some(rule) = set.repository_rule.as_deref() {
             parts.push(self.interpret(rule, input)?);
         }

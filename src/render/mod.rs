@@ -166,9 +166,29 @@ impl<'r> AppRenderer<'r> {
 
         let mut objects = Vec::new();
         let mut errors = Vec::new();
+        // What the app's manifests may still write in this environment.
+        let mut budget = template::MAX_TOTAL_OUTPUT_BYTES;
         for name in &self.roots {
             let path = &format!("{}{name}", self.prefix);
-            let rendered = self.env.get_template(name).and_then(|t| t.render(&ctx));
+            if budget == 0 {
+                errors.push(Diagnostic::file_error(
+                    path,
+                    format!(
+                        "environment {}: not rendered: the app's manifests exceed the total limit of {}",
+                        environment.name,
+                        template::describe_size(template::MAX_TOTAL_OUTPUT_BYTES)
+                    ),
+                ));
+                break;
+            }
+            let cap = budget.min(template::MAX_OUTPUT_BYTES);
+            let rendered = self
+                .env
+                .get_template(name)
+                .and_then(|t| template::render_capped(&t, &ctx, cap));
+            if let Ok(text) = &rendered {
+                budget = budget.saturating_sub(text.len());
+            }
             let text = match rendered {
                 Ok(text) => text,
                 Err(e) => {
@@ -177,6 +197,10 @@ impl<'r> AppRenderer<'r> {
                         .and_then(|n| self.env.get_template(n).ok())
                         .map(|t| t.source().to_string());
                     let mut d = template_error(&self.prefix, &e, source.as_deref());
+                    if e.name().is_none() {
+                        // The output cap stops a render without naming the template.
+                        d.file = path.clone();
+                    }
                     d.message = format!("environment {}: {}", environment.name, d.message);
                     errors.push(d);
                     continue;
