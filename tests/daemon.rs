@@ -1058,6 +1058,35 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
         "never dry-run over an unmanaged object: {requests:?}"
     );
 
+    // From a fork, a file that nests 200 KB deep: refused at its file, fast, and the plan
+    // still reports.
+    std::fs::remove_file(root.join("apps/inventory-worker/manifests/takeover.yaml")).expect("rm");
+    std::fs::write(
+        root.join("apps/inventory-worker/manifests/deep.yaml"),
+        "[".repeat(200 * 1024),
+    )
+    .expect("manifest");
+    let head = commit_all(&w.git, "refs/pull/7/head", "nest", Some(&head));
+    let mut fork = w.pull_request("synchronize", &head);
+    fork["pull_request"]["head"]["repo"]["full_name"] = "stranger/shop-config".into();
+    fork["pull_request"]["user"]["login"] = "stranger".into();
+    let started = Instant::now();
+    let (comment, status, requests) = plan_once(&w, &head, "d-deep", fork).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(requests.is_empty(), "{requests:?}");
+    assert!(
+        comment.contains("apps/inventory-worker/manifests/deep.yaml:1:"),
+        "{comment}"
+    );
+    assert!(comment.contains("nest deeper than the limit"), "{comment}");
+    assert_eq!(status.0, "failure", "{status:?}");
+    std::fs::remove_file(root.join("apps/inventory-worker/manifests/deep.yaml")).expect("rm");
+    let head = commit_all(&w.git, "refs/pull/7/head", "unnest", Some(&head));
+
     // Four deliveries in a burst: one plan runs, the others coalesce into one more.
     let planned = |result: &str| w.daemon.metrics.plans.with_label_values(&[result]).get();
     let (ok_before, error_before) = (planned("ok"), planned("error"));
