@@ -41,10 +41,12 @@ impl ApiError {
             code: 404,
             reason: "NotFound",
             message: format!("{gr} \"{name}\" not found"),
-            details: Some(json!({"name": name, "group": group, "kind": plural})),
+            details: Some(details(name, group, plural)),
         }
     }
 
+    /// A write into a namespace that does not exist, answered like the real server's
+    /// `NamespaceLifecycle` admission: `404`, `namespaces "<ns>" not found`.
     pub fn namespace_not_found(ns: &str) -> Self {
         Self::not_found_raw("", "namespaces", ns)
     }
@@ -54,7 +56,7 @@ impl ApiError {
             code: 409,
             reason: "AlreadyExists",
             message: format!("{} \"{name}\" already exists", rt.group_resource()),
-            details: Some(json!({"name": name, "group": rt.group, "kind": rt.plural})),
+            details: Some(details(name, &rt.group, &rt.plural)),
         }
     }
 
@@ -66,7 +68,7 @@ impl ApiError {
                 "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
                 rt.group_resource()
             ),
-            details: Some(json!({"name": name, "group": rt.group, "kind": rt.plural})),
+            details: Some(details(name, &rt.group, &rt.plural)),
         }
     }
 
@@ -153,6 +155,15 @@ impl ApiError {
         }
         v
     }
+}
+
+/// `StatusDetails` as the real server encodes them: an empty (core) group is left out.
+fn details(name: &str, group: &str, kind: &str) -> Value {
+    let mut d = json!({"name": name, "kind": kind});
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    d
 }
 
 /// A `Status` with `status: Success` (e.g. the answer to a delete).

@@ -1085,3 +1085,123 @@ async fn list_maps_merge_per_manager_and_status_subresource() {
     let got = deployments.get_status("web").await.expect("get status");
     assert_eq!(got.status.expect("status").replicas, Some(7));
 }
+
+/// One HTTP/1.1 request over a plain socket: the status code and the JSON body exactly as sent.
+fn raw_request(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.addr(),
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, payload) = response.split_once("\r\n\r\n").expect("headers end");
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let json = serde_json::from_str(payload.trim())
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {payload:?}"));
+    (code, json)
+}
+
+#[test]
+fn every_write_into_a_missing_namespace_is_the_real_servers_404() {
+    let server = TestServer::start();
+    let cm = r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "shop-staging"}}"#;
+    let mut deploy = deployment("web", "nginx:1", 1);
+    deploy["metadata"]["namespace"] = json!("shop-staging");
+    let deploy = deploy.to_string();
+    let expected = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "namespaces \"shop-staging\" not found",
+        "reason": "NotFound",
+        "details": {"name": "shop-staging", "kind": "namespaces"},
+        "code": 404,
+    });
+    let cases = [
+        (
+            "POST",
+            "/api/v1/namespaces/shop-staging/configmaps",
+            "application/json",
+            cm.to_string(),
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/shop-staging/configmaps?dryRun=All",
+            "application/json",
+            cm.to_string(),
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/shop-staging/configmaps/x",
+            "application/json",
+            cm.to_string(),
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/shop-staging/configmaps/x?dryRun=All",
+            "application/json",
+            cm.to_string(),
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/shop-staging/configmaps/x",
+            "application/merge-patch+json",
+            r#"{"data": {"a": "b"}}"#.to_string(),
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/shop-staging/configmaps/x?fieldManager=bowline",
+            "application/apply-patch+yaml",
+            cm.to_string(),
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/shop-staging/configmaps/x?fieldManager=bowline&dryRun=All&force=true",
+            "application/apply-patch+yaml",
+            cm.to_string(),
+        ),
+        (
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop-staging/deployments/web?fieldManager=bowline&dryRun=All",
+            "application/apply-patch+yaml",
+            deploy,
+        ),
+    ];
+    for (method, path, content_type, body) in cases {
+        let (code, status) = raw_request(&server, method, path, content_type, &body);
+        assert_eq!(code, 404, "{method} {path}: {status}");
+        assert_eq!(status, expected, "{method} {path}");
+    }
+    assert!(
+        server.list("v1", "ConfigMap", None).is_empty(),
+        "nothing was stored"
+    );
+    // Once the namespace exists, the same apply succeeds.
+    server.create(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-staging"}}),
+    );
+    let (code, _) = raw_request(
+        &server,
+        "PATCH",
+        "/api/v1/namespaces/shop-staging/configmaps/x?fieldManager=bowline&dryRun=All",
+        "application/apply-patch+yaml",
+        cm,
+    );
+    assert_eq!(code, 201);
+}

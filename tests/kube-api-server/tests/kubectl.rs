@@ -347,4 +347,37 @@ spec:
         "{}",
         missing.stderr
     );
+
+    // Like the real server: a write or server-side dry-run into a missing namespace is refused.
+    let orphan = k.file(
+        "orphan.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {name: orphan, namespace: nowhere}
+data: {a: b}
+",
+    );
+    for args in [
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            path_str(&orphan),
+        ][..],
+        &["apply", "--server-side", "-f", path_str(&orphan)][..],
+        &["create", "--dry-run=server", "-f", path_str(&orphan)][..],
+    ] {
+        let refused = k.run(args);
+        assert_ne!(refused.code, 0, "kubectl {args:?}: {}", refused.stdout);
+        assert!(
+            refused.stderr.starts_with("Error from server (NotFound): ")
+                && refused
+                    .stderr
+                    .trim_end()
+                    .ends_with("namespaces \"nowhere\" not found"),
+            "kubectl {args:?}: {}",
+            refused.stderr
+        );
+    }
 }
