@@ -123,18 +123,33 @@ struct Planned {
     diff: ObjectDiff,
 }
 
-/// Plans `target` against the live cluster.
-#[tracing::instrument(level = "info", skip_all, fields(app = target.app, environment = target.environment, cluster = target.cluster))]
+/// Plans `target` against the live cluster, creating missing namespaces (the default
+/// `syncPolicy.createNamespace`).
 pub async fn plan(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     options: &DiffOptions,
 ) -> Result<TargetPlan, SyncError> {
-    let (planned, deletions) = plan_objects(cluster, target, options).await?;
+    plan_with(cluster, target, options, true).await
+}
+
+/// Plans `target` against the live cluster. A missing namespace is planned as a creation when
+/// `create_namespace`, and otherwise reported as what a sync would fail on; the objects bound
+/// for it are planned as creations without a dry-run (which the server would refuse).
+#[tracing::instrument(level = "info", skip_all, fields(app = target.app, environment = target.environment, cluster = target.cluster))]
+pub async fn plan_with(
+    cluster: &Cluster,
+    target: &AppTarget<'_>,
+    options: &DiffOptions,
+    create_namespace: bool,
+) -> Result<TargetPlan, SyncError> {
+    let planned = plan_objects(cluster, target, options, create_namespace).await?;
     let objects: Vec<ObjectDiff> = planned
-        .into_iter()
-        .map(|p| p.diff)
-        .chain(deletions.into_iter().map(|(_, d)| d))
+        .uncreated
+        .iter()
+        .map(|ns| uncreated_namespace(ns, cluster.name()))
+        .chain(planned.objects.into_iter().map(|p| p.diff))
+        .chain(planned.deletions.into_iter().map(|(_, d)| d))
         .collect();
     Ok(TargetPlan {
         app: target.app.to_string(),
@@ -148,14 +163,24 @@ pub async fn plan(
 
 /// Reads the live object and, when the app manages it (or it does not exist), server-side
 /// dry-runs the desired one and compares them. An existing object the app does not manage is
-/// reported without content and never dry-run.
+/// reported without content and never dry-run. An object bound for a namespace that does not
+/// exist yet is planned as a creation of the rendered object, without any request.
 async fn plan_one(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     rendered: &RenderedObject,
     options: &DiffOptions,
+    into_missing_namespace: bool,
 ) -> Result<Planned, SyncError> {
     let key = ObjectKey::of(&rendered.object);
+    if into_missing_namespace {
+        // Nothing can exist there yet, and the server refuses a dry-run into it.
+        let diff = diff::compare(None, Some(&rendered.object), options);
+        return Ok(Planned {
+            body: rendered.object.clone(),
+            diff,
+        });
+    }
     let live = cluster.get(&key).await?;
     if let Some(existing) = &live
         && !crate::cluster::prune::is_managed_by(existing, target.app)
@@ -171,6 +196,46 @@ async fn plan_one(
     Ok(Planned { body, diff })
 }
 
+/// The plan entry of a missing namespace that `syncPolicy.createNamespace: false` keeps bowline
+/// from creating: a sync fails on it.
+fn uncreated_namespace(namespace: &str, cluster: &str) -> ObjectDiff {
+    let key = namespace_key(namespace);
+    let unified = format!(
+        "! {key}: does not exist in cluster {cluster} and syncPolicy.createNamespace is false: a sync would fail\n"
+    );
+    ObjectDiff {
+        key,
+        action: Action::Refuse,
+        changed: Vec::new(),
+        unified,
+    }
+}
+
+fn namespace_key(namespace: &str) -> ObjectKey {
+    ObjectKey {
+        api_version: "v1".to_string(),
+        kind: "Namespace".to_string(),
+        namespace: None,
+        name: namespace.to_string(),
+    }
+}
+
+/// Plans the namespace bowline creates for the app: when missing, a creation (dry-run, as a
+/// cluster-scoped object can be); when it exists and bowline created it for this app, compared
+/// like any object so that it stays desired (and is never pruned).
+async fn plan_namespace(
+    cluster: &Cluster,
+    target: &AppTarget<'_>,
+    namespace: &str,
+    options: &DiffOptions,
+) -> Result<Planned, SyncError> {
+    let body = crate::cluster::prune::namespace_object(namespace, target.app, target.environment);
+    let live = cluster.get(&namespace_key(namespace)).await?;
+    let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
+    let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
+    Ok(Planned { body, diff })
+}
+
 /// Refuses the first object outside the destinations, by its rendered scope: before any
 /// request reaches the cluster.
 pub fn check_destinations(target: &AppTarget<'_>) -> Result<(), Refused> {
@@ -181,37 +246,122 @@ pub fn check_destinations(target: &AppTarget<'_>) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Everything a plan or sync of one target found.
+struct PlannedTarget {
+    /// Namespaces to create (when bowline creates them) and objects, in apply order.
+    objects: Vec<Planned>,
+    /// Objects pruning would delete.
+    deletions: Vec<(ObjectKey, ObjectDiff)>,
+    /// Missing namespaces that `syncPolicy.createNamespace: false` keeps bowline from creating.
+    uncreated: Vec<String>,
+}
+
+/// The namespaces `target`'s objects go to (by the cluster's scope of their kinds) plus the
+/// environment's namespace, that do not exist yet.
+async fn missing_namespaces(
+    cluster: &Cluster,
+    target: &AppTarget<'_>,
+    object_namespaces: BTreeSet<String>,
+) -> Result<BTreeSet<String>, SyncError> {
+    let mut missing = BTreeSet::new();
+    let wanted = object_namespaces
+        .into_iter()
+        .chain(std::iter::once(target.namespace.to_string()))
+        .filter(|ns| !ns.is_empty())
+        .collect::<BTreeSet<_>>();
+    for ns in wanted {
+        if cluster.get(&namespace_key(&ns)).await?.is_none() {
+            missing.insert(ns);
+        }
+    }
+    Ok(missing)
+}
+
 async fn plan_objects(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     options: &DiffOptions,
-) -> Result<(Vec<Planned>, Vec<(ObjectKey, ObjectDiff)>), SyncError> {
+    create_namespace: bool,
+) -> Result<PlannedTarget, SyncError> {
     check_destinations(target)?;
     // Again with the scope the cluster's discovery reports (a custom kind may be
     // cluster-scoped), for every object before any of them is read or dry-run.
+    let mut object_namespaces = BTreeSet::new();
     for rendered in target.objects {
         let key = ObjectKey::of(&rendered.object);
         let namespaced = cluster.is_namespaced(&key.api_version, &key.kind).await?;
         target.destinations.check(&key, !namespaced)?;
+        if namespaced && let Some(ns) = &key.namespace {
+            object_namespaces.insert(ns.clone());
+        }
     }
     let options = diff_options(options, target.objects);
+    let missing = missing_namespaces(cluster, target, object_namespaces).await?;
+    // Namespaces the app renders itself are applied before the objects in them, like any
+    // rendered object.
+    let rendered_namespaces: HashSet<&str> = target
+        .objects
+        .iter()
+        .filter(|o| crate::cluster::prune::is_namespace(&o.object))
+        .map(|o| o.name.as_str())
+        .collect();
+    let mut uncreated = Vec::new();
+    let mut planned = Vec::new();
+    // The environment's namespace and every other missing one the app's objects need.
+    let mut to_create: BTreeSet<String> = missing
+        .iter()
+        .filter(|ns| !rendered_namespaces.contains(ns.as_str()))
+        .cloned()
+        .collect();
+    if create_namespace
+        && !rendered_namespaces.contains(target.namespace)
+        && !to_create.contains(target.namespace)
+    {
+        // Present: kept as desired only when bowline created it for this app.
+        let live = cluster.get(&namespace_key(target.namespace)).await?;
+        if live
+            .as_ref()
+            .is_some_and(|ns| crate::cluster::prune::is_managed_by(ns, target.app))
+        {
+            planned.push(plan_namespace(cluster, target, target.namespace, &options).await?);
+        }
+    }
+    if create_namespace {
+        for ns in std::mem::take(&mut to_create) {
+            target.destinations.check(&namespace_key(&ns), true)?;
+            planned.push(plan_namespace(cluster, target, &ns, &options).await?);
+        }
+    } else {
+        uncreated.extend(to_create);
+    }
     // Collected first: a stream over a closure would not be `Send` for every lifetime, which
     // callers spawning this on a runtime need.
     let lookups: Vec<_> = target
         .objects
         .iter()
-        .map(|rendered| plan_one(cluster, target, rendered, &options))
+        .map(|rendered| {
+            let into_missing = rendered
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| missing.contains(ns));
+            plan_one(cluster, target, rendered, &options, into_missing)
+        })
         .collect();
-    let planned: Vec<Planned> = stream::iter(lookups)
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await?;
+    planned.extend(
+        stream::iter(lookups)
+            .buffered(CONCURRENCY)
+            .try_collect::<Vec<Planned>>()
+            .await?,
+    );
     let mut deletions = Vec::new();
     if target.prune {
-        let desired: HashSet<ObjectKey> = target
+        let desired: HashSet<ObjectKey> = planned.iter().map(|p| p.diff.key.clone()).collect();
+        // Namespaces holding desired objects, and the environment's own, are never pruned.
+        let kept_namespaces: HashSet<&str> = target
             .objects
             .iter()
-            .map(|o| ObjectKey::of(&o.object))
+            .filter_map(|o| o.namespace.as_deref())
+            .chain(std::iter::once(target.namespace))
             .collect();
         let namespaces: Vec<String> = target
             .objects
@@ -235,13 +385,26 @@ async fn plan_objects(
                 tracing::warn!(object = %key, "not pruned: outside the destinations");
                 continue;
             }
+            if crate::cluster::prune::is_namespace(object)
+                && (kept_namespaces.contains(key.name.as_str())
+                    || cluster
+                        .namespace_used_by_others(&key.name, target.app)
+                        .await?)
+            {
+                tracing::info!(object = %key, "not pruned: a namespace still in use");
+                continue;
+            }
             deletions.push((
                 ObjectKey::of(object),
                 diff::compare(Some(object), None, &options),
             ));
         }
     }
-    Ok((planned, deletions))
+    Ok(PlannedTarget {
+        objects: planned,
+        deletions,
+        uncreated,
+    })
 }
 
 /// How a sync runs.
@@ -255,6 +418,9 @@ pub struct SyncOptions {
     pub timeout: Duration,
     /// Time between health checks.
     pub poll: Duration,
+    /// Create missing namespaces before applying objects (`syncPolicy.createNamespace`);
+    /// when false, a sync into a missing namespace fails naming it.
+    pub create_namespace: bool,
 }
 
 impl Default for SyncOptions {
@@ -264,6 +430,7 @@ impl Default for SyncOptions {
             wait: true,
             timeout: Duration::from_secs(300),
             poll: Duration::from_secs(2),
+            create_namespace: true,
         }
     }
 }
@@ -320,6 +487,17 @@ pub enum SyncError {
         /// The objects.
         objects: Vec<ObjectKey>,
     },
+    /// The app's objects need a namespace that does not exist, and the sync policy does not
+    /// let bowline create it.
+    #[error(
+        "namespace {namespace:?} does not exist in cluster {cluster} and syncPolicy.createNamespace is false: create it, or set createNamespace to true"
+    )]
+    NamespaceMissing {
+        /// The namespace.
+        namespace: String,
+        /// The cluster.
+        cluster: String,
+    },
     /// A workload will not become healthy.
     #[error("rollout of {object} failed: {reason}")]
     RolloutFailed {
@@ -340,8 +518,10 @@ pub enum SyncError {
     },
 }
 
-/// Syncs `target` to `cluster`: applies what changed (server-side apply), prunes what is no
-/// longer desired when `target.prune` is set, then waits for the workloads to be healthy.
+/// Syncs `target` to `cluster`: creates missing namespaces (unless
+/// `options.create_namespace` is false, then fails naming them), applies what changed
+/// (server-side apply), prunes what is no longer desired when `target.prune` is set, then waits
+/// for the workloads to be healthy.
 #[tracing::instrument(level = "info", skip_all, fields(app = target.app, environment = target.environment, cluster = target.cluster, dry_run = options.dry_run))]
 pub async fn sync(
     cluster: &Cluster,
@@ -351,7 +531,17 @@ pub async fn sync(
     progress: &(dyn Fn(SyncEvent) + Sync),
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
-    let (planned, deletions) = plan_objects(cluster, target, diff_base).await?;
+    let PlannedTarget {
+        objects: planned,
+        deletions,
+        uncreated,
+    } = plan_objects(cluster, target, diff_base, options.create_namespace).await?;
+    if let Some(namespace) = uncreated.into_iter().next() {
+        return Err(SyncError::NamespaceMissing {
+            namespace,
+            cluster: cluster.name().to_string(),
+        });
+    }
     let unmanaged: Vec<ObjectKey> = planned
         .iter()
         .filter(|p| p.diff.action == Action::Refuse)
@@ -565,7 +755,9 @@ pub async fn plan_targets(
                     connections.insert(key.clone(), connected);
                 }
                 let planned = match connections.get(&key) {
-                    Some(Ok(c)) => plan(c, &app_target, &diff).await.map_err(|e| e.to_string()),
+                    Some(Ok(c)) => plan_with(c, &app_target, &diff, policy.create_namespace)
+                        .await
+                        .map_err(|e| e.to_string()),
                     Some(Err(e)) => Err(e.clone()),
                     None => Err("not connected".to_string()),
                 };

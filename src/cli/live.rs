@@ -171,6 +171,7 @@ pub fn sync(
         dry_run,
         wait: !no_wait,
         timeout,
+        create_namespace: policy.create_namespace,
         ..SyncOptions::default()
     };
     let namespace = target.app.namespace_in(target.environment);

@@ -443,16 +443,49 @@ impl Cluster {
         app: &str,
         namespaces: &[String],
     ) -> Result<Vec<Value>, ClusterError> {
+        self.list_labelled(&prune::selector(app), namespaces, true)
+            .await
+    }
+
+    /// Whether objects bowline manages for applications other than `app` live in `namespace`:
+    /// such a namespace is never pruned, whoever created it.
+    #[tracing::instrument(level = "info", skip(self), fields(cluster = %self.name))]
+    pub async fn namespace_used_by_others(
+        &self,
+        namespace: &str,
+        app: &str,
+    ) -> Result<bool, ClusterError> {
+        let found = self
+            .list_labelled(
+                &prune::others_selector(app),
+                &[namespace.to_string()],
+                false,
+            )
+            .await?;
+        Ok(!found.is_empty())
+    }
+
+    /// Live objects matching the label `selector`: namespaced kinds in `namespaces`, and
+    /// cluster-scoped kinds cluster-wide when `cluster_scoped`.
+    async fn list_labelled(
+        &self,
+        selector: &str,
+        namespaces: &[String],
+        cluster_scoped: bool,
+    ) -> Result<Vec<Value>, ClusterError> {
         let discovery = retry::with_retries(self.retry, "discovery", || {
             Discovery::new(self.client.clone()).run()
         })
         .await
         .map_err(|e| self.api_error("discover", "API resources", &e))?;
-        let params = ListParams::default().labels(&prune::selector(app));
+        let params = ListParams::default().labels(selector);
         let mut found = Vec::new();
         for group in discovery.groups() {
             for (resource, capabilities) in group.recommended_resources() {
                 if !listable(&capabilities) || resource.plural.contains('/') {
+                    continue;
+                }
+                if !cluster_scoped && capabilities.scope != Scope::Namespaced {
                     continue;
                 }
                 let apis: Vec<Api<DynamicObject>> = if capabilities.scope == Scope::Namespaced {

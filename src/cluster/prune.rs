@@ -3,7 +3,8 @@
 //!
 //! An object is pruned only when it carries bowline's managed-by label and both the app and
 //! environment annotations of the app being synced, is not owned by another object (pods of a
-//! ReplicaSet, …), and is no longer desired. Nothing else is ever deleted.
+//! ReplicaSet, …), and is no longer desired. Nothing else is ever deleted. A Namespace is
+//! moreover kept while objects of other apps live in it (the caller asks the cluster).
 
 use std::collections::HashSet;
 
@@ -16,6 +17,32 @@ use crate::render::{APP_KEY, ENV_KEY, MANAGED_BY, MANAGED_BY_LABEL};
 /// The label selector that finds candidates on the server (refined by [`is_ours`]).
 pub fn selector(app: &str) -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY},{APP_KEY}={app}")
+}
+
+/// The label selector of objects bowline manages for applications other than `app`.
+pub fn others_selector(app: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{APP_KEY},{APP_KEY}!={app}")
+}
+
+/// True when `object` is a Namespace (pruning deletes one only when no other app uses it).
+pub fn is_namespace(object: &Value) -> bool {
+    object.pointer("/apiVersion").and_then(Value::as_str) == Some("v1")
+        && object.pointer("/kind").and_then(Value::as_str) == Some("Namespace")
+}
+
+/// The Namespace bowline creates for `app` in `environment` when it is missing: only
+/// bowline's labels and annotations, so it is applied, compared and pruned like a rendered
+/// object.
+pub fn namespace_object(name: &str, app: &str, environment: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, APP_KEY: app, ENV_KEY: environment},
+            "annotations": {APP_KEY: app, ENV_KEY: environment},
+        },
+    })
 }
 
 /// True when `object` was created by bowline for `app` in `environment`.
@@ -106,5 +133,19 @@ mod tests {
             .map(|o| o["metadata"]["name"].as_str().unwrap_or_default())
             .collect();
         assert_eq!(names, vec!["old", "old-config"]);
+    }
+
+    #[test]
+    fn the_created_namespace_is_ours_and_managed() {
+        let ns = namespace_object("shop-staging", "web", "staging");
+        assert!(is_namespace(&ns));
+        assert!(is_ours(&ns, "web", "staging"));
+        assert!(is_managed_by(&ns, "web"));
+        assert!(!is_managed_by(&ns, "api"));
+        assert_eq!(ObjectKey::of(&ns).to_string(), "v1 Namespace shop-staging");
+        assert_eq!(
+            others_selector("web"),
+            "app.kubernetes.io/managed-by=bowline,bowline.dev/app,bowline.dev/app!=web"
+        );
     }
 }

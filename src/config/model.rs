@@ -236,6 +236,9 @@ pub struct SyncPolicySpec {
     /// See [`SyncPolicy::force_conflicts`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_conflicts: Option<bool>,
+    /// See [`SyncPolicy::create_namespace`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_namespace: Option<bool>,
 }
 
 /// The effective sync policy of an application.
@@ -250,11 +253,15 @@ pub struct SyncPolicy {
     pub self_heal: bool,
     /// Take over fields owned by other field managers instead of failing with a conflict.
     pub force_conflicts: bool,
+    /// Create the environment's namespace in a cluster where it is missing (server-side apply
+    /// with bowline's labels) before applying objects; when false, a sync into a missing
+    /// namespace fails naming it.
+    pub create_namespace: bool,
 }
 
 impl SyncPolicySpec {
     /// This policy with unset fields taken from `fallback`, then from the built-in defaults
-    /// (automated, no prune, no self-heal, no forced conflicts).
+    /// (automated, no prune, no self-heal, no forced conflicts, namespaces created).
     pub fn resolve(&self, fallback: &SyncPolicySpec) -> SyncPolicy {
         SyncPolicy {
             automated: self.automated.or(fallback.automated).unwrap_or(true),
@@ -264,6 +271,10 @@ impl SyncPolicySpec {
                 .force_conflicts
                 .or(fallback.force_conflicts)
                 .unwrap_or(false),
+            create_namespace: self
+                .create_namespace
+                .or(fallback.create_namespace)
+                .unwrap_or(true),
         }
     }
 }
