@@ -31,6 +31,15 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::build(true)
+    }
+
+    /// Fresh clusters: the CRD, but none of the environments' namespaces.
+    fn without_namespaces() -> World {
+        World::build(false)
+    }
+
+    fn build(with_namespaces: bool) -> World {
         let repo = tempfile::tempdir().expect("temp dir");
         common::copy_tree(&example_repo(), repo.path(), &[]);
         let crd: Value = serde_json::from_str(
@@ -43,9 +52,11 @@ impl World {
         .expect("CRD fixture is JSON");
         let server = |namespace: &str| {
             let s = TestServer::start();
-            s.create(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
-            );
+            if with_namespaces {
+                s.create(
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+                );
+            }
             s.create(crd.clone());
             s
         };
@@ -718,4 +729,275 @@ fn an_existing_object_the_app_does_not_manage_is_never_shown_or_taken_over() {
         .expect("still there");
     assert_eq!(live["data"]["owner"], SECRET_LOOKING);
     assert!(live["metadata"]["labels"].get("bowline.dev/app").is_none());
+}
+
+/// The objects of one target in a plan JSON whose kind is Namespace.
+fn namespace_entries(target: &Value) -> Vec<&Value> {
+    target["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["key"]["kind"] == "Namespace")
+        .collect()
+}
+
+#[test]
+fn a_fresh_cluster_gets_the_namespace_first_then_everything() {
+    let world = World::without_namespaces();
+    let (code, plan) = world.plan_json();
+    assert_eq!(code, Some(2), "{plan:#}");
+    assert!(
+        plan["comparedWith"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Compared with the live clusters")),
+        "{}",
+        plan["comparedWith"]
+    );
+    // The 45 objects, plus the namespace for each of the 3 apps on each of the 3 clusters.
+    assert_eq!(plan["totals"]["create"], 45 + 9, "{plan:#}");
+    assert_eq!(plan["totals"]["update"], 0, "{plan:#}");
+    let staging = target(&plan, "checkout-api", "staging", "staging-eu-west-1");
+    let first = &staging["objects"][0];
+    assert_eq!(first["action"], "create", "{staging:#}");
+    assert_eq!(
+        first["key"],
+        json!({"apiVersion": "v1", "kind": "Namespace", "name": "shop-staging"})
+    );
+    assert!(
+        changed_objects(staging)
+            .iter()
+            .all(|o| o["action"] == "create"),
+        "{staging:#}"
+    );
+    // No dry-run was sent into the missing namespace.
+    assert!(
+        world
+            .staging
+            .requests()
+            .iter()
+            .all(|r| !(r.dry_run && r.path.contains("/namespaces/shop-staging/"))),
+        "dry-run into the missing namespace"
+    );
+    let text_plan = world.bowline(&["plan"]);
+    let stdout = String::from_utf8_lossy(&text_plan.stdout);
+    assert!(
+        stdout.contains("+ v1 Namespace shop-staging (create)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("No cluster reachable"), "{stdout}");
+
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_success(&out, "sync into a fresh cluster");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let namespace_line = stdout
+        .lines()
+        .position(|l| l.contains("v1 Namespace shop-staging created"))
+        .unwrap_or_else(|| panic!("no namespace line: {stdout}"));
+    let deployment_line = stdout
+        .lines()
+        .position(|l| l.contains("Deployment shop-staging/checkout-api"))
+        .unwrap_or_else(|| panic!("no deployment line: {stdout}"));
+    assert!(namespace_line < deployment_line, "{stdout}");
+    let namespace = world
+        .staging
+        .get("v1", "Namespace", None, "shop-staging")
+        .expect("namespace created");
+    assert_eq!(
+        namespace["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "bowline"
+    );
+    assert_eq!(
+        namespace["metadata"]["labels"]["bowline.dev/app"],
+        "checkout-api"
+    );
+    assert_eq!(
+        namespace["metadata"]["annotations"]["bowline.dev/environment"],
+        "staging"
+    );
+    assert!(
+        namespace["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["manager"] == "bowline" && m["operation"] == "Apply"),
+        "{namespace:#}"
+    );
+    assert!(
+        world
+            .staging
+            .get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-staging"),
+                "checkout-api"
+            )
+            .is_some()
+    );
+
+    // Everything else syncs into the namespaces, and then nothing is left to change: the
+    // namespace stays desired by the app that created it, and the other apps simply use it.
+    world.sync_all();
+    let (code, plan) = world.plan_json();
+    assert_eq!(code, Some(0), "in sync after sync: {plan:#}");
+    assert_eq!(plan["totals"]["unchanged"], 45 + 3, "{plan:#}");
+    let staging = target(&plan, "checkout-api", "staging", "staging-eu-west-1");
+    assert_eq!(namespace_entries(staging).len(), 1, "{staging:#}");
+    let other = target(&plan, "inventory-worker", "staging", "staging-eu-west-1");
+    assert!(namespace_entries(other).is_empty(), "{other:#}");
+}
+
+#[test]
+fn without_create_namespace_a_missing_namespace_is_a_clear_error() {
+    let world = World::without_namespaces();
+    world.edit(
+        "bowline.yaml",
+        "      selfHeal: true\n",
+        "      selfHeal: true\n      createNamespace: false\n",
+    );
+    assert_success(&world.validate(), "validate");
+    let (code, plan) = world.plan_json();
+    assert_eq!(code, Some(2), "{plan:#}");
+    assert!(
+        plan["comparedWith"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Compared with the live clusters")),
+        "{}",
+        plan["comparedWith"]
+    );
+    let staging = target(&plan, "checkout-api", "staging", "staging-eu-west-1");
+    let entries = namespace_entries(staging);
+    assert_eq!(entries.len(), 1, "{staging:#}");
+    assert_eq!(entries[0]["action"], "refuse");
+    assert!(
+        entries[0]["unified"]
+            .as_str()
+            .is_some_and(|u| u.contains("syncPolicy.createNamespace is false")),
+        "{staging:#}"
+    );
+
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "namespace \"shop-staging\" does not exist in cluster staging-eu-west-1 and syncPolicy.createNamespace is false"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        world
+            .staging
+            .get("v1", "Namespace", None, "shop-staging")
+            .is_none()
+    );
+    assert!(
+        world
+            .staging
+            .requests()
+            .iter()
+            .all(|r| r.dry_run || r.method == "GET"),
+        "nothing was written"
+    );
+
+    // Once the platform team creates it, the sync uses it as it is.
+    world.staging.create(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-staging"}}),
+    );
+    assert_success(&world.sync("checkout-api", "staging", &[]), "sync");
+    let namespace = world
+        .staging
+        .get("v1", "Namespace", None, "shop-staging")
+        .expect("namespace");
+    assert!(
+        namespace["metadata"]["labels"]
+            .get("app.kubernetes.io/managed-by")
+            .is_none(),
+        "{namespace:#}"
+    );
+}
+
+#[test]
+fn a_namespace_another_app_uses_is_never_pruned() {
+    let world = World::without_namespaces();
+    world.edit(
+        "bowline.yaml",
+        "      namespace: shop-staging\n",
+        "      namespace: shop-staging\n      destinations:\n        namespaces: [shop-staging, shop-old]\n",
+    );
+    for app in ["checkout-api", "inventory-worker"] {
+        world.edit(
+            &format!("apps/{app}/app.yaml"),
+            "    staging:\n",
+            "    staging:\n      namespace: shop-old\n",
+        );
+    }
+    assert_success(&world.validate(), "validate");
+    // checkout-api creates shop-old; inventory-worker then finds it and uses it.
+    assert_success(
+        &world.sync("checkout-api", "staging", &[]),
+        "sync checkout-api",
+    );
+    assert_success(
+        &world.sync("inventory-worker", "staging", &[]),
+        "sync inventory-worker",
+    );
+    let namespace = world
+        .staging
+        .get("v1", "Namespace", None, "shop-old")
+        .expect("namespace created");
+    assert_eq!(
+        namespace["metadata"]["labels"]["bowline.dev/app"],
+        "checkout-api"
+    );
+
+    // checkout-api moves to the environment's namespace and prunes what it left behind: its
+    // objects in shop-old go, the namespace stays, for inventory-worker lives in it.
+    world.edit(
+        "apps/checkout-api/app.yaml",
+        "      namespace: shop-old\n",
+        "",
+    );
+    let out = world.sync("checkout-api", "staging", &["--prune"]);
+    assert_success(&out, "sync --prune");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("apps/v1 Deployment shop-old/checkout-api pruned"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Namespace shop-old pruned"), "{stdout}");
+    assert!(
+        world
+            .staging
+            .get("v1", "Namespace", None, "shop-old")
+            .is_some(),
+        "the namespace another app uses was pruned"
+    );
+    assert!(
+        world
+            .staging
+            .get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-old"),
+                "inventory-worker"
+            )
+            .is_some()
+    );
+    assert!(
+        world
+            .staging
+            .get("apps/v1", "Deployment", Some("shop-old"), "checkout-api")
+            .is_none()
+    );
+    assert!(
+        world
+            .staging
+            .get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-staging"),
+                "checkout-api"
+            )
+            .is_some()
+    );
 }
