@@ -372,7 +372,21 @@ async fn plan_objects(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let live = cluster.list_managed(target.app, &namespaces).await?;
+        let mut live = cluster.list_managed(target.app, &namespaces).await?;
+        // Namespaces bowline created for the app that it no longer deploys to (the app moved):
+        // what it left there is pruned too, within the destinations.
+        let left: Vec<String> = live
+            .iter()
+            .filter(|o| {
+                crate::cluster::prune::is_namespace(o)
+                    && crate::cluster::prune::is_ours(o, target.app, target.environment)
+            })
+            .map(|o| ObjectKey::of(o).name)
+            .filter(|ns| !namespaces.contains(ns) && target.destinations.allows_namespace(ns))
+            .collect();
+        if !left.is_empty() {
+            live.extend(cluster.list_managed_in(target.app, &left).await?);
+        }
         for object in crate::cluster::prune::select(&live, &desired, target.app, target.environment)
         {
             // Only inside the destinations: what the app may not create, it may not delete.

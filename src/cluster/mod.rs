@@ -447,6 +447,17 @@ impl Cluster {
             .await
     }
 
+    /// Like [`Cluster::list_managed`], for namespaced kinds in `namespaces` only.
+    #[tracing::instrument(level = "info", skip(self), fields(cluster = %self.name))]
+    pub async fn list_managed_in(
+        &self,
+        app: &str,
+        namespaces: &[String],
+    ) -> Result<Vec<Value>, ClusterError> {
+        self.list_labelled(&prune::selector(app), namespaces, false)
+            .await
+    }
+
     /// Whether objects bowline manages for applications other than `app` live in `namespace`:
     /// such a namespace is never pruned, whoever created it.
     #[tracing::instrument(level = "info", skip(self), fields(cluster = %self.name))]
