@@ -1137,3 +1137,22 @@ pub enum Lookback {
     /// The last interval only.
     Sliding,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_namespace_defaults_to_true_and_falls_back_to_the_repository() {
+        let unset = SyncPolicySpec::default();
+        assert!(unset.resolve(&SyncPolicySpec::default()).create_namespace);
+        let off: SyncPolicySpec =
+            serde_yaml::from_str("createNamespace: false").expect("policy parses");
+        assert!(!unset.resolve(&off).create_namespace);
+        let on = SyncPolicySpec {
+            create_namespace: Some(true),
+            ..SyncPolicySpec::default()
+        };
+        assert!(on.resolve(&off).create_namespace);
+    }
+}

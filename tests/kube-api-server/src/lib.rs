@@ -55,7 +55,9 @@
 //!   10.96.0.0/12, node ports), Secret (`type`, `stringData` folded into `data`), pod spec and
 //!   container defaults (pull policy, termination message, probes, ports, volume modes), RBAC
 //!   subject API groups, CRD status/names; resource quantities canonicalised.
-//! - Validation: unknown namespace (`404 namespaces "x" not found`), URL/body mismatches of
+//! - Validation: unknown namespace (every write, dry-run or not, of a namespaced object: `404`
+//!   `NotFound`, `namespaces "x" not found`, details `{name, kind: namespaces}`, as the
+//!   real server's `NamespaceLifecycle` admission answers), URL/body mismatches of
 //!   name, namespace, apiVersion and kind (`400`), unknown resources (`404`), invalid names and
 //!   workload selectors (`422 Invalid`), protobuf bodies (`415`); all errors are `Status` bodies.
 //! - Simulated controllers: Deployments get ReplicaSets and Running/Ready pods and an available
