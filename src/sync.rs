@@ -227,10 +227,10 @@ async fn plan_namespace(
     cluster: &Cluster,
     target: &AppTarget<'_>,
     namespace: &str,
+    live: Option<Value>,
     options: &DiffOptions,
 ) -> Result<Planned, SyncError> {
     let body = crate::cluster::prune::namespace_object(namespace, target.app, target.environment);
-    let live = cluster.get(&namespace_key(namespace)).await?;
     let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
     let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
     Ok(Planned { body, diff })
@@ -257,7 +257,7 @@ struct PlannedTarget {
 }
 
 /// The namespaces `target`'s objects go to (by the cluster's scope of their kinds) plus the
-/// environment's namespace, that do not exist yet.
+/// environment's namespace, inside the destinations, that do not exist yet.
 async fn missing_namespaces(
     cluster: &Cluster,
     target: &AppTarget<'_>,
@@ -267,7 +267,9 @@ async fn missing_namespaces(
     let wanted = object_namespaces
         .into_iter()
         .chain(std::iter::once(target.namespace.to_string()))
-        .filter(|ns| !ns.is_empty())
+        // Only where the app may deploy: a namespace outside the destinations is neither
+        // looked up nor created (objects bound for one are refused before this).
+        .filter(|ns| !ns.is_empty() && target.destinations.allows_namespace(ns))
         .collect::<BTreeSet<_>>();
     for ns in wanted {
         if cluster.get(&namespace_key(&ns)).await?.is_none() {
@@ -296,7 +298,7 @@ async fn plan_objects(
         }
     }
     let options = diff_options(options, target.objects);
-    let missing = missing_namespaces(cluster, target, object_namespaces).await?;
+    let missing = missing_namespaces(cluster, target, object_namespaces.clone()).await?;
     // Namespaces the app renders itself are applied before the objects in them, like any
     // rendered object.
     let rendered_namespaces: HashSet<&str> = target
@@ -308,31 +310,36 @@ async fn plan_objects(
     let mut uncreated = Vec::new();
     let mut planned = Vec::new();
     // The environment's namespace and every other missing one the app's objects need.
-    let mut to_create: BTreeSet<String> = missing
+    let to_create: BTreeSet<String> = missing
         .iter()
         .filter(|ns| !rendered_namespaces.contains(ns.as_str()))
         .cloned()
         .collect();
     if create_namespace
+        && target.destinations.allows_namespace(target.namespace)
         && !rendered_namespaces.contains(target.namespace)
         && !to_create.contains(target.namespace)
     {
         // Present: kept as desired only when bowline created it for this app.
         let live = cluster.get(&namespace_key(target.namespace)).await?;
-        if live
-            .as_ref()
-            .is_some_and(|ns| crate::cluster::prune::is_managed_by(ns, target.app))
-        {
-            planned.push(plan_namespace(cluster, target, target.namespace, &options).await?);
+        if let Some(live) = live.filter(|ns| crate::cluster::prune::is_managed_by(ns, target.app)) {
+            planned.push(
+                plan_namespace(cluster, target, target.namespace, Some(live), &options).await?,
+            );
         }
     }
     if create_namespace {
-        for ns in std::mem::take(&mut to_create) {
+        for ns in to_create {
             target.destinations.check(&namespace_key(&ns), true)?;
-            planned.push(plan_namespace(cluster, target, &ns, &options).await?);
+            planned.push(plan_namespace(cluster, target, &ns, None, &options).await?);
         }
     } else {
-        uncreated.extend(to_create);
+        // Only what the objects need: the environment's namespace may go unused.
+        uncreated.extend(
+            to_create
+                .into_iter()
+                .filter(|ns| object_namespaces.contains(ns)),
+        );
     }
     // Collected first: a stream over a closure would not be `Send` for every lifetime, which
     // callers spawning this on a runtime need.
@@ -782,4 +789,151 @@ pub async fn plan_targets(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DestinationsSpec;
+    use kube_api_test_server::TestServer;
+    use serde_json::json;
+
+    fn config_map(namespace: &str) -> RenderedObject {
+        RenderedObject {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some(namespace.into()),
+            name: "web".into(),
+            source: "apps/web/manifests/cm.yaml".into(),
+            line: 1,
+            object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "web", "namespace": namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "bowline", "bowline.dev/app": "web"},
+                    "annotations": {"bowline.dev/app": "web", "bowline.dev/environment": "staging"}},
+                "data": {"k": "v"}}),
+        }
+    }
+
+    async fn connect(server: &TestServer) -> (Cluster, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, server.kubeconfig("test")).expect("kubeconfig");
+        let options = ConnectOptions {
+            kubeconfig: Some(kubeconfig),
+            ..ConnectOptions::default()
+        };
+        let cluster = Cluster::connect("staging-eu", "test", &options)
+            .await
+            .expect("connect");
+        (cluster, dir)
+    }
+
+    #[tokio::test]
+    async fn a_missing_namespace_is_planned_without_dry_runs_into_it() {
+        let server = TestServer::start();
+        let (cluster, _dir) = connect(&server).await;
+        let destinations =
+            Destinations::from_spec("staging", &DestinationsSpec::default(), "shop-staging");
+        let objects = vec![config_map("shop-staging")];
+        let target = AppTarget {
+            app: "web",
+            environment: "staging",
+            cluster: "staging-eu",
+            namespace: "shop-staging",
+            destinations: &destinations,
+            objects: &objects,
+            prune: true,
+            force_conflicts: false,
+        };
+        let options = DiffOptions::default();
+
+        let created = plan_with(&cluster, &target, &options, true)
+            .await
+            .expect("plan");
+        let actions: Vec<(String, Action)> = created
+            .objects
+            .iter()
+            .map(|o| (o.key.to_string(), o.action))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                ("v1 Namespace shop-staging".to_string(), Action::Create),
+                ("v1 ConfigMap shop-staging/web".to_string(), Action::Create),
+            ]
+        );
+        assert_eq!(created.live, LiveState::Cluster);
+        assert!(
+            server
+                .requests()
+                .iter()
+                .all(|r| r.method == "GET" || r.status < 400),
+            "no write was refused: {:?}",
+            server.requests()
+        );
+        assert!(
+            !server
+                .requests()
+                .iter()
+                .any(|r| r.dry_run && r.path.contains("/namespaces/shop-staging/")),
+            "a dry-run into the missing namespace: {:?}",
+            server.requests()
+        );
+
+        let refused = plan_with(&cluster, &target, &options, false)
+            .await
+            .expect("plan");
+        assert_eq!(refused.objects[0].action, Action::Refuse);
+        assert!(
+            refused.objects[0].unified.contains(
+                "does not exist in cluster staging-eu and syncPolicy.createNamespace is false"
+            ),
+            "{}",
+            refused.objects[0].unified
+        );
+        let sync_options = SyncOptions {
+            create_namespace: false,
+            ..SyncOptions::default()
+        };
+        let err = sync(&cluster, &target, &options, &sync_options, &|_| {})
+            .await
+            .expect_err("no namespace");
+        assert_eq!(
+            err.to_string(),
+            "namespace \"shop-staging\" does not exist in cluster staging-eu and syncPolicy.createNamespace is false: create it, or set createNamespace to true"
+        );
+
+        // Objects going elsewhere only: with createNamespace false, the unused environment
+        // namespace is no reason to fail.
+        server.create(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+        );
+        let wide = Destinations::from_spec(
+            "staging",
+            &DestinationsSpec {
+                namespaces: vec!["shop-staging".into(), "other".into()],
+                ..DestinationsSpec::default()
+            },
+            "shop-staging",
+        );
+        let elsewhere = vec![config_map("other")];
+        let target = AppTarget {
+            destinations: &wide,
+            objects: &elsewhere,
+            ..target
+        };
+        sync(&cluster, &target, &options, &sync_options, &|_| {})
+            .await
+            .expect("sync into the existing namespace");
+        assert!(
+            server
+                .get("v1", "Namespace", None, "shop-staging")
+                .is_none()
+        );
+        assert!(
+            server
+                .get("v1", "ConfigMap", Some("other"), "web")
+                .is_some()
+        );
+    }
 }
