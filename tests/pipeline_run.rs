@@ -417,6 +417,49 @@ spec:
       when: failure()
 ";
 
+/// The objects among `deployed` that differ in the cluster, as the daemon's drift check
+/// computes it (a plan of the recorded objects, taking fields back as their owner).
+fn drift(world: &World, deployed: &[serde_json::Value]) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let options = bowline::cluster::ConnectOptions {
+            kubeconfig: Some(world.kubeconfig.clone()),
+            ..bowline::cluster::ConnectOptions::default()
+        };
+        let cluster = bowline::cluster::Cluster::connect("staging-eu-west-1", STAGING, &options)
+            .await
+            .expect("connect");
+        let objects: Vec<bowline::render::RenderedObject> = deployed
+            .iter()
+            .cloned()
+            .map(bowline::render::RenderedObject::from_value)
+            .collect();
+        let destinations = bowline::destination::Destinations::from_spec(
+            "staging",
+            &bowline::config::DestinationsSpec::default(),
+            "shop-staging",
+        );
+        let target = bowline::sync::AppTarget {
+            app: "storefront-web",
+            environment: "staging",
+            cluster: "staging-eu-west-1",
+            namespace: "shop-staging",
+            destinations: &destinations,
+            objects: &objects,
+            prune: false,
+            force_conflicts: true,
+        };
+        let plan = bowline::sync::plan(&cluster, &target, &bowline::diff::DiffOptions::default())
+            .await
+            .expect("plan");
+        plan.objects
+            .iter()
+            .filter(|o| o.action != bowline::diff::Action::Unchanged)
+            .map(|o| format!("{} {}: {:?}", o.action.as_str(), o.key, o.changed))
+            .collect()
+    })
+}
+
 fn selector_revision(world: &World, service: &str) -> Option<String> {
     world
         .staging
@@ -484,6 +527,36 @@ fn blue_green_switches_scales_down_the_old_revision_and_rolls_back() {
         "old revision scaled down after the delay"
     );
     assert!(replicas(&world, "storefront-web-rev2").is_some_and(|r| r > 0));
+    // What drift and self-heal compare with is the switched blue/green state: checking drift
+    // now finds nothing to change, so self-heal never routes the Service to every revision.
+    let deployed = world
+        .store()
+        .last_good("storefront-web", "staging", "staging-eu-west-1", None)
+        .expect("store")
+        .expect("recorded");
+    let names: Vec<String> = deployed
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .map(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["storefront-web-rev2"]);
+    for service in deployed.objects.iter().filter(|o| o["kind"] == "Service") {
+        assert_eq!(
+            service["spec"]["selector"]["bowline.dev/revision"], "rev2",
+            "{service}"
+        );
+    }
+    assert_eq!(drift(&world, &deployed.objects), Vec::<String>::new());
+    assert_eq!(
+        selector_revision(&world, "storefront-web").as_deref(),
+        Some("rev2")
+    );
 
     // The switch is rejected (timeout → reject): traffic stays on rev2, rev3 is scaled away.
     let third = run("rev3", "reject");
