@@ -756,6 +756,18 @@ async fn pull_request_merge_chatops_and_drift() {
         staging.objects,
         vec!["v1 ConfigMap shop-staging/inventory-worker".to_string()]
     );
+    // Per object, with the field that differs, in the API as well.
+    assert_eq!(staging.changes.len(), 1, "{staging:?}");
+    assert_eq!(staging.changes[0].action, "update");
+    assert_eq!(
+        staging.changes[0].fields,
+        vec!["/data/WORKER_CONCURRENCY".to_string()]
+    );
+    let (_, apps) = w.api("/api/v1/apps", Some(API_TOKEN)).await;
+    assert!(
+        apps.to_string().contains("/data/WORKER_CONCURRENCY"),
+        "{apps}"
+    );
     assert!(staging.healed, "{staging:?}");
     let cm = w.kube[0]
         .get("v1", "ConfigMap", Some("shop-staging"), "inventory-worker")
