@@ -650,3 +650,37 @@ fn a_stage_waits_for_its_window_and_can_be_canceled() {
         "{stages:?}"
     );
 }
+
+#[test]
+fn a_killed_blue_green_deploy_resumes_without_applying_again() {
+    // A slow controller keeps the deploy stage waiting for health after it applied.
+    let world = World::new(Duration::from_secs(3));
+    world.edit(
+        "pipelines/blue-green-release.yaml",
+        "      duration: 10m",
+        "      duration: 1s",
+    );
+    let mut child = world.spawn("storefront-web");
+    world.wait_for("deploy-staging", StageStatus::Running);
+    let started = Instant::now();
+    while deployment_writes(&world.staging) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "applied in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the checkpoint of what was applied be committed, then stop the process hard.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    assert_eq!(deployment_writes(&world.staging), 1);
+
+    let out = world.run("storefront-web");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        deployment_writes(&world.staging),
+        1,
+        "the resumed deploy did not apply its revision again"
+    );
+}

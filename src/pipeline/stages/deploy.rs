@@ -229,12 +229,23 @@ async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value
             ));
             workloads.push(variant(d, d, "canary", TRACK_LABEL, "canary", replicas));
         }
-        for w in &workloads {
-            connected
-                .apply(w, false, run.snapshot.force_conflicts)
-                .await
-                .map_err(|e| e.to_string())?;
-            run.note(&format!("{}: applied {}", cluster.name, ObjectKey::of(w)));
+        // Resumed after a restart, a cluster already applied is only waited for.
+        if run.state.outputs["applied"][cluster.name.as_str()] != json!(true) {
+            for w in &workloads {
+                connected
+                    .apply(w, false, run.snapshot.force_conflicts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                run.note(&format!("{}: applied {}", cluster.name, ObjectKey::of(w)));
+            }
+            let mut done = run
+                .state
+                .outputs
+                .get("applied")
+                .cloned()
+                .unwrap_or(json!({}));
+            done[cluster.name.as_str()] = json!(true);
+            run.checkpoint(json!({"applied": done}))?;
         }
         wait_healthy(run, &connected, &workloads).await?;
         created.extend(
@@ -293,11 +304,24 @@ async fn deploy_blue_green(
     let env = env.clone();
     for cluster in clusters(&env) {
         let connected = connect(run, &cluster).await?;
-        for o in others.iter().chain(&versioned) {
-            connected
-                .apply(o, false, run.snapshot.force_conflicts)
-                .await
-                .map_err(|e| e.to_string())?;
+        // Resumed after a restart, a cluster already applied is only waited for: nothing
+        // is applied twice.
+        let applied = run.state.outputs["applied"][cluster.name.as_str()] == json!(revision);
+        if !applied {
+            for o in others.iter().chain(&versioned) {
+                connected
+                    .apply(o, false, run.snapshot.force_conflicts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut done = run
+                .state
+                .outputs
+                .get("applied")
+                .cloned()
+                .unwrap_or(json!({}));
+            done[cluster.name.as_str()] = json!(revision);
+            run.checkpoint(json!({"applied": done}))?;
         }
         wait_healthy(run, &connected, &versioned).await?;
         run.note(&format!("{}: revision {revision} is healthy", cluster.name));
