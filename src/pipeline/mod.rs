@@ -191,13 +191,23 @@ impl Engine {
         );
         let mut tasks: JoinSet<(String, StageResult, Option<Ending>)> = JoinSet::new();
         let mut running: HashSet<String> = HashSet::new();
+        // A cancellation was handled and only `canceled()` stages are left to run.
+        let mut canceling = false;
         loop {
             let execution = self.store.execution(id)?;
             let states = self.store.stages(id)?;
-            if execution.cancel_requested {
+            if execution.cancel_requested && !canceling {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
+                running.clear();
+                // Stages meant for a cancellation (`when` calling `canceled()`) still run;
+                // everything else stops here.
+                let mut cleanup = false;
                 for s in states.iter().filter(|s| !s.status.is_final()) {
+                    if runs_on_cancel(s) {
+                        cleanup = true;
+                        continue;
+                    }
                     self.transition(
                         id,
                         &s.name,
@@ -206,13 +216,21 @@ impl Engine {
                         Some("canceled".into()),
                     )?;
                 }
-                self.store
-                    .finish_execution(id, ExecutionStatus::Canceled, None)?;
-                self.progress(Progress::Finished(ExecutionStatus::Canceled));
-                return Ok(ExecutionStatus::Canceled);
+                if !cleanup {
+                    self.store
+                        .finish_execution(id, ExecutionStatus::Canceled, None)?;
+                    self.progress(Progress::Finished(ExecutionStatus::Canceled));
+                    return Ok(ExecutionStatus::Canceled);
+                }
+                canceling = true;
+                continue;
             }
             if states.iter().all(|s| s.status.is_final()) && tasks.is_empty() {
-                let (status, error) = outcome(&states);
+                let (status, error) = if canceling {
+                    (ExecutionStatus::Canceled, None)
+                } else {
+                    outcome(&states)
+                };
                 self.store.finish_execution(id, status, error.as_deref())?;
                 self.progress(Progress::Finished(status));
                 return Ok(status);
@@ -441,6 +459,15 @@ impl Engine {
     }
 }
 
+/// Whether a stage still runs after a cancellation: its `when` calls `canceled()`.
+fn runs_on_cancel(state: &StageState) -> bool {
+    state
+        .inputs
+        .get("when")
+        .and_then(Value::as_str)
+        .is_some_and(|when| when.contains("canceled()"))
+}
+
 /// The final status of an execution whose stages are all final, and why it did not succeed:
 /// a failed stage fails it; otherwise a rejected judgment rejects it (a rejection is a
 /// decision, not a failure); otherwise it succeeded.
@@ -480,4 +507,70 @@ pub(crate) fn merged(outputs: &Value, extra: Value) -> Value {
         out.extend(extra);
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state(name: &str, status: StageStatus, inputs: Value, outputs: Value) -> StageState {
+        StageState {
+            name: name.into(),
+            stage_type: "wait".into(),
+            environment: None,
+            status,
+            attempts: 0,
+            inputs,
+            outputs,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn outcomes_put_failure_before_rejection_before_success() {
+        let ok = state("a", StageStatus::Succeeded, json!({}), json!({}));
+        let skipped = state("b", StageStatus::Skipped, json!({}), json!({}));
+        let rejected = state(
+            "approve",
+            StageStatus::Rejected,
+            json!({}),
+            json!({"reason": "rejected by maria"}),
+        );
+        let failed = state("notify", StageStatus::Failed, json!({}), json!({}));
+        assert_eq!(
+            outcome(&[ok.clone(), skipped.clone()]),
+            (ExecutionStatus::Succeeded, None)
+        );
+        assert_eq!(
+            outcome(&[ok.clone(), rejected.clone(), skipped]),
+            (
+                ExecutionStatus::Rejected,
+                Some("stage approve rejected by maria".into())
+            )
+        );
+        assert_eq!(
+            outcome(&[ok, rejected, failed]),
+            (ExecutionStatus::Failed, Some("stage notify failed".into()))
+        );
+    }
+
+    #[test]
+    fn only_canceled_stages_run_on_cancel() {
+        let with_when = |when: Option<&str>| {
+            state(
+                "s",
+                StageStatus::NotStarted,
+                json!({"name": "s", "when": when}),
+                json!({}),
+            )
+        };
+        assert!(runs_on_cancel(&with_when(Some("canceled()"))));
+        assert!(runs_on_cancel(&with_when(Some("canceled() or failure()"))));
+        assert!(!runs_on_cancel(&with_when(Some("always()"))));
+        assert!(!runs_on_cancel(&with_when(Some("failure()"))));
+        assert!(!runs_on_cancel(&with_when(None)));
+    }
 }
