@@ -695,7 +695,7 @@ fn a_failure_runs_failure_stages_and_a_rollback_with_nothing_before_is_skipped()
     assert_eq!(rollback.attempts, 1, "failure() ran it: {rollback:?}");
     assert_eq!(
         rollback.outputs["reason"],
-        format!("staging-eu-west-1: no earlier successful revision to roll back to"),
+        "staging-eu-west-1: no earlier successful revision to roll back to",
         "{rollback:?}"
     );
     let rejection = stages
@@ -707,9 +707,7 @@ fn a_failure_runs_failure_stages_and_a_rollback_with_nothing_before_is_skipped()
     assert!(
         events.iter().any(|e| e.stage.as_deref() == Some("rollback")
             && e.message
-                == format!(
-                    "skipped: staging-eu-west-1: no earlier successful revision to roll back to"
-                )),
+                == "skipped: staging-eu-west-1: no earlier successful revision to roll back to"),
         "{events:?}"
     );
 }
