@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bowline::store::{ExecutionFilter, SqliteStore, StageStatus, Store};
+use bowline::store::{ExecutionFilter, ExecutionStatus, SqliteStore, StageStatus, Store};
 use kube_api_test_server::{Options, TestServer, kubeconfig_for};
 use serde_json::json;
 use tempfile::TempDir;
@@ -269,6 +269,12 @@ spec:
       dependsOn: [approve]
       when: failure()
       duration: 1s
+    - name: on-rejection
+      type: wait
+      environment: staging
+      dependsOn: [approve]
+      when: rejected()
+      duration: 1s
 ";
 
 fn judged(world: &World, timeout: &str, outcome: &str) {
@@ -307,8 +313,19 @@ fn manual_judgment_approve_reject_and_timeout() {
         StageStatus::Skipped,
         "cleanup runs only on failure"
     );
+    assert_eq!(
+        stages[3].status,
+        StageStatus::Skipped,
+        "on-rejection runs only on rejection"
+    );
+    let events = world.store().events(&id).expect("events");
+    assert!(
+        events.iter().any(|e| e.message == "approved by maria"),
+        "{events:?}"
+    );
 
-    // Reject: the deploy is skipped, the failure branch runs, the execution fails.
+    // Reject: the deploy is skipped, the failure branch is not run (a rejection is not a
+    // failure), the rejected() branch runs, and the execution is REJECTED.
     let world = World::new(Duration::from_millis(50));
     judged(&world, "1m", "reject");
     let child = world.spawn("storefront-web");
@@ -321,11 +338,40 @@ fn manual_judgment_approve_reject_and_timeout() {
     );
     let out = child.wait_with_output().expect("finishes");
     assert_eq!(out.status.code(), Some(1));
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Rejected);
+    assert_eq!(
+        execution.error.as_deref(),
+        Some("stage approve rejected by maria")
+    );
     let stages = world.store().stages(&id).expect("stages");
-    assert_eq!(stages[0].status, StageStatus::Failed);
-    assert_eq!(stages[0].error.as_deref(), Some("rejected by maria"));
+    assert_eq!(stages[0].status, StageStatus::Rejected, "{:?}", stages[0]);
+    assert_eq!(stages[0].error, None, "a rejection is not an error");
+    assert_eq!(stages[0].outputs["reason"], "rejected by maria");
     assert_eq!(stages[1].status, StageStatus::Skipped);
-    assert_eq!(stages[2].status, StageStatus::Succeeded);
+    assert_eq!(stages[2].status, StageStatus::Skipped, "failure() is false");
+    assert_eq!(
+        stages[3].status,
+        StageStatus::Succeeded,
+        "rejected() is true"
+    );
+    let events = world.store().events(&id).expect("events");
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages.contains(&"rejected by maria"), "{messages:?}");
+    assert!(
+        messages.contains(&"REJECTED: stage approve rejected by maria"),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("rejectd")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("skipped: when `failure()` is false")),
+        "{messages:?}"
+    );
     assert!(
         world
             .staging
@@ -336,6 +382,18 @@ fn manual_judgment_approve_reject_and_timeout() {
                 "storefront-web"
             )
             .is_none()
+    );
+
+    // Nobody decides and the timeout rejects: REJECTED too.
+    let world = World::new(Duration::from_millis(50));
+    judged(&world, "1s", "reject");
+    let out = world.run("storefront-web");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let execution = world.store().execution(&world.latest()).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Rejected);
+    assert_eq!(
+        execution.error.as_deref(),
+        Some("stage approve rejected: no judgment before the timeout")
     );
 
     // Nobody decides: the timeout resolves to the configured outcome.
@@ -379,7 +437,7 @@ spec:
       type: rollback
       environment: staging
       dependsOn: [approve-switch]
-      when: failure()
+      when: failure() or rejected()
 ";
 
 /// Switches, then a post-switch check fails: the rollback routes traffic back.
@@ -643,7 +701,7 @@ fn a_stage_waits_for_its_window_and_can_be_canceled() {
     let out = child.wait_with_output().expect("finishes");
     assert_eq!(out.status.code(), Some(1));
     let execution = world.store().execution(&id).expect("execution");
-    assert_eq!(execution.status, bowline::store::ExecutionStatus::Canceled);
+    assert_eq!(execution.status, ExecutionStatus::Canceled);
     let stages = world.store().stages(&id).expect("stages");
     assert!(
         stages.iter().all(|s| s.status == StageStatus::Canceled),
@@ -683,4 +741,152 @@ fn a_killed_blue_green_deploy_resumes_without_applying_again() {
         1,
         "the resumed deploy did not apply its revision again"
     );
+}
+
+/// Deploys, then a check fails: a first delivery has nothing to roll back to.
+const FIRST_FAILS: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: first-fails
+spec:
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: rolling
+    - name: verify
+      type: checkPreconditions
+      environment: staging
+      dependsOn: [deploy-staging]
+      preconditions:
+        - expression: \"false\"
+          message: error budget burnt
+    - name: rollback
+      type: rollback
+      environment: staging
+      dependsOn: [verify]
+      when: failure()
+    - name: on-rejection
+      type: wait
+      environment: staging
+      dependsOn: [verify]
+      when: rejected()
+      duration: 1s
+";
+
+#[test]
+fn a_failure_runs_failure_stages_and_a_rollback_with_nothing_before_is_skipped() {
+    let world = World::new(Duration::from_millis(50));
+    world.write("pipelines/first-fails.yaml", FIRST_FAILS);
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: first-fails",
+    );
+    let out = world.run("inventory-worker");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let id = world.latest();
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Failed);
+    assert_eq!(
+        execution.error.as_deref(),
+        Some("stage verify failed"),
+        "the skipped rollback is not a failure"
+    );
+    let stages = world.store().stages(&id).expect("stages");
+    let rollback = stages
+        .iter()
+        .find(|s| s.name == "rollback")
+        .expect("rollback");
+    assert_eq!(rollback.status, StageStatus::Skipped, "{rollback:?}");
+    assert_eq!(rollback.attempts, 1, "failure() ran it: {rollback:?}");
+    assert_eq!(
+        rollback.outputs["reason"],
+        "staging-eu-west-1: no earlier successful revision to roll back to",
+        "{rollback:?}"
+    );
+    let rejection = stages
+        .iter()
+        .find(|s| s.name == "on-rejection")
+        .expect("on-rejection");
+    assert_eq!(rejection.status, StageStatus::Skipped, "{rejection:?}");
+    let events = world.store().events(&id).expect("events");
+    assert!(
+        events.iter().any(|e| e.stage.as_deref() == Some("rollback")
+            && e.message
+                == "skipped: staging-eu-west-1: no earlier successful revision to roll back to"),
+        "{events:?}"
+    );
+}
+
+/// Waits for a window that is closed; canceling it still runs the `canceled()` stage.
+const CANCELED_CLEANUP: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: canceled-cleanup
+spec:
+  executionWindows:
+    - days: [mon, tue, wed, thu, fri, sat, sun]
+      start: \"START\"
+      end: \"END\"
+      timezone: UTC
+      environments: [staging]
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: rolling
+    - name: on-failure
+      type: checkPreconditions
+      dependsOn: [deploy-staging]
+      when: failure()
+      preconditions:
+        - expression: \"true\"
+    - name: on-cancel
+      type: checkPreconditions
+      dependsOn: [deploy-staging]
+      when: canceled()
+      preconditions:
+        - expression: \"true\"
+";
+
+#[test]
+fn a_cancellation_runs_canceled_stages_only() {
+    let world = World::new(Duration::from_millis(50));
+    let opens = chrono::Utc::now() + chrono::Duration::hours(2);
+    world.write(
+        "pipelines/canceled-cleanup.yaml",
+        &CANCELED_CLEANUP
+            .replace("START", &opens.format("%H:%M").to_string())
+            .replace(
+                "END",
+                &(opens + chrono::Duration::minutes(1))
+                    .format("%H:%M")
+                    .to_string(),
+            ),
+    );
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: canceled-cleanup",
+    );
+    let child = world.spawn("inventory-worker");
+    let id = world.wait_for("deploy-staging", StageStatus::Waiting);
+    let cancel = world.executions(&["cancel", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel));
+    let out = child.wait_with_output().expect("finishes");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Canceled);
+    let stages = world.store().stages(&id).expect("stages");
+    let status = |name: &str| {
+        stages
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.status)
+            .expect("stage")
+    };
+    assert_eq!(status("deploy-staging"), StageStatus::Canceled);
+    assert_eq!(status("on-failure"), StageStatus::Canceled, "{stages:?}");
+    assert_eq!(status("on-cancel"), StageStatus::Succeeded, "{stages:?}");
 }

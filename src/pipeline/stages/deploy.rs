@@ -665,19 +665,32 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
                 .clone()
                 .unwrap_or_else(|| run.execution.clone());
             let record = run.snapshot.rollback_before.is_some();
-            let mut restored = BTreeMap::new();
+            // Nothing to roll back to anywhere (a first delivery): the stage is skipped with
+            // that reason rather than failed. Only some clusters without one: the others are
+            // rolled back, then the stage fails naming the rest.
+            let mut goods = Vec::new();
+            let mut missing = Vec::new();
             for cluster in clusters(&env) {
-                let good = run
+                match run
                     .engine
                     .store
                     .last_good(&app, &env_name, &cluster.name, Some(&before))
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!(
-                            "{}: no earlier successful revision to roll back to",
-                            cluster.name
-                        )
-                    })?;
+                {
+                    Some(good) => goods.push((cluster, good)),
+                    None => missing.push(cluster.name),
+                }
+            }
+            let nothing = format!(
+                "{}: no earlier successful revision to roll back to",
+                missing.join(", ")
+            );
+            if goods.is_empty() && !missing.is_empty() {
+                run.end_as(StageStatus::Skipped, nothing);
+                return Ok(json!({"rolledBack": "nothing"}));
+            }
+            let mut restored = BTreeMap::new();
+            for (cluster, good) in goods {
                 restored.insert(cluster.name.clone(), good.revision.clone());
                 run.note(&format!(
                     "{}: re-applying revision {}",
@@ -694,6 +707,9 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
                         })
                         .map_err(|e| e.to_string())?;
                 }
+            }
+            if !missing.is_empty() {
+                return Err(nothing);
             }
             Ok(json!({"rolledBack": "revision", "revisions": restored}))
         }
