@@ -11,6 +11,7 @@ pub mod canary;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod desired;
 pub mod destination;
 pub mod diagnostic;
 pub mod diff;

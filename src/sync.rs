@@ -702,6 +702,8 @@ pub struct RenderTarget<'r> {
     pub policy: SyncPolicy,
     /// Rendered objects in apply order.
     pub objects: Vec<RenderedObject>,
+    /// The blue/green settings when the app deploys blue/green there (see [`crate::desired`]).
+    pub blue_green: Option<crate::config::BlueGreenSettings>,
 }
 
 /// The renders that succeed for the selected apps and environments (all when `None`), in
@@ -721,10 +723,62 @@ pub fn render_targets<'r>(
                 app,
                 environment,
                 policy: repo.sync_policy(app),
+                blue_green: crate::desired::blue_green_settings(
+                    repo,
+                    &app.metadata.name,
+                    &environment.name,
+                ),
                 objects,
             })
         })
         .collect()
+}
+
+/// The desired objects of `target` in one cluster (see [`crate::desired`]): the render, or
+/// for blue/green the versioned state at `revision`, with the Services other than the preview
+/// left on the revision the live ones select (the new one when none does yet).
+pub async fn desired_objects(
+    target: &RenderTarget<'_>,
+    cluster: Option<&Cluster>,
+    revision: &str,
+) -> Vec<RenderedObject> {
+    let Some(settings) = &target.blue_green else {
+        return target.objects.clone();
+    };
+    let revision = &crate::desired::revision_name(revision);
+    let rendered: Vec<serde_json::Value> =
+        target.objects.iter().map(|o| o.object.clone()).collect();
+    let mut live = Vec::new();
+    if let Some(cluster) = cluster {
+        for service in rendered
+            .iter()
+            .filter(|o| crate::desired::is_service(o) && !crate::desired::is_preview(o, settings))
+        {
+            // Destinations are checked again before anything else is read; a Service outside
+            // them is simply not asked about here.
+            let key = ObjectKey::of(service);
+            if check_destinations_of(target, &key)
+                && let Ok(Some(found)) = cluster.get(&key).await
+            {
+                live.push((key, found));
+            }
+        }
+    }
+    let active = crate::desired::active_revision(&rendered, settings, |o| {
+        let key = ObjectKey::of(o);
+        live.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    })
+    .unwrap_or_else(|| revision.to_string());
+    crate::desired::blue_green(&rendered, revision, Some(&active), settings)
+        .into_iter()
+        .map(RenderedObject::from_value)
+        .collect()
+}
+
+fn check_destinations_of(target: &RenderTarget<'_>, key: &ObjectKey) -> bool {
+    Destinations::of(target.environment)
+        .check(key, key.namespace.is_none())
+        .is_ok()
 }
 
 /// Plans every target against its clusters (connecting once per cluster), or against an empty
@@ -735,7 +789,9 @@ pub async fn plan_targets(
     options: &ConnectOptions,
     configured: bool,
     masker: &Masker,
+    revision: &str,
 ) -> Vec<TargetPlan> {
+    let revision = crate::desired::revision_name(revision);
     let mut connections: std::collections::HashMap<(String, String), Result<Cluster, String>> =
         std::collections::HashMap::new();
     let mut out = Vec::new();
@@ -746,13 +802,28 @@ pub async fn plan_targets(
         for (_, wave) in target.environment.waves() {
             for cluster in wave {
                 let namespace = target.app.namespace_in(target.environment);
+                let key = (cluster.name.clone(), cluster.context.clone());
+                // Nothing outside the destinations reaches a cluster, not even a connection.
+                let rendered_refused = target
+                    .objects
+                    .iter()
+                    .map(|o| ObjectKey::of(&o.object))
+                    .find_map(|k| destinations.check(&k, k.namespace.is_none()).err());
+                if configured && rendered_refused.is_none() && !connections.contains_key(&key) {
+                    let connected = Cluster::connect(&cluster.name, &cluster.context, options)
+                        .await
+                        .map_err(|e| e.to_string());
+                    connections.insert(key.clone(), connected);
+                }
+                let connection = connections.get(&key).and_then(|c| c.as_ref().ok());
+                let objects = desired_objects(target, connection, &revision).await;
                 let app_target = AppTarget {
                     app: &target.app.metadata.name,
                     environment: &target.environment.name,
                     cluster: &cluster.name,
                     namespace: &namespace,
                     destinations: &destinations,
-                    objects: &target.objects,
+                    objects: &objects,
                     prune: policy.prune,
                     force_conflicts: policy.force_conflicts,
                 };
@@ -767,13 +838,6 @@ pub async fn plan_targets(
                         "no cluster configured: no --kubeconfig, KUBECONFIG or ~/.kube/config",
                     ));
                     continue;
-                }
-                let key = (cluster.name.clone(), cluster.context.clone());
-                if !connections.contains_key(&key) {
-                    let connected = Cluster::connect(&cluster.name, &cluster.context, options)
-                        .await
-                        .map_err(|e| e.to_string());
-                    connections.insert(key.clone(), connected);
                 }
                 let planned = match connections.get(&key) {
                     Some(Ok(c)) => plan_with(c, &app_target, &diff, policy.create_namespace)

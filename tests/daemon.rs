@@ -756,6 +756,18 @@ async fn pull_request_merge_chatops_and_drift() {
         staging.objects,
         vec!["v1 ConfigMap shop-staging/inventory-worker".to_string()]
     );
+    // Per object, with the field that differs, in the API as well.
+    assert_eq!(staging.changes.len(), 1, "{staging:?}");
+    assert_eq!(staging.changes[0].action, "update");
+    assert_eq!(
+        staging.changes[0].fields,
+        vec!["/data/WORKER_CONCURRENCY".to_string()]
+    );
+    let (_, apps) = w.api("/api/v1/apps", Some(API_TOKEN)).await;
+    assert!(
+        apps.to_string().contains("/data/WORKER_CONCURRENCY"),
+        "{apps}"
+    );
     assert!(staging.healed, "{staging:?}");
     let cm = w.kube[0]
         .get("v1", "ConfigMap", Some("shop-staging"), "inventory-worker")
@@ -1568,5 +1580,100 @@ async fn live_plans_on_request_of_a_write_collaborator() {
             .calls()
             .iter()
             .all(|c| c.validation_errors.is_empty() && c.response_errors.is_empty())
+    );
+}
+
+/// A rejected judgment ends the execution REJECTED: the deploy status is a failure saying who
+/// rejected it where, the API and `/metrics` show REJECTED, and the event log reads right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_judgment_reads_rejected_everywhere() {
+    let (w, first) = start().await;
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.31.5\"",
+    );
+    let commit = commit_all(&w.git, "refs/heads/main", "bump worker", Some(&first));
+    w.daemon.reconcile_branch().await.expect("reconcile");
+    let store = w.store();
+    let waiting = || {
+        let list = store.executions(&ExecutionFilter::default()).expect("list");
+        let e = list.first()?;
+        let stages = store.stages(&e.id).expect("stages");
+        stages
+            .iter()
+            .any(|s| s.name == "approve-production" && s.status == StageStatus::Waiting)
+            .then(|| e.id.clone())
+    };
+    eventually(
+        "the execution to wait for approval",
+        Duration::from_secs(60),
+        || waiting().is_some(),
+    )
+    .await;
+    let id = waiting().expect("waiting");
+    let (code, body) = w
+        .api_post(
+            &format!("/api/v1/executions/{id}/judgment"),
+            json!({"decision": "reject"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually("the execution to end", Duration::from_secs(30), || {
+        store.execution(&id).map(|e| e.status.is_final()).ok() == Some(true)
+    })
+    .await;
+    let user = store
+        .judgment(&id, "approve-production")
+        .expect("read")
+        .expect("judged")
+        .user;
+    let execution = store.execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Rejected);
+    assert_eq!(
+        execution.error.as_deref(),
+        Some(format!("stage approve-production rejected by {user}").as_str())
+    );
+    let stages = store.stages(&id).expect("stages");
+    let status = |name: &str| stages.iter().find(|s| s.name == name).map(|s| s.status);
+    assert_eq!(status("approve-production"), Some(StageStatus::Rejected));
+    assert_eq!(status("deploy-production"), Some(StageStatus::Skipped));
+    let events = store.events(&id).expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message == format!("rejected by {user}")),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.message.contains("rejectd")),
+        "{events:?}"
+    );
+
+    let expected = format!("rejected by {user} at approve-production");
+    eventually(
+        "the rejected deploy status",
+        Duration::from_secs(10),
+        || {
+            w.github.statuses(REPO, &commit).iter().any(|s| {
+                s.context == deploy_context("inventory-worker")
+                    && s.state == "failure"
+                    && s.description.as_deref() == Some(expected.as_str())
+            })
+        },
+    )
+    .await;
+
+    let (code, list) = w
+        .api("/api/v1/executions?status=rejected", Some(API_TOKEN))
+        .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["executions"][0]["id"], json!(id), "{list}");
+    assert_eq!(list["executions"][0]["status"], json!("REJECTED"), "{list}");
+    let text = metrics(&w).await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bowline_executions{status=\"REJECTED\"} 1")),
+        "{text}"
     );
 }

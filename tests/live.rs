@@ -452,7 +452,9 @@ fn a_failing_rollout_exits_non_zero_naming_the_reason() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("sync failed: rollout of apps/v1 Deployment shop-staging/storefront-web failed: ProgressDeadlineExceeded"),
+        // storefront-web deploys blue/green: its Deployment runs versioned (the copy has no
+        // Git history, so its revision is `new`).
+        last.starts_with("sync failed: rollout of apps/v1 Deployment shop-staging/storefront-web-new failed: ProgressDeadlineExceeded"),
         "{stdout}"
     );
     assert!(last.contains("ImagePullBackOff"), "{last}");
@@ -999,5 +1001,87 @@ fn a_namespace_another_app_uses_is_never_pruned() {
                 "checkout-api"
             )
             .is_some()
+    );
+}
+
+/// Commits the working copy of the world's repository; returns the commit id.
+fn commit(world: &World, message: &str) -> String {
+    let repo = git2::Repository::open(world.repo.path())
+        .or_else(|_| git2::Repository::init(world.repo.path()))
+        .expect("repository");
+    let mut index = repo.index().expect("index");
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .expect("add");
+    index.write().expect("index");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("tree");
+    let sig = git2::Signature::now("Test", "test@example.com").expect("signature");
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .expect("commit")
+        .to_string()
+}
+
+#[test]
+fn a_blue_green_plan_shows_the_new_revision_beside_the_active_one() {
+    let world = World::new();
+    let first = commit(&world, "first");
+    let out = world.sync("storefront-web", "staging", &[]);
+    assert_success(&out, "first sync");
+    let active = first[..12].to_string();
+    let service = world
+        .staging
+        .get("v1", "Service", Some("shop-staging"), "storefront-web")
+        .expect("active Service");
+    assert_eq!(service["spec"]["selector"]["bowline.dev/revision"], active);
+    let (code, plan) = world.plan_json();
+    let staging = target(&plan, "storefront-web", "staging", "staging-eu-west-1");
+    assert!(changed_objects(staging).is_empty(), "{code:?} {staging:#}");
+
+    world.edit(
+        "apps/storefront-web/app.yaml",
+        "tag: \"5.3.0\"",
+        "tag: \"5.4.0\"",
+    );
+    let second = commit(&world, "bump");
+    let next = second[..12].to_string();
+    let (_, plan) = world.plan_json();
+    let staging = target(&plan, "storefront-web", "staging", "staging-eu-west-1");
+    let changed: Vec<(String, String, String)> = changed_objects(staging)
+        .iter()
+        .map(|o| {
+            (
+                o["action"].as_str().unwrap_or_default().to_string(),
+                o["key"]["kind"].as_str().unwrap_or_default().to_string(),
+                o["key"]["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            (
+                "update".into(),
+                "Service".into(),
+                "storefront-web-preview".into()
+            ),
+            (
+                "create".into(),
+                "Deployment".into(),
+                format!("storefront-web-{next}")
+            ),
+        ],
+        "{staging:#}"
+    );
+    let preview = changed_objects(staging)
+        .into_iter()
+        .find(|o| o["key"]["name"] == "storefront-web-preview")
+        .expect("preview");
+    assert_eq!(
+        preview["changed"],
+        json!(["/spec/selector/bowline.dev~1revision"])
     );
 }

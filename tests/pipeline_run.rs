@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bowline::store::{ExecutionFilter, SqliteStore, StageStatus, Store};
+use bowline::store::{ExecutionFilter, ExecutionStatus, SqliteStore, StageStatus, Store};
 use kube_api_test_server::{Options, TestServer, kubeconfig_for};
 use serde_json::json;
 use tempfile::TempDir;
@@ -269,6 +269,12 @@ spec:
       dependsOn: [approve]
       when: failure()
       duration: 1s
+    - name: on-rejection
+      type: wait
+      environment: staging
+      dependsOn: [approve]
+      when: rejected()
+      duration: 1s
 ";
 
 fn judged(world: &World, timeout: &str, outcome: &str) {
@@ -307,8 +313,19 @@ fn manual_judgment_approve_reject_and_timeout() {
         StageStatus::Skipped,
         "cleanup runs only on failure"
     );
+    assert_eq!(
+        stages[3].status,
+        StageStatus::Skipped,
+        "on-rejection runs only on rejection"
+    );
+    let events = world.store().events(&id).expect("events");
+    assert!(
+        events.iter().any(|e| e.message == "approved by maria"),
+        "{events:?}"
+    );
 
-    // Reject: the deploy is skipped, the failure branch runs, the execution fails.
+    // Reject: the deploy is skipped, the failure branch is not run (a rejection is not a
+    // failure), the rejected() branch runs, and the execution is REJECTED.
     let world = World::new(Duration::from_millis(50));
     judged(&world, "1m", "reject");
     let child = world.spawn("storefront-web");
@@ -321,11 +338,40 @@ fn manual_judgment_approve_reject_and_timeout() {
     );
     let out = child.wait_with_output().expect("finishes");
     assert_eq!(out.status.code(), Some(1));
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Rejected);
+    assert_eq!(
+        execution.error.as_deref(),
+        Some("stage approve rejected by maria")
+    );
     let stages = world.store().stages(&id).expect("stages");
-    assert_eq!(stages[0].status, StageStatus::Failed);
-    assert_eq!(stages[0].error.as_deref(), Some("rejected by maria"));
+    assert_eq!(stages[0].status, StageStatus::Rejected, "{:?}", stages[0]);
+    assert_eq!(stages[0].error, None, "a rejection is not an error");
+    assert_eq!(stages[0].outputs["reason"], "rejected by maria");
     assert_eq!(stages[1].status, StageStatus::Skipped);
-    assert_eq!(stages[2].status, StageStatus::Succeeded);
+    assert_eq!(stages[2].status, StageStatus::Skipped, "failure() is false");
+    assert_eq!(
+        stages[3].status,
+        StageStatus::Succeeded,
+        "rejected() is true"
+    );
+    let events = world.store().events(&id).expect("events");
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages.contains(&"rejected by maria"), "{messages:?}");
+    assert!(
+        messages.contains(&"REJECTED: stage approve rejected by maria"),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("rejectd")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("skipped: when `failure()` is false")),
+        "{messages:?}"
+    );
     assert!(
         world
             .staging
@@ -336,6 +382,18 @@ fn manual_judgment_approve_reject_and_timeout() {
                 "storefront-web"
             )
             .is_none()
+    );
+
+    // Nobody decides and the timeout rejects: REJECTED too.
+    let world = World::new(Duration::from_millis(50));
+    judged(&world, "1s", "reject");
+    let out = world.run("storefront-web");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let execution = world.store().execution(&world.latest()).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Rejected);
+    assert_eq!(
+        execution.error.as_deref(),
+        Some("stage approve rejected: no judgment before the timeout")
     );
 
     // Nobody decides: the timeout resolves to the configured outcome.
@@ -379,7 +437,7 @@ spec:
       type: rollback
       environment: staging
       dependsOn: [approve-switch]
-      when: failure()
+      when: failure() or rejected()
 ";
 
 /// Switches, then a post-switch check fails: the rollback routes traffic back.
@@ -416,6 +474,49 @@ spec:
       dependsOn: [verify]
       when: failure()
 ";
+
+/// The objects among `deployed` that differ in the cluster, as the daemon's drift check
+/// computes it (a plan of the recorded objects, taking fields back as their owner).
+fn drift(world: &World, deployed: &[serde_json::Value]) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let options = bowline::cluster::ConnectOptions {
+            kubeconfig: Some(world.kubeconfig.clone()),
+            ..bowline::cluster::ConnectOptions::default()
+        };
+        let cluster = bowline::cluster::Cluster::connect("staging-eu-west-1", STAGING, &options)
+            .await
+            .expect("connect");
+        let objects: Vec<bowline::render::RenderedObject> = deployed
+            .iter()
+            .cloned()
+            .map(bowline::render::RenderedObject::from_value)
+            .collect();
+        let destinations = bowline::destination::Destinations::from_spec(
+            "staging",
+            &bowline::config::DestinationsSpec::default(),
+            "shop-staging",
+        );
+        let target = bowline::sync::AppTarget {
+            app: "storefront-web",
+            environment: "staging",
+            cluster: "staging-eu-west-1",
+            namespace: "shop-staging",
+            destinations: &destinations,
+            objects: &objects,
+            prune: false,
+            force_conflicts: true,
+        };
+        let plan = bowline::sync::plan(&cluster, &target, &bowline::diff::DiffOptions::default())
+            .await
+            .expect("plan");
+        plan.objects
+            .iter()
+            .filter(|o| o.action != bowline::diff::Action::Unchanged)
+            .map(|o| format!("{} {}: {:?}", o.action.as_str(), o.key, o.changed))
+            .collect()
+    })
+}
 
 fn selector_revision(world: &World, service: &str) -> Option<String> {
     world
@@ -484,6 +585,36 @@ fn blue_green_switches_scales_down_the_old_revision_and_rolls_back() {
         "old revision scaled down after the delay"
     );
     assert!(replicas(&world, "storefront-web-rev2").is_some_and(|r| r > 0));
+    // What drift and self-heal compare with is the switched blue/green state: checking drift
+    // now finds nothing to change, so self-heal never routes the Service to every revision.
+    let deployed = world
+        .store()
+        .last_good("storefront-web", "staging", "staging-eu-west-1", None)
+        .expect("store")
+        .expect("recorded");
+    let names: Vec<String> = deployed
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .map(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["storefront-web-rev2"]);
+    for service in deployed.objects.iter().filter(|o| o["kind"] == "Service") {
+        assert_eq!(
+            service["spec"]["selector"]["bowline.dev/revision"], "rev2",
+            "{service}"
+        );
+    }
+    assert_eq!(drift(&world, &deployed.objects), Vec::<String>::new());
+    assert_eq!(
+        selector_revision(&world, "storefront-web").as_deref(),
+        Some("rev2")
+    );
 
     // The switch is rejected (timeout → reject): traffic stays on rev2, rev3 is scaled away.
     let third = run("rev3", "reject");
@@ -570,10 +701,192 @@ fn a_stage_waits_for_its_window_and_can_be_canceled() {
     let out = child.wait_with_output().expect("finishes");
     assert_eq!(out.status.code(), Some(1));
     let execution = world.store().execution(&id).expect("execution");
-    assert_eq!(execution.status, bowline::store::ExecutionStatus::Canceled);
+    assert_eq!(execution.status, ExecutionStatus::Canceled);
     let stages = world.store().stages(&id).expect("stages");
     assert!(
         stages.iter().all(|s| s.status == StageStatus::Canceled),
         "{stages:?}"
     );
+}
+
+#[test]
+fn a_killed_blue_green_deploy_resumes_without_applying_again() {
+    // A slow controller keeps the deploy stage waiting for health after it applied.
+    let world = World::new(Duration::from_secs(3));
+    world.edit(
+        "pipelines/blue-green-release.yaml",
+        "      duration: 10m",
+        "      duration: 1s",
+    );
+    let mut child = world.spawn("storefront-web");
+    world.wait_for("deploy-staging", StageStatus::Running);
+    let started = Instant::now();
+    while deployment_writes(&world.staging) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "applied in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the checkpoint of what was applied be committed, then stop the process hard.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    assert_eq!(deployment_writes(&world.staging), 1);
+
+    let out = world.run("storefront-web");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        deployment_writes(&world.staging),
+        1,
+        "the resumed deploy did not apply its revision again"
+    );
+}
+
+/// Deploys, then a check fails: a first delivery has nothing to roll back to.
+const FIRST_FAILS: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: first-fails
+spec:
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: rolling
+    - name: verify
+      type: checkPreconditions
+      environment: staging
+      dependsOn: [deploy-staging]
+      preconditions:
+        - expression: \"false\"
+          message: error budget burnt
+    - name: rollback
+      type: rollback
+      environment: staging
+      dependsOn: [verify]
+      when: failure()
+    - name: on-rejection
+      type: wait
+      environment: staging
+      dependsOn: [verify]
+      when: rejected()
+      duration: 1s
+";
+
+#[test]
+fn a_failure_runs_failure_stages_and_a_rollback_with_nothing_before_is_skipped() {
+    let world = World::new(Duration::from_millis(50));
+    world.write("pipelines/first-fails.yaml", FIRST_FAILS);
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: first-fails",
+    );
+    let out = world.run("inventory-worker");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let id = world.latest();
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Failed);
+    assert_eq!(
+        execution.error.as_deref(),
+        Some("stage verify failed"),
+        "the skipped rollback is not a failure"
+    );
+    let stages = world.store().stages(&id).expect("stages");
+    let rollback = stages
+        .iter()
+        .find(|s| s.name == "rollback")
+        .expect("rollback");
+    assert_eq!(rollback.status, StageStatus::Skipped, "{rollback:?}");
+    assert_eq!(rollback.attempts, 1, "failure() ran it: {rollback:?}");
+    assert_eq!(
+        rollback.outputs["reason"],
+        "staging-eu-west-1: no earlier successful revision to roll back to",
+        "{rollback:?}"
+    );
+    let rejection = stages
+        .iter()
+        .find(|s| s.name == "on-rejection")
+        .expect("on-rejection");
+    assert_eq!(rejection.status, StageStatus::Skipped, "{rejection:?}");
+    let events = world.store().events(&id).expect("events");
+    assert!(
+        events.iter().any(|e| e.stage.as_deref() == Some("rollback")
+            && e.message
+                == "skipped: staging-eu-west-1: no earlier successful revision to roll back to"),
+        "{events:?}"
+    );
+}
+
+/// Waits for a window that is closed; canceling it still runs the `canceled()` stage.
+const CANCELED_CLEANUP: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: canceled-cleanup
+spec:
+  executionWindows:
+    - days: [mon, tue, wed, thu, fri, sat, sun]
+      start: \"START\"
+      end: \"END\"
+      timezone: UTC
+      environments: [staging]
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: rolling
+    - name: on-failure
+      type: checkPreconditions
+      dependsOn: [deploy-staging]
+      when: failure()
+      preconditions:
+        - expression: \"true\"
+    - name: on-cancel
+      type: checkPreconditions
+      dependsOn: [deploy-staging]
+      when: canceled()
+      preconditions:
+        - expression: \"true\"
+";
+
+#[test]
+fn a_cancellation_runs_canceled_stages_only() {
+    let world = World::new(Duration::from_millis(50));
+    let opens = chrono::Utc::now() + chrono::Duration::hours(2);
+    world.write(
+        "pipelines/canceled-cleanup.yaml",
+        &CANCELED_CLEANUP
+            .replace("START", &opens.format("%H:%M").to_string())
+            .replace(
+                "END",
+                &(opens + chrono::Duration::minutes(1))
+                    .format("%H:%M")
+                    .to_string(),
+            ),
+    );
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: canceled-cleanup",
+    );
+    let child = world.spawn("inventory-worker");
+    let id = world.wait_for("deploy-staging", StageStatus::Waiting);
+    let cancel = world.executions(&["cancel", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel));
+    let out = child.wait_with_output().expect("finishes");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Canceled);
+    let stages = world.store().stages(&id).expect("stages");
+    let status = |name: &str| {
+        stages
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.status)
+            .expect("stage")
+    };
+    assert_eq!(status("deploy-staging"), StageStatus::Canceled);
+    assert_eq!(status("on-failure"), StageStatus::Canceled, "{stages:?}");
+    assert_eq!(status("on-cancel"), StageStatus::Succeeded, "{stages:?}");
 }

@@ -273,3 +273,33 @@ fn every_case_expects_errors_or_is_a_warning_case() {
         }
     }
 }
+
+#[test]
+fn outcome_functions_validate_in_when() {
+    let repo = base_repo();
+    let path = repo.path().join("pipelines/standard.yaml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let extra = "    - name: on-rejection
+      type: wait
+      dependsOn: [approve]
+      when: rejected() or canceled()
+      duration: 1s
+    - name: on-cancel
+      type: checkPreconditions
+      dependsOn: [approve]
+      when: canceled() and not failure()
+      preconditions:
+        - expression: rejected() or success() or always()
+";
+    write_file(
+        repo.path(),
+        "pipelines/standard.yaml",
+        format!("{text}{extra}"),
+    );
+    let diagnostics = validate(repo.path());
+    assert!(
+        diagnostics.is_empty(),
+        "rejected() and canceled() are valid:\n{}",
+        lines(&diagnostics).join("\n")
+    );
+}

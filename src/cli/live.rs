@@ -82,6 +82,7 @@ pub fn plan(
         &options,
         kubeconfig.is_some(),
         &masker(),
+        &super::pipeline::git_head(&repo.repo).unwrap_or_default(),
     ));
     let live = LiveDiff::new(planned, kubeconfig.as_deref());
 
@@ -176,6 +177,7 @@ pub fn sync(
     };
     let namespace = target.app.namespace_in(target.environment);
     let destinations = Destinations::of(target.environment);
+    let revision = super::pipeline::git_head(&repo.repo).unwrap_or_default();
     let verb = if dry_run { "dry-run sync" } else { "sync" };
     let rt = runtime()?;
     for (wave, clusters_in_wave) in target.environment.waves() {
@@ -186,18 +188,20 @@ pub fn sync(
                 cluster.name
             )?;
             stdout.flush()?;
-            let app_target = AppTarget {
-                app: &app,
-                environment: &env,
-                cluster: &cluster.name,
-                namespace: &namespace,
-                destinations: &destinations,
-                objects: &target.objects,
-                prune: prune || policy.prune,
-                force_conflicts: policy.force_conflicts,
-            };
             let result = rt.block_on(async {
                 let connected = Cluster::connect(&cluster.name, &cluster.context, &options).await?;
+                // The strategy's state (blue/green revisions and selectors), as plan shows it.
+                let objects = sync::desired_objects(&target, Some(&connected), &revision).await;
+                let app_target = AppTarget {
+                    app: &app,
+                    environment: &env,
+                    cluster: &cluster.name,
+                    namespace: &namespace,
+                    destinations: &destinations,
+                    objects: &objects,
+                    prune: prune || policy.prune,
+                    force_conflicts: policy.force_conflicts,
+                };
                 sync::sync(&connected, &app_target, &diff, &sync_options, &print_event).await
             });
             match result {

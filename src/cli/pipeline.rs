@@ -130,7 +130,7 @@ fn print_progress(p: &Progress) {
 }
 
 /// The commit of a Git working copy (HEAD), without running git.
-fn git_head(repo: &Path) -> Option<String> {
+pub(super) fn git_head(repo: &Path) -> Option<String> {
     let git = repo.join(".git");
     let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
     let head = head.trim();

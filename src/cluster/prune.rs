@@ -91,6 +91,13 @@ pub fn select<'l>(
         .iter()
         .filter(|o| is_ours(o, app, environment))
         .filter(|o| !desired.contains(&ObjectKey::of(o)))
+        // Earlier blue/green revisions belong to the strategy (kept scaled down for a
+        // rollback), not to pruning.
+        .filter(|o| {
+            o.pointer("/metadata/labels")
+                .and_then(|l| l.get(crate::desired::REVISION_LABEL))
+                .is_none()
+        })
         .collect();
     doomed.sort_by_key(|o| {
         let key = ObjectKey::of(o);

@@ -223,7 +223,9 @@ impl Daemon {
                         if retry {
                             matches!(
                                 e.status,
-                                ExecutionStatus::Failed | ExecutionStatus::Canceled
+                                ExecutionStatus::Failed
+                                    | ExecutionStatus::Rejected
+                                    | ExecutionStatus::Canceled
                             )
                         } else {
                             e.status.is_final()

@@ -31,6 +31,9 @@ pub struct TargetDrift {
     pub out_of_sync: usize,
     /// `Kind namespace/name` of those objects (at most 20).
     pub objects: Vec<String>,
+    /// Those objects with what differs: the action a sync would take and the fields (JSON
+    /// pointers) that differ from the deployed revision (at most 20 objects).
+    pub changes: Vec<DriftedObject>,
     /// Whether the drift was corrected by re-applying.
     pub healed: bool,
     /// Why the target could not be compared, when it could not.
@@ -38,6 +41,18 @@ pub struct TargetDrift {
     pub error: Option<String>,
     /// When.
     pub checked_at: DateTime<Utc>,
+}
+
+/// One object that drifted from the deployed revision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftedObject {
+    /// `apiVersion kind namespace/name`.
+    pub object: String,
+    /// What a sync would do: `create` (it is gone), `update` or `delete`.
+    pub action: String,
+    /// JSON pointers of the fields that differ (for updates).
+    pub fields: Vec<String>,
 }
 
 impl Daemon {
@@ -124,6 +139,7 @@ impl Daemon {
                         revision: deployed.revision.clone(),
                         out_of_sync: 0,
                         objects: Vec::new(),
+                        changes: Vec::new(),
                         healed: false,
                         error: None,
                         checked_at: Utc::now(),
@@ -139,20 +155,29 @@ impl Daemon {
                     };
                     match sync::plan(connection, &target, &diff).await {
                         Ok(plan) => {
-                            let changed: Vec<String> = plan
+                            let changed: Vec<DriftedObject> = plan
                                 .objects
                                 .iter()
                                 .filter(|o| o.action != Action::Unchanged)
-                                .map(|o| o.key.to_string())
+                                .map(|o| DriftedObject {
+                                    object: o.key.to_string(),
+                                    action: o.action.as_str().to_string(),
+                                    fields: o.changed.clone(),
+                                })
                                 .collect();
                             drift.out_of_sync = changed.len();
-                            drift.objects = changed.into_iter().take(20).collect();
+                            drift.changes = changed.into_iter().take(20).collect();
+                            drift.objects =
+                                drift.changes.iter().map(|c| c.object.clone()).collect();
                         }
                         Err(e) => drift.error = Some(e.to_string()),
                     }
                     if drift.out_of_sync > 0 {
-                        tracing::warn!(app = %name, environment = %environment.name, cluster = %cluster.name,
-                            objects = ?drift.objects, "drift from the deployed revision");
+                        for change in &drift.changes {
+                            tracing::warn!(app = %name, environment = %environment.name, cluster = %cluster.name,
+                                object = %change.object, action = %change.action, fields = ?change.fields,
+                                "drift from the deployed revision");
+                        }
                         if policy.self_heal {
                             let options = SyncOptions {
                                 wait: false,

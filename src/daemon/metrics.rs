@@ -160,6 +160,7 @@ impl Daemon {
             ExecutionStatus::Running,
             ExecutionStatus::Succeeded,
             ExecutionStatus::Failed,
+            ExecutionStatus::Rejected,
             ExecutionStatus::Canceled,
             ExecutionStatus::Superseded,
         ] {

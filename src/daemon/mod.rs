@@ -46,6 +46,64 @@ pub fn deploy_context(app: &str) -> String {
     format!("bowline/deploy/{app}")
 }
 
+/// The deploy status description of a rejected execution: who rejected it where, from its
+/// rejected stages ("rejected by maria at approve-production").
+pub fn rejected_description(stages: &[crate::store::StageState]) -> String {
+    let parts: Vec<String> = stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Rejected)
+        .map(|s| {
+            let reason = s.outputs.get("reason").and_then(serde_json::Value::as_str);
+            format!("{} at {}", reason.unwrap_or("rejected"), s.name)
+        })
+        .collect();
+    if parts.is_empty() {
+        "execution rejected".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+    use crate::store::StageState;
+    use serde_json::json;
+
+    fn stage(name: &str, status: StageStatus, outputs: serde_json::Value) -> StageState {
+        StageState {
+            name: name.into(),
+            stage_type: "manualJudgment".into(),
+            environment: None,
+            status,
+            attempts: 1,
+            inputs: json!({}),
+            outputs,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_rejection_says_who_and_where() {
+        let stages = [
+            stage("deploy-staging", StageStatus::Succeeded, json!({})),
+            stage(
+                "approve-production",
+                StageStatus::Rejected,
+                json!({"reason": "rejected by maria"}),
+            ),
+            stage("canary-production", StageStatus::Skipped, json!({})),
+        ];
+        assert_eq!(
+            rejected_description(&stages),
+            "rejected by maria at approve-production"
+        );
+        assert_eq!(rejected_description(&[]), "execution rejected");
+    }
+}
+
 /// Why a daemon step failed. The daemon logs it, counts it in `/metrics`, shows it in
 /// `/readyz`, and goes on with the last good commit.
 #[derive(Debug, thiserror::Error)]
@@ -310,6 +368,14 @@ impl Daemon {
                         status: StageStatus::Failed,
                         ..
                     } => Some(format!("{stage}: failed")),
+                    Progress::Stage {
+                        stage,
+                        status: StageStatus::Rejected,
+                        message,
+                    } => Some(format!(
+                        "{stage}: {}",
+                        message.as_deref().unwrap_or("rejected")
+                    )),
                     _ => None,
                 };
                 if let Some(description) = update {
@@ -349,6 +415,7 @@ impl Daemon {
         let id = execution.id.clone();
         let app = execution.app.clone();
         let daemon = Arc::downgrade(self);
+        let store = self.store.clone();
         let runner = async move {
             let _ = tx.send((CommitState::Pending, format!("execution {id} started")));
             let outcome = engine.run(&id).await;
@@ -357,6 +424,13 @@ impl Daemon {
                 Ok(ExecutionStatus::Superseded) => (
                     CommitState::Success,
                     "superseded by a newer commit".to_string(),
+                ),
+                // Not deployed, on purpose: `failure` (so branch protection and dashboards
+                // read "not delivered") with who rejected it; `error` stays for bowline itself
+                // failing to run the execution.
+                Ok(ExecutionStatus::Rejected) => (
+                    CommitState::Failure,
+                    rejected_description(&store.stages(&id).unwrap_or_default()),
                 ),
                 Ok(other) => (
                     CommitState::Failure,

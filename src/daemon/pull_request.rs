@@ -299,14 +299,20 @@ impl Daemon {
                     &self.config.connect,
                     configured.is_some(),
                     &self.config.masker,
+                    &request.pr.head_sha,
                 )
                 .await;
                 LiveDiff::new(planned, None)
             }
             Some(reason) => {
-                let mut planned =
-                    sync::plan_targets(&targets, &self.config.connect, false, &self.config.masker)
-                        .await;
+                let mut planned = sync::plan_targets(
+                    &targets,
+                    &self.config.connect,
+                    false,
+                    &self.config.masker,
+                    &request.pr.head_sha,
+                )
+                .await;
                 for t in &mut planned {
                     t.live = LiveState::Empty {
                         reason: reason.clone(),

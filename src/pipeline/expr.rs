@@ -3,7 +3,9 @@
 //!
 //! The context holds `parameters`, `app`, `trigger`, `environment` (of the stage, if any),
 //! `stages` (by name: `status` in lower case and `outputs`) and `secrets`. Functions:
-//! `success()` (no stage has failed so far), `failure()` (some stage has failed), `always()`,
+//! `success()` (no stage has failed, been rejected or been canceled so far), `failure()` (some
+//! stage has failed: not true after a mere rejection or cancellation), `rejected()` (a manual
+//! judgment was rejected), `canceled()` (some stage was canceled), `always()`,
 //! `stage(name)` (like `stages[name]` but with the status in upper case, as Spinnaker writes
 //! it: `stage("canary").status == "SUCCEEDED"`), and `http_ok(url)` in preconditions (a GET
 //! answering 2xx within 10 s).
@@ -21,7 +23,8 @@ use crate::store::StageStatus;
 /// What a stage looks like to expressions.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageView {
-    /// `succeeded`, `failed`, `skipped`, `running`, `waiting`, `not_started`, `canceled`.
+    /// `succeeded`, `failed`, `rejected`, `skipped`, `running`, `waiting`, `not_started`,
+    /// `canceled`.
     pub status: String,
     /// The stage's outputs.
     pub outputs: Value,
@@ -69,9 +72,12 @@ pub type HttpCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 fn environment(ctx: &ExprContext, http: Option<HttpCheck>) -> minijinja::Environment<'static> {
     let mut env = crate::template::sandbox();
-    let failed = ctx.stages.values().any(|s| s.status == "failed");
-    env.add_function("success", move || !failed);
+    let any = |status: &str| ctx.stages.values().any(|s| s.status == status);
+    let (failed, rejected, canceled) = (any("failed"), any("rejected"), any("canceled"));
+    env.add_function("success", move || !(failed || rejected || canceled));
     env.add_function("failure", move || failed);
+    env.add_function("rejected", move || rejected);
+    env.add_function("canceled", move || canceled);
     env.add_function("always", || true);
     let stages = ctx.stages.clone();
     env.add_function("stage", move |name: String| -> Result<JValue, Error> {
@@ -197,6 +203,55 @@ mod tests {
         assert!(e.to_string().contains("http_ok"), "{e}");
         let ok: HttpCheck = Arc::new(|url: &str| url.ends_with("/healthz"));
         assert!(eval_bool("http_ok('http://x/healthz')", &c, Some(ok)).expect("eval"));
+    }
+
+    #[test]
+    fn outcome_functions_tell_failure_rejection_and_cancellation_apart() {
+        let with = |status: StageStatus| ExprContext {
+            stages: [
+                (
+                    "deploy".to_string(),
+                    StageView::new(StageStatus::Succeeded, json!({})),
+                ),
+                ("gate".to_string(), StageView::new(status, json!({}))),
+            ]
+            .into(),
+            ..ExprContext::default()
+        };
+        let eval = |expr: &str, status| eval_bool(expr, &with(status), None).expect("eval");
+        for (status, success, failure, rejected, canceled) in [
+            (StageStatus::Succeeded, true, false, false, false),
+            (StageStatus::Failed, false, true, false, false),
+            (StageStatus::Rejected, false, false, true, false),
+            (StageStatus::Canceled, false, false, false, true),
+            (StageStatus::Skipped, true, false, false, false),
+        ] {
+            assert_eq!(
+                eval("success()", status),
+                success,
+                "success() after {status}"
+            );
+            assert_eq!(
+                eval("failure()", status),
+                failure,
+                "failure() after {status}"
+            );
+            assert_eq!(
+                eval("rejected()", status),
+                rejected,
+                "rejected() after {status}"
+            );
+            assert_eq!(
+                eval("canceled()", status),
+                canceled,
+                "canceled() after {status}"
+            );
+            assert!(eval("always()", status), "always() after {status}");
+        }
+        assert!(eval(
+            "stage('gate').status == 'REJECTED' and stages.gate.status == 'rejected'",
+            StageStatus::Rejected
+        ));
     }
 
     #[test]

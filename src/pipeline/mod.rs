@@ -133,6 +133,16 @@ pub struct Engine {
 /// What one stage attempt produced.
 pub(crate) type StageResult = Result<Value, String>;
 
+/// How a stage ended that neither succeeded nor failed: rejected by a person, or skipped
+/// because it had nothing to do. The stage sets it before returning its outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ending {
+    /// [`StageStatus::Rejected`] or [`StageStatus::Skipped`].
+    pub status: StageStatus,
+    /// Why, as it reads in the event log ("rejected by maria").
+    pub reason: String,
+}
+
 impl Engine {
     /// An engine over `store` using `services`.
     pub fn new(store: Arc<dyn Store>, services: Services) -> Engine {
@@ -179,15 +189,25 @@ impl Engine {
                 }
             })?,
         );
-        let mut tasks: JoinSet<(String, StageResult)> = JoinSet::new();
+        let mut tasks: JoinSet<(String, StageResult, Option<Ending>)> = JoinSet::new();
         let mut running: HashSet<String> = HashSet::new();
+        // A cancellation was handled and only `canceled()` stages are left to run.
+        let mut canceling = false;
         loop {
             let execution = self.store.execution(id)?;
             let states = self.store.stages(id)?;
-            if execution.cancel_requested {
+            if execution.cancel_requested && !canceling {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
+                running.clear();
+                // Stages meant for a cancellation (`when` calling `canceled()`) still run;
+                // everything else stops here.
+                let mut cleanup = false;
                 for s in states.iter().filter(|s| !s.status.is_final()) {
+                    if runs_on_cancel(s) {
+                        cleanup = true;
+                        continue;
+                    }
                     self.transition(
                         id,
                         &s.name,
@@ -196,24 +216,20 @@ impl Engine {
                         Some("canceled".into()),
                     )?;
                 }
-                self.store
-                    .finish_execution(id, ExecutionStatus::Canceled, None)?;
-                self.progress(Progress::Finished(ExecutionStatus::Canceled));
-                return Ok(ExecutionStatus::Canceled);
+                if !cleanup {
+                    self.store
+                        .finish_execution(id, ExecutionStatus::Canceled, None)?;
+                    self.progress(Progress::Finished(ExecutionStatus::Canceled));
+                    return Ok(ExecutionStatus::Canceled);
+                }
+                canceling = true;
+                continue;
             }
             if states.iter().all(|s| s.status.is_final()) && tasks.is_empty() {
-                let failed: Vec<&str> = states
-                    .iter()
-                    .filter(|s| s.status == StageStatus::Failed)
-                    .map(|s| s.name.as_str())
-                    .collect();
-                let (status, error) = if failed.is_empty() {
-                    (ExecutionStatus::Succeeded, None)
+                let (status, error) = if canceling {
+                    (ExecutionStatus::Canceled, None)
                 } else {
-                    (
-                        ExecutionStatus::Failed,
-                        Some(format!("stage {} failed", failed.join(", "))),
-                    )
+                    outcome(&states)
                 };
                 self.store.finish_execution(id, status, error.as_deref())?;
                 self.progress(Progress::Finished(status));
@@ -236,9 +252,9 @@ impl Engine {
                 joined = tasks.join_next() => {
                     if let Some(joined) = joined {
                         match joined {
-                            Ok((name, result)) => {
+                            Ok((name, result, ending)) => {
                                 running.remove(&name);
-                                self.settle(id, &name, result)?;
+                                self.settle(id, &name, result, ending)?;
                             }
                             Err(e) if e.is_cancelled() => {}
                             Err(e) => {
@@ -261,7 +277,7 @@ impl Engine {
         execution: &Execution,
         snapshot: &Arc<Snapshot>,
         states: &[StageState],
-        tasks: &mut JoinSet<(String, StageResult)>,
+        tasks: &mut JoinSet<(String, StageResult, Option<Ending>)>,
         running: &mut HashSet<String>,
     ) -> Result<bool, EngineError> {
         let mut changed = false;
@@ -334,19 +350,51 @@ impl Engine {
                 stage,
                 resumed,
                 state: state.clone(),
+                ending: None,
             };
             tasks.spawn(async move {
                 let name = runner.stage.name.clone();
-                let result = runner.run().await;
-                (name, result)
+                let (result, ending) = runner.run().await;
+                (name, result, ending)
             });
         }
         Ok(changed)
     }
 
-    fn settle(&self, id: &str, stage: &str, result: StageResult) -> Result<(), EngineError> {
-        match result {
-            Ok(outputs) => {
+    fn settle(
+        &self,
+        id: &str,
+        stage: &str,
+        result: StageResult,
+        ending: Option<Ending>,
+    ) -> Result<(), EngineError> {
+        match (result, ending) {
+            (Ok(outputs), Some(ending)) => {
+                let event = match ending.status {
+                    // "rejected by maria" already says what happened.
+                    StageStatus::Rejected => ending.reason.clone(),
+                    other => format!("{}: {}", other.as_str().to_ascii_lowercase(), ending.reason),
+                };
+                self.store.update_stage(
+                    id,
+                    stage,
+                    StageUpdate {
+                        status: Some(ending.status),
+                        outputs: Some(merged(
+                            &outputs,
+                            serde_json::json!({"reason": ending.reason}),
+                        )),
+                        event: Some(event),
+                        ..StageUpdate::default()
+                    },
+                )?;
+                self.progress(Progress::Stage {
+                    stage: stage.to_string(),
+                    status: ending.status,
+                    message: Some(ending.reason),
+                });
+            }
+            (Ok(outputs), None) => {
                 self.store.update_stage(
                     id,
                     stage,
@@ -363,7 +411,9 @@ impl Engine {
                     message: None,
                 });
             }
-            Err(error) => self.transition(id, stage, StageStatus::Failed, Some(error), None)?,
+            (Err(error), _) => {
+                self.transition(id, stage, StageStatus::Failed, Some(error), None)?
+            }
         }
         Ok(())
     }
@@ -409,6 +459,44 @@ impl Engine {
     }
 }
 
+/// Whether a stage still runs after a cancellation: its `when` calls `canceled()`.
+fn runs_on_cancel(state: &StageState) -> bool {
+    state
+        .inputs
+        .get("when")
+        .and_then(Value::as_str)
+        .is_some_and(|when| when.contains("canceled()"))
+}
+
+/// The final status of an execution whose stages are all final, and why it did not succeed:
+/// a failed stage fails it; otherwise a rejected judgment rejects it (a rejection is a
+/// decision, not a failure); otherwise it succeeded.
+fn outcome(states: &[StageState]) -> (ExecutionStatus, Option<String>) {
+    let named = |status: StageStatus| -> Vec<&StageState> {
+        states.iter().filter(|s| s.status == status).collect()
+    };
+    let failed = named(StageStatus::Failed);
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|s| s.name.as_str()).collect();
+        return (
+            ExecutionStatus::Failed,
+            Some(format!("stage {} failed", names.join(", "))),
+        );
+    }
+    let rejected = named(StageStatus::Rejected);
+    if !rejected.is_empty() {
+        let why: Vec<String> = rejected
+            .iter()
+            .map(|s| match s.outputs.get("reason").and_then(Value::as_str) {
+                Some(reason) => format!("stage {} {reason}", s.name),
+                None => format!("stage {} rejected", s.name),
+            })
+            .collect();
+        return (ExecutionStatus::Rejected, Some(why.join("; ")));
+    }
+    (ExecutionStatus::Succeeded, None)
+}
+
 /// Outputs merged with `extra` (objects only).
 pub(crate) fn merged(outputs: &Value, extra: Value) -> Value {
     let mut out = match outputs {
@@ -419,4 +507,70 @@ pub(crate) fn merged(outputs: &Value, extra: Value) -> Value {
         out.extend(extra);
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state(name: &str, status: StageStatus, inputs: Value, outputs: Value) -> StageState {
+        StageState {
+            name: name.into(),
+            stage_type: "wait".into(),
+            environment: None,
+            status,
+            attempts: 0,
+            inputs,
+            outputs,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn outcomes_put_failure_before_rejection_before_success() {
+        let ok = state("a", StageStatus::Succeeded, json!({}), json!({}));
+        let skipped = state("b", StageStatus::Skipped, json!({}), json!({}));
+        let rejected = state(
+            "approve",
+            StageStatus::Rejected,
+            json!({}),
+            json!({"reason": "rejected by maria"}),
+        );
+        let failed = state("notify", StageStatus::Failed, json!({}), json!({}));
+        assert_eq!(
+            outcome(&[ok.clone(), skipped.clone()]),
+            (ExecutionStatus::Succeeded, None)
+        );
+        assert_eq!(
+            outcome(&[ok.clone(), rejected.clone(), skipped]),
+            (
+                ExecutionStatus::Rejected,
+                Some("stage approve rejected by maria".into())
+            )
+        );
+        assert_eq!(
+            outcome(&[ok, rejected, failed]),
+            (ExecutionStatus::Failed, Some("stage notify failed".into()))
+        );
+    }
+
+    #[test]
+    fn only_canceled_stages_run_on_cancel() {
+        let with_when = |when: Option<&str>| {
+            state(
+                "s",
+                StageStatus::NotStarted,
+                json!({"name": "s", "when": when}),
+                json!({}),
+            )
+        };
+        assert!(runs_on_cancel(&with_when(Some("canceled()"))));
+        assert!(runs_on_cancel(&with_when(Some("canceled() or failure()"))));
+        assert!(!runs_on_cancel(&with_when(Some("always()"))));
+        assert!(!runs_on_cancel(&with_when(Some("failure()"))));
+        assert!(!runs_on_cancel(&with_when(None)));
+    }
 }

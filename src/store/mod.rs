@@ -74,6 +74,9 @@ pub enum ExecutionStatus {
     Succeeded,
     /// A stage failed.
     Failed,
+    /// A manual judgment was rejected (and no stage failed): the change was stopped on
+    /// purpose, which is not a failure.
+    Rejected,
     /// Canceled by a user.
     Canceled,
     /// A newer execution for the same app and environments replaced it while queued.
@@ -94,7 +97,10 @@ pub enum StageStatus {
     Succeeded,
     /// Done, unsuccessfully.
     Failed,
-    /// Not run: its `when` was false or a dependency did not succeed.
+    /// A manual judgment that was rejected (by a user, or by its timeout when so configured).
+    Rejected,
+    /// Not run: its `when` was false, a dependency did not succeed, or it had nothing to do
+    /// (a rollback with no earlier revision).
     Skipped,
     /// Stopped by a cancellation.
     Canceled,
@@ -124,11 +130,12 @@ macro_rules! text_enum {
 
 text_enum!(ExecutionStatus {
     Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED", Failed => "FAILED",
-    Canceled => "CANCELED", Superseded => "SUPERSEDED",
+    Rejected => "REJECTED", Canceled => "CANCELED", Superseded => "SUPERSEDED",
 });
 text_enum!(StageStatus {
     NotStarted => "NOT_STARTED", Running => "RUNNING", Waiting => "WAITING",
-    Succeeded => "SUCCEEDED", Failed => "FAILED", Skipped => "SKIPPED", Canceled => "CANCELED",
+    Succeeded => "SUCCEEDED", Failed => "FAILED", Rejected => "REJECTED", Skipped => "SKIPPED",
+    Canceled => "CANCELED",
 });
 
 impl ExecutionStatus {
@@ -145,6 +152,7 @@ impl StageStatus {
             self,
             StageStatus::Succeeded
                 | StageStatus::Failed
+                | StageStatus::Rejected
                 | StageStatus::Skipped
                 | StageStatus::Canceled
         )
@@ -276,8 +284,18 @@ pub struct Event {
 pub enum Decision {
     /// Go on.
     Approve,
-    /// Stop: the stage fails.
+    /// Stop: the stage is rejected, and so is the execution.
     Reject,
+}
+
+impl Decision {
+    /// The decision as it reads in a sentence: "approved", "rejected" (as in "rejected by maria").
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            Decision::Approve => "approved",
+            Decision::Reject => "rejected",
+        }
+    }
 }
 
 /// A recorded manual judgment.
@@ -385,4 +403,38 @@ pub trait Store: Send + Sync {
         cluster: &str,
         before_execution: Option<&str>,
     ) -> Result<Option<AppliedRevision>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in [
+            ExecutionStatus::Queued,
+            ExecutionStatus::Running,
+            ExecutionStatus::Succeeded,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Rejected,
+            ExecutionStatus::Canceled,
+            ExecutionStatus::Superseded,
+        ] {
+            assert_eq!(ExecutionStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).expect("json"),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert_eq!(ExecutionStatus::Rejected.as_str(), "REJECTED");
+        assert!(ExecutionStatus::Rejected.is_final());
+        assert_eq!(StageStatus::parse("REJECTED"), Some(StageStatus::Rejected));
+        assert!(StageStatus::Rejected.is_final());
+    }
+
+    #[test]
+    fn decisions_read_as_words() {
+        assert_eq!(Decision::Approve.past_tense(), "approved");
+        assert_eq!(Decision::Reject.past_tense(), "rejected");
+    }
 }

@@ -726,7 +726,7 @@ impl Store for SqliteStore {
             &tx,
             id,
             Some(stage),
-            &format!("{decision}d by {}", judgment.user),
+            &format!("{} by {}", judgment.decision.past_tense(), judgment.user),
             &ts(now()),
         )
         .map_err(|e| self.err(e))?;
@@ -1047,6 +1047,33 @@ mod tests {
                 .map(|j| j.user),
             Some("maria".into())
         );
+        let reject = Judgment {
+            decision: Decision::Reject,
+            user: "omar".into(),
+            input: None,
+            at: Utc::now(),
+        };
+        store.judge(&e.id, "approve-prod", &reject).expect("judge");
+        let messages: Vec<String> = store
+            .events(&e.id)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert!(
+            messages.iter().any(|m| m == "approved by maria"),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m == "rejected by omar"),
+            "{messages:?}"
+        );
+        store
+            .finish_execution(&e.id, ExecutionStatus::Rejected, Some("rejected by omar"))
+            .expect("finish");
+        let stored = store.execution(&e.id).expect("read");
+        assert_eq!(stored.status, ExecutionStatus::Rejected);
+        assert_eq!(stored.error.as_deref(), Some("rejected by omar"));
 
         let applied = |execution: &str, revision: &str| AppliedRevision {
             app: "web".into(),

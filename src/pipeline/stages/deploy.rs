@@ -26,6 +26,7 @@ use crate::canary::analysis::{self, Plan, Request, Status};
 use crate::canary::retrieval::{PrometheusSource, Scope};
 use crate::cluster::{Cluster, health};
 use crate::config::{CanaryAnalysisStage, DeployStage, IntOrPercent, Strategy};
+use crate::desired::{self, is_deployment, is_preview, is_service, variant};
 use crate::diff::{DiffOptions, ObjectKey};
 use crate::pipeline::StageResult;
 use crate::pipeline::snapshot::EnvSnapshot;
@@ -36,7 +37,7 @@ use crate::sync::{self, AppTarget, SyncEvent, SyncOptions};
 /// Label telling canary and baseline pods apart.
 pub const TRACK_LABEL: &str = "bowline.dev/track";
 /// Label of the pods of one blue/green revision.
-pub const REVISION_LABEL: &str = "bowline.dev/revision";
+pub use crate::desired::REVISION_LABEL;
 
 fn rendered(objects: &[Value]) -> Vec<RenderedObject> {
     objects
@@ -44,11 +45,6 @@ fn rendered(objects: &[Value]) -> Vec<RenderedObject> {
         .cloned()
         .map(RenderedObject::from_value)
         .collect()
-}
-
-fn is_deployment(o: &Value) -> bool {
-    o.get("kind").and_then(Value::as_str) == Some("Deployment")
-        && o.get("apiVersion").and_then(Value::as_str) == Some("apps/v1")
 }
 
 async fn connect(run: &StageRun, cluster: &crate::config::Cluster) -> Result<Cluster, String> {
@@ -199,33 +195,6 @@ fn with_rolling_settings(objects: &[Value], stage: &DeployStage) -> Vec<Value> {
         .collect()
 }
 
-/// `<name>-<suffix>` Deployment from `template_source`'s pod template, with `label=value` on
-/// the object, its selector and its pods.
-fn variant(
-    deployment: &Value,
-    template_source: &Value,
-    suffix: &str,
-    label: &str,
-    value: &str,
-    replicas: i64,
-) -> Value {
-    let mut d = deployment.clone();
-    let name = format!(
-        "{}-{suffix}",
-        deployment["metadata"]["name"].as_str().unwrap_or_default()
-    );
-    d["metadata"]["name"] = json!(name);
-    d["metadata"]["labels"][label] = json!(value);
-    d["spec"]["replicas"] = json!(replicas);
-    d["spec"]["template"] = template_source["spec"]["template"].clone();
-    d["spec"]["template"]["metadata"]["labels"][label] = json!(value);
-    d["spec"]["selector"]["matchLabels"][label] = json!(value);
-    if let Some(meta) = d["spec"]["template"]["metadata"].as_object_mut() {
-        meta.remove("creationTimestamp");
-    }
-    d
-}
-
 async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value]) -> StageResult {
     let settings = stage.canary.clone().unwrap_or_default();
     let (_, env) = run.environment()?;
@@ -260,12 +229,23 @@ async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value
             ));
             workloads.push(variant(d, d, "canary", TRACK_LABEL, "canary", replicas));
         }
-        for w in &workloads {
-            connected
-                .apply(w, false, run.snapshot.force_conflicts)
-                .await
-                .map_err(|e| e.to_string())?;
-            run.note(&format!("{}: applied {}", cluster.name, ObjectKey::of(w)));
+        // Resumed after a restart, a cluster already applied is only waited for.
+        if run.state.outputs["applied"][cluster.name.as_str()] != json!(true) {
+            for w in &workloads {
+                connected
+                    .apply(w, false, run.snapshot.force_conflicts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                run.note(&format!("{}: applied {}", cluster.name, ObjectKey::of(w)));
+            }
+            let mut done = run
+                .state
+                .outputs
+                .get("applied")
+                .cloned()
+                .unwrap_or(json!({}));
+            done[cluster.name.as_str()] = json!(true);
+            run.checkpoint(json!({"applied": done}))?;
         }
         wait_healthy(run, &connected, &workloads).await?;
         created.extend(
@@ -310,50 +290,38 @@ async fn deploy_blue_green(
     objects: &[Value],
 ) -> StageResult {
     let settings = stage.blue_green.clone().unwrap_or_default();
-    let revision: String = run
-        .revision
-        .chars()
-        .take(12)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let revision = if revision.is_empty() {
-        "new".to_string()
-    } else {
-        revision
-    };
-    // Everything but Deployments and Services goes as rendered; Deployments get a versioned
-    // copy; Services are switched later.
-    let mut versioned = Vec::new();
-    let mut others = Vec::new();
-    for o in objects {
-        if is_deployment(o) {
-            let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
-            versioned.push(variant(
-                o,
-                o,
-                &revision,
-                REVISION_LABEL,
-                &revision,
-                replicas,
-            ));
-        } else if !is_service(o) {
-            others.push(o.clone());
-        } else if is_preview(o, &settings) {
-            // The preview Service reaches the new revision at once, before the switch.
-            let mut preview = o.clone();
-            preview["spec"]["selector"][REVISION_LABEL] = json!(revision);
-            others.push(preview);
-        }
-    }
+    let revision = desired::revision_name(&run.revision);
+    // Versioned Deployments and the preview Service go now; the other Services keep routing
+    // to the active revision until the switch.
+    let state = desired::blue_green(objects, &revision, None, &settings);
+    let versioned: Vec<Value> = state.iter().filter(|o| is_deployment(o)).cloned().collect();
+    let others: Vec<Value> = state
+        .iter()
+        .filter(|o| !is_deployment(o))
+        .cloned()
+        .collect();
     let (_, env) = run.environment()?;
     let env = env.clone();
     for cluster in clusters(&env) {
         let connected = connect(run, &cluster).await?;
-        for o in others.iter().chain(&versioned) {
-            connected
-                .apply(o, false, run.snapshot.force_conflicts)
-                .await
-                .map_err(|e| e.to_string())?;
+        // Resumed after a restart, a cluster already applied is only waited for: nothing
+        // is applied twice.
+        let applied = run.state.outputs["applied"][cluster.name.as_str()] == json!(revision);
+        if !applied {
+            for o in others.iter().chain(&versioned) {
+                connected
+                    .apply(o, false, run.snapshot.force_conflicts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut done = run
+                .state
+                .outputs
+                .get("applied")
+                .cloned()
+                .unwrap_or(json!({}));
+            done[cluster.name.as_str()] = json!(revision);
+            run.checkpoint(json!({"applied": done}))?;
         }
         wait_healthy(run, &connected, &versioned).await?;
         run.note(&format!("{}: revision {revision} is healthy", cluster.name));
@@ -372,20 +340,13 @@ async fn deploy_blue_green(
         if run.state.outputs["blueGreen"]["switched"] != json!(true) {
             switch_services(run, objects, &revision, &settings).await?;
         }
+        record_applied(
+            run,
+            &desired::blue_green(objects, &revision, Some(&revision), &settings),
+        )?;
         scale_down_previous(run, objects, &revision, Duration::from_secs(delay)).await?;
     }
     Ok(run.state.outputs.clone())
-}
-
-fn is_service(o: &Value) -> bool {
-    o.get("kind").and_then(Value::as_str) == Some("Service")
-}
-
-fn is_preview(o: &Value, settings: &crate::config::BlueGreenSettings) -> bool {
-    settings
-        .preview_service
-        .as_deref()
-        .is_some_and(|p| o["metadata"]["name"].as_str() == Some(p))
 }
 
 /// Points every rendered Service at the pods of `revision` (keeping its selector otherwise),
@@ -416,8 +377,7 @@ async fn switch_services(
                         .map(str::to_string)
                 });
             }
-            let mut s = service.clone();
-            s["spec"]["selector"][REVISION_LABEL] = json!(revision);
+            let s = desired::selecting(service, revision);
             connected
                 .apply(&s, false, run.snapshot.force_conflicts)
                 .await
@@ -509,13 +469,13 @@ pub(super) async fn promote(run: &mut StageRun) -> StageResult {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            let settings: crate::config::BlueGreenSettings =
+                serde_json::from_value(outputs["blueGreen"]["settings"].clone())
+                    .unwrap_or_default();
             if !outputs["blueGreen"]["switched"].as_bool().unwrap_or(false)
                 && run.state.outputs.get("switched").is_none()
             {
                 run.state.outputs = merged_outputs(&run.state.outputs, &outputs);
-                let settings: crate::config::BlueGreenSettings =
-                    serde_json::from_value(outputs["blueGreen"]["settings"].clone())
-                        .unwrap_or_default();
                 switch_services(run, &objects, &revision, &settings).await?;
                 run.checkpoint(json!({"switched": true}))?;
             }
@@ -525,7 +485,12 @@ pub(super) async fn promote(run: &mut StageRun) -> StageResult {
                     .unwrap_or(30),
             );
             scale_down_previous(run, &objects, &revision, delay).await?;
-            record_applied(run, &objects)?;
+            // What drift and self-heal compare with: the switched blue/green state, never the
+            // plain render (which would route the Services to every revision).
+            record_applied(
+                run,
+                &desired::blue_green(&objects, &revision, Some(&revision), &settings),
+            )?;
             // The switch is part of this stage's result, so that a later rollback stage
             // can route back.
             let mut switched = run.state.outputs["blueGreen"].clone();
@@ -700,19 +665,32 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
                 .clone()
                 .unwrap_or_else(|| run.execution.clone());
             let record = run.snapshot.rollback_before.is_some();
-            let mut restored = BTreeMap::new();
+            // Nothing to roll back to anywhere (a first delivery): the stage is skipped with
+            // that reason rather than failed. Only some clusters without one: the others are
+            // rolled back, then the stage fails naming the rest.
+            let mut goods = Vec::new();
+            let mut missing = Vec::new();
             for cluster in clusters(&env) {
-                let good = run
+                match run
                     .engine
                     .store
                     .last_good(&app, &env_name, &cluster.name, Some(&before))
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!(
-                            "{}: no earlier successful revision to roll back to",
-                            cluster.name
-                        )
-                    })?;
+                {
+                    Some(good) => goods.push((cluster, good)),
+                    None => missing.push(cluster.name),
+                }
+            }
+            let nothing = format!(
+                "{}: no earlier successful revision to roll back to",
+                missing.join(", ")
+            );
+            if goods.is_empty() && !missing.is_empty() {
+                run.end_as(StageStatus::Skipped, nothing);
+                return Ok(json!({"rolledBack": "nothing"}));
+            }
+            let mut restored = BTreeMap::new();
+            for (cluster, good) in goods {
                 restored.insert(cluster.name.clone(), good.revision.clone());
                 run.note(&format!(
                     "{}: re-applying revision {}",
@@ -729,6 +707,9 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
                         })
                         .map_err(|e| e.to_string())?;
                 }
+            }
+            if !missing.is_empty() {
+                return Err(nothing);
             }
             Ok(json!({"rolledBack": "revision", "revisions": restored}))
         }

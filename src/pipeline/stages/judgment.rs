@@ -1,6 +1,6 @@
 //! `manualJudgment`: waits for an approval or rejection recorded in the store (by the CLI,
 //! the API or a ChatOps command), or for its timeout, which resolves to the configured
-//! outcome.
+//! outcome. A rejection ends the stage (and its execution) `REJECTED`, not failed.
 
 use chrono::Utc;
 use serde_json::json;
@@ -63,10 +63,10 @@ pub(super) async fn judgment(run: &mut StageRun, stage: ManualJudgmentStage) -> 
             }
             let outputs =
                 json!({"judgment": j.decision, "user": j.user, "input": j.input, "at": j.at});
-            return match j.decision {
-                Decision::Approve => Ok(outputs),
-                Decision::Reject => Err(format!("rejected by {}", j.user)),
-            };
+            if j.decision == Decision::Reject {
+                run.end_as(StageStatus::Rejected, format!("rejected by {}", j.user));
+            }
+            return Ok(outputs);
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             let outputs = json!({"judgment": "timeout", "at": Utc::now()});
@@ -75,7 +75,13 @@ pub(super) async fn judgment(run: &mut StageRun, stage: ManualJudgmentStage) -> 
                     run.note("no judgment before the timeout: approved as configured");
                     Ok(outputs)
                 }
-                TimeoutOutcome::Reject => Err("no judgment before the timeout: rejected".into()),
+                TimeoutOutcome::Reject => {
+                    run.end_as(
+                        StageStatus::Rejected,
+                        "rejected: no judgment before the timeout",
+                    );
+                    Ok(outputs)
+                }
             };
         }
         let mut sleep = run.engine.services.poll;

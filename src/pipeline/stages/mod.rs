@@ -17,7 +17,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::snapshot::{EnvSnapshot, Snapshot};
-use super::{Engine, Progress, StageResult, merged, window};
+use super::{Ending, Engine, Progress, StageResult, merged, window};
 use crate::config::{Stage, StageAction};
 use crate::store::{StageState, StageStatus, StageUpdate};
 
@@ -30,12 +30,29 @@ pub(crate) struct StageRun {
     pub stage: Stage,
     pub resumed: bool,
     pub state: StageState,
+    /// Set by a stage that ends rejected or skipped rather than succeeded.
+    pub ending: Option<Ending>,
 }
 
 impl StageRun {
-    /// Runs the stage to a result: waits for its execution window, then attempts it (with
-    /// retries and its timeout).
-    pub async fn run(mut self) -> StageResult {
+    /// Runs the stage to a result, with how it ended when it neither succeeded nor failed.
+    pub async fn run(mut self) -> (StageResult, Option<Ending>) {
+        let result = self.run_attempts().await;
+        (result, self.ending.take())
+    }
+
+    /// Says that the stage, about to return its outputs, ended `status` (rejected or skipped)
+    /// for `reason` instead of succeeding.
+    fn end_as(&mut self, status: StageStatus, reason: impl Into<String>) {
+        self.ending = Some(Ending {
+            status,
+            reason: reason.into(),
+        });
+    }
+
+    /// Waits for the stage's execution window, then attempts it (with retries and its
+    /// timeout).
+    async fn run_attempts(&mut self) -> StageResult {
         self.wait_for_window().await?;
         let manual = matches!(self.stage.action, StageAction::ManualJudgment(_));
         let attempts = if manual { 1 } else { self.stage.retries + 1 };
