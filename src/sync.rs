@@ -236,6 +236,32 @@ async fn plan_namespace(
     Ok(Planned { body, diff })
 }
 
+/// Makes sure `namespace` exists in `cluster` before objects are applied outside [`sync`] (a
+/// deploy stage applying its own objects): when missing, creates it by server-side apply with
+/// bowline's labels for `app` in `environment` if `create` (`syncPolicy.createNamespace`), and
+/// otherwise fails naming it. Returns whether it was created.
+#[tracing::instrument(level = "info", skip(cluster), fields(cluster = cluster.name()))]
+pub async fn ensure_namespace(
+    cluster: &Cluster,
+    namespace: &str,
+    app: &str,
+    environment: &str,
+    create: bool,
+) -> Result<bool, SyncError> {
+    if cluster.get(&namespace_key(namespace)).await?.is_some() {
+        return Ok(false);
+    }
+    if !create {
+        return Err(SyncError::NamespaceMissing {
+            namespace: namespace.to_string(),
+            cluster: cluster.name().to_string(),
+        });
+    }
+    let body = crate::cluster::prune::namespace_object(namespace, app, environment);
+    cluster.apply(&body, false, false).await?;
+    Ok(true)
+}
+
 /// Refuses the first object outside the destinations, by its rendered scope: before any
 /// request reaches the cluster.
 pub fn check_destinations(target: &AppTarget<'_>) -> Result<(), Refused> {
@@ -998,6 +1024,26 @@ mod tests {
             server
                 .get("v1", "ConfigMap", Some("other"), "web")
                 .is_some()
+        );
+
+        // For deploy stages applying their own objects.
+        let err = ensure_namespace(&cluster, "shop-staging", "web", "staging", false)
+            .await
+            .expect_err("not created");
+        assert!(matches!(err, SyncError::NamespaceMissing { .. }), "{err}");
+        assert!(
+            ensure_namespace(&cluster, "shop-staging", "web", "staging", true)
+                .await
+                .expect("created")
+        );
+        let created = server
+            .get("v1", "Namespace", None, "shop-staging")
+            .expect("namespace");
+        assert!(crate::cluster::prune::is_ours(&created, "web", "staging"));
+        assert!(
+            !ensure_namespace(&cluster, "shop-staging", "web", "staging", false)
+                .await
+                .expect("exists")
         );
     }
 }
