@@ -24,6 +24,11 @@ struct World {
 
 impl World {
     fn new(controller_delay: Duration) -> World {
+        World::with_namespace(controller_delay, true)
+    }
+
+    /// A world whose staging cluster has no namespace yet (`with_namespace` false).
+    fn with_namespace(controller_delay: Duration, namespace: bool) -> World {
         let repo = tempfile::tempdir().expect("temp dir");
         common::copy_tree(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo"),
@@ -34,9 +39,11 @@ impl World {
             controller_delay,
             ..Options::default()
         });
-        staging.create(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-staging"}}),
-        );
+        if namespace {
+            staging.create(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-staging"}}),
+            );
+        }
         let kubeconfig = repo.path().join("kubeconfig.yaml");
         fs::write(&kubeconfig, kubeconfig_for(&[(STAGING, &staging)])).expect("kubeconfig");
         let state = repo.path().join("state.db");
@@ -889,4 +896,31 @@ fn a_cancellation_runs_canceled_stages_only() {
     assert_eq!(status("deploy-staging"), StageStatus::Canceled);
     assert_eq!(status("on-failure"), StageStatus::Canceled, "{stages:?}");
     assert_eq!(status("on-cancel"), StageStatus::Succeeded, "{stages:?}");
+}
+
+#[test]
+fn deploys_of_every_strategy_create_a_missing_namespace() {
+    for app in ["inventory-worker", "storefront-web"] {
+        let world = World::with_namespace(Duration::from_millis(50), false);
+        world.edit(
+            "pipelines/blue-green-release.yaml",
+            "      duration: 10m",
+            "      duration: 1s",
+        );
+        world.edit(
+            "apps/inventory-worker/app.yaml",
+            "  pipeline:\n",
+            "  pipeline:\n    variables: {soakTime: 1s}\n",
+        );
+        let out = world.run(app);
+        assert!(out.status.success(), "{app}: {}", text(&out));
+        let namespace = world
+            .staging
+            .get("v1", "Namespace", None, "shop-staging")
+            .expect("created");
+        assert_eq!(
+            namespace["metadata"]["labels"]["app.kubernetes.io/managed-by"], "bowline",
+            "{namespace}"
+        );
+    }
 }

@@ -153,7 +153,8 @@ impl Daemon {
                         }
                         None => continue,
                     };
-                    match sync::plan(connection, &target, &diff).await {
+                    match sync::plan_with(connection, &target, &diff, policy.create_namespace).await
+                    {
                         Ok(plan) => {
                             let changed: Vec<DriftedObject> = plan
                                 .objects
@@ -181,6 +182,7 @@ impl Daemon {
                         if policy.self_heal {
                             let options = SyncOptions {
                                 wait: false,
+                                create_namespace: policy.create_namespace,
                                 ..SyncOptions::default()
                             };
                             match sync::sync(connection, &target, &diff, &options, &|_| {}).await {

@@ -15,6 +15,10 @@ use crate::config::{
 use crate::destination::Destinations;
 use crate::store::{NewExecution, NewStage, StageState};
 
+fn default_true() -> bool {
+    true
+}
+
 /// One environment as the execution sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -68,6 +72,10 @@ pub struct Snapshot {
     /// Prune objects no longer rendered.
     #[serde(default)]
     pub prune: bool,
+    /// Create the app's namespace when it is missing (`syncPolicy.createNamespace`; true for
+    /// executions recorded before it existed).
+    #[serde(default = "default_true")]
+    pub create_namespace: bool,
     /// Who may resolve manual judgments.
     #[serde(default)]
     pub approvers: Vec<String>,
@@ -239,6 +247,7 @@ pub fn prepare(
         ignore_differences: application.spec.ignore_differences.clone(),
         force_conflicts: policy.force_conflicts,
         prune: policy.prune,
+        create_namespace: policy.create_namespace,
         approvers: application.spec.approvers.clone(),
         pull_request: None,
         pull_request_author: None,

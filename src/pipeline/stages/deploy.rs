@@ -96,6 +96,7 @@ async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result
         let options = SyncOptions {
             timeout,
             poll: run.engine.services.poll,
+            create_namespace: run.snapshot.create_namespace,
             ..SyncOptions::default()
         };
         // Refused before connecting: nothing outside the destinations reaches a cluster.
@@ -308,6 +309,7 @@ async fn deploy_blue_green(
         // is applied twice.
         let applied = run.state.outputs["applied"][cluster.name.as_str()] == json!(revision);
         if !applied {
+            ensure_namespace(run, &connected, &env.namespace).await?;
             for o in others.iter().chain(&versioned) {
                 connected
                     .apply(o, false, run.snapshot.force_conflicts)
@@ -347,6 +349,33 @@ async fn deploy_blue_green(
         scale_down_previous(run, objects, &revision, Duration::from_secs(delay)).await?;
     }
     Ok(run.state.outputs.clone())
+}
+
+/// Creates the app's namespace in `cluster` when it is missing (or fails naming it when
+/// `syncPolicy.createNamespace` is false), as a sync does before applying.
+async fn ensure_namespace(
+    run: &StageRun,
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<(), String> {
+    let (env_name, _) = run.environment()?;
+    let app = run.snapshot.app["name"].as_str().unwrap_or_default();
+    let created = sync::ensure_namespace(
+        cluster,
+        namespace,
+        app,
+        env_name,
+        run.snapshot.create_namespace,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if created {
+        run.note(&format!(
+            "{}: created namespace {namespace}",
+            cluster.name()
+        ));
+    }
+    Ok(())
 }
 
 /// Points every rendered Service at the pods of `revision` (keeping its selector otherwise),
