@@ -67,8 +67,8 @@ impl Store for Timed {
     ) -> Result<(), StoreError> {
         self.inner.finish_execution(id, status, error)
     }
-    fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
-        self.inner.request_cancel(id)
+    fn request_cancel(&self, id: &str, user: &str) -> Result<(), StoreError> {
+        self.inner.request_cancel(id, user)
     }
     fn log(&self, id: &str, stage: Option<&str>, message: &str) -> Result<(), StoreError> {
         self.inner.log(id, stage, message)

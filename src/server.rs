@@ -665,7 +665,7 @@ async fn cancel(
         return r;
     }
     let user = caller.name;
-    match state.daemon.store().request_cancel(&id) {
+    match state.daemon.store().request_cancel(&id, &user) {
         Ok(()) => {
             tracing::info!(execution = %id, user = %user, "cancellation requested");
             (

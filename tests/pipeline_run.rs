@@ -879,12 +879,19 @@ fn a_cancellation_runs_canceled_stages_only() {
     );
     let child = world.spawn("inventory-worker");
     let id = world.wait_for("deploy-staging", StageStatus::Waiting);
-    let cancel = world.executions(&["cancel", &id]);
+    let cancel = world.executions(&["cancel", &id, "--user", "maria"]);
     assert!(cancel.status.success(), "{}", text(&cancel));
     let out = child.wait_with_output().expect("finishes");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let execution = world.store().execution(&id).expect("execution");
     assert_eq!(execution.status, ExecutionStatus::Canceled);
+    let events = world.store().events(&id).expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message == "cancellation requested by maria"),
+        "{events:?}"
+    );
     let stages = world.store().stages(&id).expect("stages");
     let status = |name: &str| {
         stages

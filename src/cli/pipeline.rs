@@ -90,6 +90,9 @@ pub enum ExecutionsCommand {
     Cancel {
         /// Execution id.
         id: String,
+        /// Who cancels (default: $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        user: String,
     },
 }
 
@@ -335,8 +338,8 @@ pub fn executions(state: StateArgs, command: ExecutionsCommand) -> anyhow::Resul
         }
         ExecutionsCommand::Approve(args) => return judge(&*store, args, Decision::Approve),
         ExecutionsCommand::Reject(args) => return judge(&*store, args, Decision::Reject),
-        ExecutionsCommand::Cancel { id } => {
-            store.request_cancel(&id)?;
+        ExecutionsCommand::Cancel { id, user } => {
+            store.request_cancel(&id, &user)?;
             writeln!(stdout, "cancellation of {id} requested")?;
         }
     }

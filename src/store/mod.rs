@@ -372,8 +372,9 @@ pub trait Store: Send + Sync {
         status: ExecutionStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError>;
-    /// Asks for cancellation; the engine stops at the next stage boundary or wait.
-    fn request_cancel(&self, id: &str) -> Result<(), StoreError>;
+    /// Asks for cancellation on behalf of `user`; the engine stops at the next stage boundary
+    /// or wait.
+    fn request_cancel(&self, id: &str, user: &str) -> Result<(), StoreError>;
     /// Appends to the event log.
     fn log(&self, id: &str, stage: Option<&str>, message: &str) -> Result<(), StoreError>;
     /// The event log of an execution, oldest first.

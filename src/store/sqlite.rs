@@ -630,7 +630,7 @@ impl Store for SqliteStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
+    fn request_cancel(&self, id: &str, user: &str) -> Result<(), StoreError> {
         let execution = self.execution(id)?;
         if execution.status.is_final() {
             return Err(StoreError::Conflict(format!(
@@ -654,7 +654,14 @@ impl Store for SqliteStore {
             )
             .map_err(|e| self.err(e))?;
         }
-        append_event(&tx, id, None, "cancellation requested", &at).map_err(|e| self.err(e))?;
+        append_event(
+            &tx,
+            id,
+            None,
+            &format!("cancellation requested by {user}"),
+            &at,
+        )
+        .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
