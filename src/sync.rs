@@ -762,7 +762,9 @@ pub fn render_targets<'r>(
 
 /// The desired objects of `target` in one cluster (see [`crate::desired`]): the render, or
 /// for blue/green the versioned state at `revision`, with the Services other than the preview
-/// left on the revision the live ones select (the new one when none does yet).
+/// left on the revision the live ones select (the new one when none does yet). Reads those
+/// Services from `cluster`: callers pass renders inside their destinations ([`render_targets`]
+/// drops the others).
 pub async fn desired_objects(
     target: &RenderTarget<'_>,
     cluster: Option<&Cluster>,
@@ -780,12 +782,8 @@ pub async fn desired_objects(
             .iter()
             .filter(|o| crate::desired::is_service(o) && !crate::desired::is_preview(o, settings))
         {
-            // Destinations are checked again before anything else is read; a Service outside
-            // them is simply not asked about here.
             let key = ObjectKey::of(service);
-            if check_destinations_of(target, &key)
-                && let Ok(Some(found)) = cluster.get(&key).await
-            {
+            if let Ok(Some(found)) = cluster.get(&key).await {
                 live.push((key, found));
             }
         }
@@ -799,12 +797,6 @@ pub async fn desired_objects(
         .into_iter()
         .map(RenderedObject::from_value)
         .collect()
-}
-
-fn check_destinations_of(target: &RenderTarget<'_>, key: &ObjectKey) -> bool {
-    Destinations::of(target.environment)
-        .check(key, key.namespace.is_none())
-        .is_ok()
 }
 
 /// Plans every target against its clusters (connecting once per cluster), or against an empty
@@ -825,23 +817,27 @@ pub async fn plan_targets(
         let diff = diff_options_for(target.app, masker);
         let policy = target.policy;
         let destinations = Destinations::of(target.environment);
+        // Nothing outside the destinations reaches a cluster, not even a connection or a read
+        // of the live Services a blue/green state starts from.
+        let refused = target
+            .objects
+            .iter()
+            .map(|o| ObjectKey::of(&o.object))
+            .find_map(|k| destinations.check(&k, k.namespace.is_none()).err());
         for (_, wave) in target.environment.waves() {
             for cluster in wave {
                 let namespace = target.app.namespace_in(target.environment);
                 let key = (cluster.name.clone(), cluster.context.clone());
-                // Nothing outside the destinations reaches a cluster, not even a connection.
-                let rendered_refused = target
-                    .objects
-                    .iter()
-                    .map(|o| ObjectKey::of(&o.object))
-                    .find_map(|k| destinations.check(&k, k.namespace.is_none()).err());
-                if configured && rendered_refused.is_none() && !connections.contains_key(&key) {
+                if configured && refused.is_none() && !connections.contains_key(&key) {
                     let connected = Cluster::connect(&cluster.name, &cluster.context, options)
                         .await
                         .map_err(|e| e.to_string());
                     connections.insert(key.clone(), connected);
                 }
-                let connection = connections.get(&key).and_then(|c| c.as_ref().ok());
+                let connection = connections
+                    .get(&key)
+                    .and_then(|c| c.as_ref().ok())
+                    .filter(|_| refused.is_none());
                 let objects = desired_objects(target, connection, &revision).await;
                 let app_target = AppTarget {
                     app: &target.app.metadata.name,
@@ -853,7 +849,7 @@ pub async fn plan_targets(
                     prune: policy.prune,
                     force_conflicts: policy.force_conflicts,
                 };
-                if let Err(refused) = check_destinations(&app_target) {
+                if let Some(refused) = &refused {
                     out.push(plan_offline(&app_target, &diff, &refused.to_string()));
                     continue;
                 }

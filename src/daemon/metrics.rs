@@ -155,15 +155,7 @@ impl Daemon {
                 return;
             }
         };
-        for status in [
-            ExecutionStatus::Queued,
-            ExecutionStatus::Running,
-            ExecutionStatus::Succeeded,
-            ExecutionStatus::Failed,
-            ExecutionStatus::Rejected,
-            ExecutionStatus::Canceled,
-            ExecutionStatus::Superseded,
-        ] {
+        for status in ExecutionStatus::ALL {
             let n = counts
                 .iter()
                 .find(|(s, _)| *s == status)

@@ -139,6 +139,17 @@ text_enum!(StageStatus {
 });
 
 impl ExecutionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [ExecutionStatus; 7] = [
+        ExecutionStatus::Queued,
+        ExecutionStatus::Running,
+        ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Rejected,
+        ExecutionStatus::Canceled,
+        ExecutionStatus::Superseded,
+    ];
+
     /// True once nothing more will happen.
     pub fn is_final(self) -> bool {
         !matches!(self, ExecutionStatus::Queued | ExecutionStatus::Running)
@@ -412,15 +423,7 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_through_their_names() {
-        for status in [
-            ExecutionStatus::Queued,
-            ExecutionStatus::Running,
-            ExecutionStatus::Succeeded,
-            ExecutionStatus::Failed,
-            ExecutionStatus::Rejected,
-            ExecutionStatus::Canceled,
-            ExecutionStatus::Superseded,
-        ] {
+        for status in ExecutionStatus::ALL {
             assert_eq!(ExecutionStatus::parse(status.as_str()), Some(status));
             assert_eq!(
                 serde_json::to_value(status).expect("json"),

@@ -231,7 +231,7 @@ async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value
             workloads.push(variant(d, d, "canary", TRACK_LABEL, "canary", replicas));
         }
         // Resumed after a restart, a cluster already applied is only waited for.
-        if run.state.outputs["applied"][cluster.name.as_str()] != json!(true) {
+        if !applied_in(run, &cluster.name, &json!(true)) {
             for w in &workloads {
                 connected
                     .apply(w, false, run.snapshot.force_conflicts)
@@ -239,14 +239,7 @@ async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value
                     .map_err(|e| e.to_string())?;
                 run.note(&format!("{}: applied {}", cluster.name, ObjectKey::of(w)));
             }
-            let mut done = run
-                .state
-                .outputs
-                .get("applied")
-                .cloned()
-                .unwrap_or(json!({}));
-            done[cluster.name.as_str()] = json!(true);
-            run.checkpoint(json!({"applied": done}))?;
+            mark_applied(run, &cluster.name, json!(true))?;
         }
         wait_healthy(run, &connected, &workloads).await?;
         created.extend(
@@ -307,8 +300,7 @@ async fn deploy_blue_green(
         let connected = connect(run, &cluster).await?;
         // Resumed after a restart, a cluster already applied is only waited for: nothing
         // is applied twice.
-        let applied = run.state.outputs["applied"][cluster.name.as_str()] == json!(revision);
-        if !applied {
+        if !applied_in(run, &cluster.name, &json!(revision)) {
             ensure_namespace(run, &connected, &env.namespace).await?;
             for o in others.iter().chain(&versioned) {
                 connected
@@ -316,14 +308,7 @@ async fn deploy_blue_green(
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            let mut done = run
-                .state
-                .outputs
-                .get("applied")
-                .cloned()
-                .unwrap_or(json!({}));
-            done[cluster.name.as_str()] = json!(revision);
-            run.checkpoint(json!({"applied": done}))?;
+            mark_applied(run, &cluster.name, json!(revision))?;
         }
         wait_healthy(run, &connected, &versioned).await?;
         run.note(&format!("{}: revision {revision} is healthy", cluster.name));
@@ -349,6 +334,24 @@ async fn deploy_blue_green(
         scale_down_previous(run, objects, &revision, Duration::from_secs(delay)).await?;
     }
     Ok(run.state.outputs.clone())
+}
+
+/// Whether this stage already applied `what` to `cluster` (checkpointed under `applied`), so a
+/// resumed stage only waits for health there.
+fn applied_in(run: &StageRun, cluster: &str, what: &Value) -> bool {
+    run.state.outputs["applied"][cluster] == *what
+}
+
+/// Checkpoints that `what` was applied to `cluster`.
+fn mark_applied(run: &mut StageRun, cluster: &str, what: Value) -> Result<(), String> {
+    let mut done = run
+        .state
+        .outputs
+        .get("applied")
+        .cloned()
+        .unwrap_or(json!({}));
+    done[cluster] = what;
+    run.checkpoint(json!({"applied": done}))
 }
 
 /// Creates the app's namespace in `cluster` when it is missing (or fails naming it when
