@@ -106,6 +106,14 @@ impl Store for Timed {
     ) -> Result<Option<AppliedRevision>, StoreError> {
         self.inner.last_good(app, environment, cluster, except)
     }
+    fn last_applied(
+        &self,
+        app: &str,
+        environment: &str,
+        cluster: &str,
+    ) -> Result<Option<AppliedRevision>, StoreError> {
+        self.inner.last_applied(app, environment, cluster)
+    }
 }
 
 fn stage(name: &str, deps: &[&str]) -> NewStage {

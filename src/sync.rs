@@ -341,6 +341,8 @@ async fn plan_objects(
         .filter(|ns| !rendered_namespaces.contains(ns.as_str()))
         .cloned()
         .collect();
+    // An app with nothing to deploy (removed from the repository) needs no namespace.
+    let create_namespace = create_namespace && !target.objects.is_empty();
     if create_namespace
         && target.destinations.allows_namespace(target.namespace)
         && !rendered_namespaces.contains(target.namespace)
@@ -389,12 +391,14 @@ async fn plan_objects(
     let mut deletions = Vec::new();
     if target.prune {
         let desired: HashSet<ObjectKey> = planned.iter().map(|p| p.diff.key.clone()).collect();
-        // Namespaces holding desired objects, and the environment's own, are never pruned.
+        // Namespaces holding desired objects, and the environment's own while the app has
+        // anything to deploy, are never pruned. An app that renders nothing (removed from the
+        // repository) leaves the namespace bowline created for it when no other app uses it.
         let kept_namespaces: HashSet<&str> = target
             .objects
             .iter()
             .filter_map(|o| o.namespace.as_deref())
-            .chain(std::iter::once(target.namespace))
+            .chain((!target.objects.is_empty()).then_some(target.namespace))
             .collect();
         let namespaces: Vec<String> = target
             .objects
@@ -760,6 +764,25 @@ pub fn render_targets<'r>(
         .collect()
 }
 
+/// The targets of `app`, deleted from the repository, in each environment of `repo` (the
+/// commit that still has it): nothing rendered, its sync policy, so that a plan shows what
+/// pruning deletes.
+pub fn removal_targets<'r>(repo: &'r ConfigRepo, app: &str) -> Vec<RenderTarget<'r>> {
+    let Some(doc) = repo.apps.get(app) else {
+        return Vec::new();
+    };
+    repo.app_environments(&doc.doc)
+        .into_iter()
+        .map(|environment| RenderTarget {
+            app: &doc.doc,
+            environment,
+            policy: repo.sync_policy(&doc.doc),
+            objects: Vec::new(),
+            blue_green: None,
+        })
+        .collect()
+}
+
 /// The desired objects of `target` in one cluster (see [`crate::desired`]): the render, or
 /// for blue/green the versioned state at `revision`, with the Services other than the preview
 /// left on the revision the live ones select (the new one when none does yet). Reads those
@@ -912,6 +935,79 @@ mod tests {
             .await
             .expect("connect");
         (cluster, dir)
+    }
+
+    #[tokio::test]
+    async fn a_removed_app_takes_its_namespace_only_when_no_other_app_uses_it() {
+        let server = TestServer::start();
+        let (cluster, _dir) = connect(&server).await;
+        let destinations =
+            Destinations::from_spec("staging", &DestinationsSpec::default(), "shop-staging");
+        let objects = vec![config_map("shop-staging")];
+        let target = AppTarget {
+            app: "web",
+            environment: "staging",
+            cluster: "staging-eu",
+            namespace: "shop-staging",
+            destinations: &destinations,
+            objects: &objects,
+            prune: true,
+            force_conflicts: false,
+        };
+        let removed = AppTarget {
+            objects: &[],
+            ..target.clone()
+        };
+        let options = DiffOptions::default();
+        let deploy = SyncOptions {
+            wait: false,
+            ..SyncOptions::default()
+        };
+        let removal = SyncOptions {
+            create_namespace: false,
+            ..deploy.clone()
+        };
+        let deletes = |plan: &TargetPlan| -> Vec<String> {
+            assert_eq!(plan.counts.delete, plan.objects.len());
+            plan.objects.iter().map(|o| o.key.to_string()).collect()
+        };
+
+        // Alone in it: the namespace bowline created for the app goes too, last.
+        sync(&cluster, &target, &options, &deploy, &|_| {})
+            .await
+            .expect("deploy");
+        assert!(server.get("v1", "Namespace", None, "shop-staging").is_some());
+        let plan = plan_with(&cluster, &removed, &options, false)
+            .await
+            .expect("plan");
+        assert_eq!(
+            deletes(&plan),
+            ["v1 ConfigMap shop-staging/web", "v1 Namespace shop-staging"]
+        );
+        sync(&cluster, &removed, &options, &removal, &|_| {})
+            .await
+            .expect("removal");
+        assert!(server.get("v1", "Namespace", None, "shop-staging").is_none());
+
+        // Another app's object in it keeps it.
+        sync(&cluster, &target, &options, &deploy, &|_| {})
+            .await
+            .expect("deploy again");
+        let mut other = config_map("shop-staging").object;
+        other["metadata"]["name"] = json!("api");
+        other["metadata"]["labels"]["bowline.dev/app"] = json!("api");
+        other["metadata"]["annotations"]["bowline.dev/app"] = json!("api");
+        server.create(other);
+        let plan = plan_with(&cluster, &removed, &options, false)
+            .await
+            .expect("plan");
+        assert_eq!(deletes(&plan), ["v1 ConfigMap shop-staging/web"]);
+        sync(&cluster, &removed, &options, &removal, &|_| {})
+            .await
+            .expect("removal");
+        assert!(server.get("v1", "ConfigMap", Some("shop-staging"), "web").is_none());
+        assert!(server.get("v1", "ConfigMap", Some("shop-staging"), "api").is_some());
+        assert!(server.get("v1", "Namespace", None, "shop-staging").is_some());
     }
 
     #[tokio::test]

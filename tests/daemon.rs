@@ -1677,3 +1677,259 @@ async fn a_rejected_judgment_reads_rejected_everywhere() {
         "{text}"
     );
 }
+
+/// The objects of inventory-worker in a cluster.
+fn worker_objects(k: &KubeServer, namespace: &str) -> Vec<String> {
+    [
+        ("apps/v1", "Deployment", "inventory-worker"),
+        ("batch/v1", "CronJob", "inventory-worker-reconcile"),
+        ("v1", "ServiceAccount", "inventory-worker"),
+        ("v1", "ConfigMap", "inventory-worker"),
+    ]
+    .iter()
+    .filter(|(v, kind, name)| k.get(v, kind, Some(namespace), name).is_some())
+    .map(|(_, kind, _)| (*kind).to_string())
+    .collect()
+}
+
+/// The first execution of inventory-worker waiting at judgment `stage`.
+fn waiting_at(store: &SqliteStore, stage: &str) -> Option<String> {
+    store
+        .executions(&ExecutionFilter::default())
+        .expect("list")
+        .into_iter()
+        .find(|e| {
+            store
+                .stages(&e.id)
+                .expect("stages")
+                .iter()
+                .any(|s| s.name == stage && s.status == StageStatus::Waiting)
+        })
+        .map(|e| e.id)
+}
+
+/// inventory-worker deployed to staging and (approved) production.
+async fn deploy_worker(w: &World, parent: &str) -> String {
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.31.5\"",
+    );
+    let commit = commit_all(&w.git, "refs/heads/main", "bump worker", Some(parent));
+    w.daemon.reconcile_branch().await.expect("reconcile");
+    let store = w.store();
+    eventually("the production approval", Duration::from_secs(60), || {
+        waiting_at(&store, "approve-production").is_some()
+    })
+    .await;
+    let id = waiting_at(&store, "approve-production").expect("waiting");
+    let (code, body) = w
+        .api_post(
+            &format!("/api/v1/executions/{id}/judgment"),
+            json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually("the deploy", Duration::from_secs(60), || {
+        store.execution(&id).map(|e| e.status).ok() == Some(ExecutionStatus::Succeeded)
+    })
+    .await;
+    for (k, ns) in w.kube.iter().zip(["shop-staging", "shop", "shop"]) {
+        assert_eq!(
+            worker_objects(k, ns),
+            ["Deployment", "CronJob", "ServiceAccount", "ConfigMap"]
+        );
+    }
+    commit
+}
+
+/// An app deleted from the tracked branch with prune on: the pull request shows the deletes;
+/// once merged, a removal execution with its own status deletes its objects, staging at once
+/// (its `maxDeletePercent` allows it) and production, where the removal is every object
+/// bowline manages, only after `/bowline approve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_app_is_deleted_after_the_guard() {
+    let (w, first) = start().await;
+    w.edit(
+        "bowline.yaml",
+        "      namespace: shop-staging\n",
+        "      namespace: shop-staging\n      maxDeletePercent: 100\n",
+    );
+    let deployed = deploy_worker(&w, &first).await;
+
+    // The pull request removing it.
+    std::fs::remove_dir_all(w.work.path().join("apps/inventory-worker")).expect("remove");
+    let head = commit_all(&w.git, "refs/pull/7/head", "remove worker", Some(&deployed));
+    let (comment, status, _) =
+        plan_once(&w, &head, "d-remove", w.pull_request("opened", &head)).await;
+    assert!(
+        comment.contains("**Removes `inventory-worker`:**"),
+        "{comment}"
+    );
+    for line in [
+        "| inventory-worker | staging | staging-eu-west-1 | 0 | 0 | 4 | 0 |",
+        "| inventory-worker | production | prod-eu-west-1 | 0 | 0 | 4 | 0 |",
+        "| inventory-worker | production | prod-us-east-1 | 0 | 0 | 4 | 0 |",
+    ] {
+        assert!(comment.contains(line), "{line}\n{comment}");
+    }
+    assert!(
+        comment.contains("- apiVersion: apps/v1")
+            || comment.contains("Deployment shop/inventory-worker"),
+        "{comment}"
+    );
+    assert_eq!(status.0, "success", "{status:?}");
+    // A plan deletes nothing.
+    assert_eq!(worker_objects(&w.kube[0], "shop-staging").len(), 4);
+
+    // Merged.
+    let merged = commit_all(
+        &w.git,
+        "refs/heads/main",
+        "remove worker (#7)",
+        Some(&deployed),
+    );
+    let outcome = w.daemon.reconcile_branch().await.expect("reconcile");
+    let Reconciled::Started { executions, .. } = outcome else {
+        panic!("no removal started: {outcome:?}");
+    };
+    assert_eq!(executions.len(), 1, "{executions:?}");
+    let id = executions[0].clone();
+    let store = w.store();
+    eventually("staging removed", Duration::from_secs(30), || {
+        worker_objects(&w.kube[0], "shop-staging").is_empty()
+    })
+    .await;
+    // The namespace existed before bowline: it stays.
+    assert!(
+        w.kube[0]
+            .get("v1", "Namespace", None, "shop-staging")
+            .is_some()
+    );
+    eventually("the production guard", Duration::from_secs(30), || {
+        waiting_at(&store, "approve-removal-production").as_deref() == Some(id.as_str())
+    })
+    .await;
+    for k in &w.kube[1..] {
+        assert_eq!(worker_objects(k, "shop").len(), 4, "held by the guard");
+    }
+    let context = "bowline/remove/inventory-worker";
+    eventually(
+        "the pending removal status",
+        Duration::from_secs(10),
+        || {
+            w.github.statuses(REPO, &merged).iter().any(|s| {
+                s.context == context
+                    && s.state == "pending"
+                    && s.description.as_deref().is_some_and(|d| {
+                        d.starts_with("approve-removal-production: awaiting judgment")
+                    })
+            })
+        },
+    )
+    .await;
+    let stages = store.stages(&id).expect("stages");
+    let instructions = stages
+        .iter()
+        .find(|s| s.name == "approve-removal-production")
+        .and_then(|s| s.outputs["instructions"].as_str().map(str::to_string))
+        .expect("instructions");
+    assert!(
+        instructions.contains(
+            "deletes 8 of the 8 objects bowline manages in production (100%), more than the 50%"
+        ),
+        "{instructions}"
+    );
+
+    let (code, body) = w
+        .api_post(
+            &format!("/api/v1/executions/{id}/judgment"),
+            json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually("the removal", Duration::from_secs(30), || {
+        store.execution(&id).map(|e| e.status).ok() == Some(ExecutionStatus::Succeeded)
+    })
+    .await;
+    for k in &w.kube[1..] {
+        assert!(worker_objects(k, "shop").is_empty());
+    }
+    let execution = store.execution(&id).expect("execution");
+    assert_eq!(execution.pipeline, "removal");
+    assert_eq!(execution.revision, merged);
+    eventually("the removal status", Duration::from_secs(10), || {
+        w.github.statuses(REPO, &merged).iter().any(|s| {
+            s.context == context
+                && s.state == "success"
+                && s.description.as_deref() == Some("removed from its clusters")
+        })
+    })
+    .await;
+    // Production deleted wave 2 before wave 1.
+    let events: Vec<String> = store
+        .events(&id)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .filter(|m| m.contains("pruned") && m.contains("Deployment"))
+        .collect();
+    let us = events.iter().position(|m| m.starts_with("prod-us-east-1"));
+    let eu = events.iter().position(|m| m.starts_with("prod-eu-west-1"));
+    assert!(us.is_some() && us < eu, "{events:?}");
+}
+
+/// With prune off, a removed app's objects stay, its waiting execution is canceled, and the
+/// removal status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_app_without_prune_is_left_running() {
+    let (w, first) = start().await;
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "  pipeline:\n",
+        "  syncPolicy:\n    prune: false\n  pipeline:\n",
+    );
+    let commit = commit_all(
+        &w.git,
+        "refs/heads/main",
+        "worker without prune",
+        Some(&first),
+    );
+    w.daemon.reconcile_branch().await.expect("reconcile");
+    let store = w.store();
+    eventually("the production approval", Duration::from_secs(60), || {
+        waiting_at(&store, "approve-production").is_some()
+    })
+    .await;
+    let waiting = waiting_at(&store, "approve-production").expect("waiting");
+    assert_eq!(worker_objects(&w.kube[0], "shop-staging").len(), 4);
+
+    std::fs::remove_dir_all(w.work.path().join("apps/inventory-worker")).expect("remove");
+    let removed = commit_all(&w.git, "refs/heads/main", "remove worker", Some(&commit));
+    let outcome = w.daemon.reconcile_branch().await.expect("reconcile");
+    assert!(
+        matches!(&outcome, Reconciled::Started { executions, .. } if executions.is_empty()),
+        "{outcome:?}"
+    );
+    eventually("the canceled execution", Duration::from_secs(30), || {
+        store.execution(&waiting).map(|e| e.status).ok() == Some(ExecutionStatus::Canceled)
+    })
+    .await;
+    assert_eq!(worker_objects(&w.kube[0], "shop-staging").len(), 4);
+    let statuses = w.github.statuses(REPO, &removed);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.context == "bowline/remove/inventory-worker"
+                && s.state == "success"
+                && s.description.as_deref()
+                    == Some(
+                        "removed from the repository; its objects are left running (prune is off)"
+                    )),
+        "{statuses:?}"
+    );
+    // Nothing is started for it after a restart either.
+    let Reconciled::Unchanged = w.daemon.reconcile_branch().await.expect("reconcile") else {
+        panic!("reconciled again");
+    };
+}

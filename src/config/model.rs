@@ -98,9 +98,27 @@ pub struct Environment {
     /// Prometheus queried by canary analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusRef>,
+    /// Largest share (percent) of the environment's bowline-managed objects that removing
+    /// applications in one commit deletes without an explicit approval (`None`: the default,
+    /// [`DEFAULT_MAX_DELETE_PERCENT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete_percent: Option<u8>,
     /// Where its applications may deploy (see [`crate::destination`]).
     #[serde(default, skip_serializing_if = "DestinationsSpec::is_default")]
     pub destinations: DestinationsSpec,
+}
+
+/// Default of [`Environment::max_delete_percent`].
+pub const DEFAULT_MAX_DELETE_PERCENT: u8 = 50;
+
+impl Environment {
+    /// Largest share (percent) of the environment's managed objects one commit's app
+    /// removals delete without an explicit approval.
+    pub fn max_delete_percent(&self) -> u8 {
+        self.max_delete_percent
+            .unwrap_or(DEFAULT_MAX_DELETE_PERCENT)
+            .min(100)
+    }
 }
 
 /// `destinations` of an environment: the namespaces and cluster-scoped kinds its
@@ -610,6 +628,9 @@ pub enum StageType {
     Promote,
     /// Return to the previous stable version.
     Rollback,
+    /// Delete what bowline created for an application removed from the tracked branch.
+    /// Internal: only removal executions have it (pipeline templates cannot use it).
+    Remove,
 }
 
 impl StageType {
@@ -624,6 +645,7 @@ impl StageType {
             StageType::Webhook => "webhook",
             StageType::Promote => "promote",
             StageType::Rollback => "rollback",
+            StageType::Remove => "remove",
         }
     }
 }
@@ -674,6 +696,8 @@ pub enum StageAction {
     Promote {},
     /// See [`StageType::Rollback`].
     Rollback {},
+    /// See [`StageType::Remove`].
+    Remove {},
 }
 
 impl StageAction {
@@ -688,6 +712,7 @@ impl StageAction {
             StageAction::Webhook(_) => StageType::Webhook,
             StageAction::Promote {} => StageType::Promote,
             StageAction::Rollback {} => StageType::Rollback,
+            StageAction::Remove {} => StageType::Remove,
         }
     }
 }

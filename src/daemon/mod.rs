@@ -13,6 +13,7 @@ mod identity;
 mod metrics;
 mod pull_request;
 mod push;
+mod removal;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,11 @@ pub const PLAN_CONTEXT: &str = "bowline/plan";
 /// Status context of an app's deployment.
 pub fn deploy_context(app: &str) -> String {
     format!("bowline/deploy/{app}")
+}
+
+/// Status context of the removal of an app deleted from the tracked branch.
+pub fn removal_context(app: &str) -> String {
+    format!("bowline/remove/{app}")
 }
 
 /// The deploy status description of a rejected execution: who rejected it where, from its
@@ -394,7 +400,12 @@ impl Daemon {
         });
         let repo_ref = lock(&self.state).github_repo.clone();
         let github = self.github.clone();
-        let context = deploy_context(&execution.app);
+        let removal = execution.pipeline == crate::pipeline::snapshot::REMOVAL_PIPELINE;
+        let context = if removal {
+            removal_context(&execution.app)
+        } else {
+            deploy_context(&execution.app)
+        };
         let sha = execution.revision.clone();
         let reporter = async move {
             while let Some((state, description)) = rx.recv().await {
@@ -420,6 +431,10 @@ impl Daemon {
             let _ = tx.send((CommitState::Pending, format!("execution {id} started")));
             let outcome = engine.run(&id).await;
             let (state, description) = match &outcome {
+                Ok(ExecutionStatus::Succeeded) if removal => (
+                    CommitState::Success,
+                    "removed from its clusters".to_string(),
+                ),
                 Ok(ExecutionStatus::Succeeded) => (CommitState::Success, "deployed".to_string()),
                 Ok(ExecutionStatus::Superseded) => (
                     CommitState::Success,

@@ -287,9 +287,39 @@ impl Daemon {
             trusted.as_ref().map(|t| &t.2),
             permission.as_deref(),
         );
+        // Apps the pull request deletes, as the tracked branch describes them: planned with
+        // nothing desired, so a removal's deletes show (with prune on).
+        let removed: Vec<(String, bool)> = match (&base_inputs, &trusted) {
+            (Some(base), Some((_, _, base_repo))) => base
+                .keys()
+                .filter(|app| !head_inputs.contains_key(*app))
+                .filter_map(|app| {
+                    let doc = &base_repo.apps.get(app)?.doc;
+                    let policy = base_repo.sync_policy(doc);
+                    Some((app.clone(), policy.prune && policy.automated))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let base_repo = trusted.as_ref().map(|t| &t.2);
         let targets: Vec<_> = affected
             .iter()
             .flat_map(|app| sync::render_targets(&repo, Some(app), None))
+            .chain(
+                removed
+                    .iter()
+                    .filter(|(_, prune)| *prune)
+                    .flat_map(|(app, _)| {
+                        base_repo
+                            .map(|base| sync::removal_targets(base, app))
+                            .unwrap_or_default()
+                    }),
+            )
+            .collect();
+        let affected: Vec<String> = affected
+            .iter()
+            .cloned()
+            .chain(removed.iter().map(|(app, _)| app.clone()))
             .collect();
         let live = match &offline {
             None => {
@@ -354,6 +384,7 @@ impl Daemon {
             policy: &policy,
             live: &live,
             platform: &platform,
+            removed: &removed,
         });
         github
             .upsert_sticky_comment(&pr.repo, pr.number, &sticky_marker(COMMENT_KEY), &body)
@@ -460,6 +491,8 @@ pub struct PlanComment<'a> {
     pub live: &'a LiveDiff,
     /// The settings used and the platform change proposed.
     pub platform: &'a Platform,
+    /// Apps the pull request deletes, with whether their objects are deleted (`prune`).
+    pub removed: &'a [(String, bool)],
 }
 
 /// The sticky PR comment: the settings it was planned with and any platform change, what was
@@ -474,6 +507,7 @@ pub fn pr_comment(plan: &PlanComment<'_>) -> String {
         policy,
         live,
         platform,
+        removed,
     } = *plan;
     let short: String = sha.chars().take(7).collect();
     let mut header = format!("### bowline plan for `{short}`\n\n");
@@ -511,6 +545,17 @@ pub fn pr_comment(plan: &PlanComment<'_>) -> String {
                 .join(", "),
             live.compared_with
         ));
+    }
+    for (app, prune) in removed {
+        if *prune {
+            header.push_str(&format!(
+                "**Removes `{app}`:** once merged, a removal execution deletes what bowline created for it (the deletes below), cluster by cluster; when that is more than an environment's `maxDeletePercent` of its objects, it waits for `/bowline approve`.\n\n"
+            ));
+        } else {
+            header.push_str(&format!(
+                "**Removes `{app}`:** its `syncPolicy.prune` is off, so its objects are left running in the clusters.\n\n"
+            ));
+        }
     }
     if !diagnostics.is_empty() {
         header.push_str(&format!(

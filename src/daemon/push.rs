@@ -200,6 +200,15 @@ impl Daemon {
                 self.spawn_execution(execution);
             }
         }
+        if let Some(old) = &last_good {
+            for execution in self
+                .start_removals(old, &inputs, &sha, pull_request.as_ref())
+                .await?
+            {
+                executions.push(execution.id.clone());
+                self.spawn_execution(execution);
+            }
+        }
         self.advance(&sha, roots, Some(inputs))?;
         Ok(Reconciled::Started {
             commit: sha,

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::expr::{ExprContext, StageView};
 use crate::config::instantiate::{instantiate, parameter_values};
 use crate::config::{
-    CanaryConfig, Cluster, ConfigRepo, DestinationsSpec, ExecutionWindow, IgnoreDifference, Stage,
+    CanaryConfig, Cluster, ConfigRepo, DestinationsSpec, ExecutionWindow, IgnoreDifference,
+    ManualJudgmentStage, Stage, StageAction, TimeoutOutcome,
 };
 use crate::destination::Destinations;
 use crate::store::{NewExecution, NewStage, StageState};
@@ -254,7 +255,127 @@ pub fn prepare(
         allow_self_approval: application.spec.allow_self_approval,
         rollback_before: None,
     };
-    let new_stages = stages
+    Ok(NewExecution {
+        app: app.to_string(),
+        environments: snapshot.environments.keys().cloned().collect(),
+        revision: revision.to_string(),
+        pipeline,
+        trigger: serde_json::to_value(&snapshot).unwrap_or(Value::Null),
+        stages: new_stages(&stages),
+    })
+}
+
+/// Pipeline name of removal executions (see [`prepare_removal`]).
+pub const REMOVAL_PIPELINE: &str = "removal";
+
+/// The execution deleting what bowline created for `app`, which the last good commit `old`
+/// had and `revision` no longer has: one `remove-<environment>` stage per environment it
+/// was deployed to (`environments`, in promotion order), each after an
+/// `approve-removal-<environment>` judgment when that environment is in `guarded` (the
+/// removal deletes more of it than the environment lets one commit delete unapproved).
+/// Settings come from `old`, the commit that still describes the app.
+pub fn prepare_removal(
+    old: &ConfigRepo,
+    app: &str,
+    environments: &[String],
+    guarded: &BTreeMap<String, String>,
+    revision: &str,
+    user: &str,
+) -> Result<NewExecution, PrepareError> {
+    let application = &old
+        .apps
+        .get(app)
+        .ok_or_else(|| PrepareError::UnknownApp(app.to_string()))?
+        .doc;
+    let mut envs = BTreeMap::new();
+    let mut stages = Vec::new();
+    for env in old
+        .app_environments(application)
+        .into_iter()
+        .filter(|e| environments.contains(&e.name))
+    {
+        envs.insert(
+            env.name.clone(),
+            EnvSnapshot {
+                namespace: application.namespace_in(env),
+                clusters: env.clusters.clone(),
+                prometheus: None,
+                objects: Vec::new(),
+                destinations: env.destinations.clone(),
+            },
+        );
+        let remove = format!("remove-{}", env.name);
+        let mut depends_on = Vec::new();
+        if let Some(why) = guarded.get(&env.name) {
+            let judgment = format!("approve-removal-{}", env.name);
+            stages.push(Stage {
+                name: judgment.clone(),
+                environment: Some(env.name.clone()),
+                depends_on: Vec::new(),
+                when: None,
+                timeout: None,
+                retries: 0,
+                action: StageAction::ManualJudgment(ManualJudgmentStage {
+                    instructions: Some(format!(
+                        "{app} was removed from the repository: {why}. Comment \"/bowline approve\" to delete them, or \"/bowline reject\" to leave them running."
+                    )),
+                    approvers: Vec::new(),
+                    inputs: Vec::new(),
+                    on_timeout: TimeoutOutcome::Reject,
+                }),
+            });
+            depends_on.push(judgment);
+        }
+        stages.push(Stage {
+            name: remove,
+            environment: Some(env.name.clone()),
+            depends_on,
+            when: None,
+            timeout: None,
+            retries: 2,
+            action: StageAction::Remove {},
+        });
+    }
+    if stages.is_empty() {
+        return Err(PrepareError::Invalid(format!(
+            "application \"{app}\" was deployed to none of its environments: nothing to remove"
+        )));
+    }
+    let snapshot = Snapshot {
+        user: user.to_string(),
+        app: json!({
+            "name": app,
+            "labels": application.metadata.labels,
+            "image": application.spec.image.reference(),
+        }),
+        parameters: json!({}),
+        environments: envs,
+        windows: Vec::new(),
+        canary: None,
+        ignore_differences: application.spec.ignore_differences.clone(),
+        force_conflicts: false,
+        prune: true,
+        // Nothing is applied, so nothing needs a namespace; the one bowline created for the
+        // app is pruned with the rest.
+        create_namespace: false,
+        approvers: application.spec.approvers.clone(),
+        pull_request: None,
+        pull_request_author: None,
+        allow_self_approval: application.spec.allow_self_approval,
+        rollback_before: None,
+    };
+    Ok(NewExecution {
+        app: app.to_string(),
+        environments: snapshot.environments.keys().cloned().collect(),
+        revision: revision.to_string(),
+        pipeline: REMOVAL_PIPELINE.to_string(),
+        trigger: serde_json::to_value(&snapshot).unwrap_or(Value::Null),
+        stages: new_stages(&stages),
+    })
+}
+
+fn new_stages(stages: &[Stage]) -> Vec<NewStage> {
+    stages
         .iter()
         .map(|s| NewStage {
             name: s.name.clone(),
@@ -262,15 +383,7 @@ pub fn prepare(
             environment: s.environment.clone(),
             inputs: serde_json::to_value(s).unwrap_or(Value::Null),
         })
-        .collect();
-    Ok(NewExecution {
-        app: app.to_string(),
-        environments: snapshot.environments.keys().cloned().collect(),
-        revision: revision.to_string(),
-        pipeline,
-        trigger: serde_json::to_value(&snapshot).unwrap_or(Value::Null),
-        stages: new_stages,
-    })
+        .collect()
 }
 
 /// The stages of `environment`, plus environment-less stages whose dependencies all stay;

@@ -405,6 +405,14 @@ pub trait Store: Send + Sync {
     fn record_delivery(&self, id: &str) -> Result<bool, StoreError>;
     /// How many executions the store holds per status (statuses with none are left out).
     fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
+    /// The latest objects applied for an app, environment and cluster by any execution,
+    /// whatever its outcome (what may still run there: the scope of a removal).
+    fn last_applied(
+        &self,
+        app: &str,
+        environment: &str,
+        cluster: &str,
+    ) -> Result<Option<AppliedRevision>, StoreError>;
     /// The latest objects applied for an app, environment and cluster by an execution that
     /// succeeded (the last good revision); with `before_execution`, only by executions created
     /// before that one (ids are time-ordered).

@@ -852,11 +852,35 @@ impl Store for SqliteStore {
         Ok(counts)
     }
 
+    fn last_applied(
+        &self,
+        app: &str,
+        environment: &str,
+        cluster: &str,
+    ) -> Result<Option<AppliedRevision>, StoreError> {
+        self.applied_where(app, environment, cluster, false, None)
+    }
+
     fn last_good(
         &self,
         app: &str,
         environment: &str,
         cluster: &str,
+        before_execution: Option<&str>,
+    ) -> Result<Option<AppliedRevision>, StoreError> {
+        self.applied_where(app, environment, cluster, true, before_execution)
+    }
+}
+
+impl SqliteStore {
+    /// The latest applied revision of an app, environment and cluster: by a succeeded
+    /// execution only when `succeeded`, created before `before_execution` when given.
+    fn applied_where(
+        &self,
+        app: &str,
+        environment: &str,
+        cluster: &str,
+        succeeded: bool,
         before_execution: Option<&str>,
     ) -> Result<Option<AppliedRevision>, StoreError> {
         let conn = self.lock();
@@ -865,9 +889,9 @@ impl Store for SqliteStore {
                 "SELECT a.revision, a.objects, a.execution_id, a.applied_at
                  FROM applied a JOIN executions e ON e.id = a.execution_id
                  WHERE a.app = ?1 AND a.environment = ?2 AND a.cluster = ?3
-                   AND e.status = 'SUCCEEDED' AND (?4 IS NULL OR a.execution_id < ?4)
+                   AND (?5 = 0 OR e.status = 'SUCCEEDED') AND (?4 IS NULL OR a.execution_id < ?4)
                  ORDER BY a.id DESC LIMIT 1",
-                params![app, environment, cluster, before_execution],
+                params![app, environment, cluster, before_execution, succeeded],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()

@@ -68,6 +68,17 @@ fn clusters(env: &EnvSnapshot) -> Vec<crate::config::Cluster> {
 /// recording what was applied per cluster. Clusters already done (after a restart) are
 /// synced again, which only dry-runs: nothing changed means nothing is written.
 async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result<(), String> {
+    sync_env_in(run, objects, record, false).await
+}
+
+/// [`sync_env`], the clusters in reverse wave order when `reverse` (a removal undoes the
+/// rollout in the opposite order).
+async fn sync_env_in(
+    run: &mut StageRun,
+    objects: &[Value],
+    record: bool,
+    reverse: bool,
+) -> Result<(), String> {
     let (env_name, env) = run.environment()?;
     let env_name = env_name.to_string();
     let env = env.clone();
@@ -82,7 +93,11 @@ async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result
         .to_string();
     let timeout = run.remaining().unwrap_or(Duration::from_secs(600));
     let destinations = env.destinations(&env_name);
-    for cluster in clusters(&env) {
+    let mut order = clusters(&env);
+    if reverse {
+        order.reverse();
+    }
+    for cluster in order {
         let target = AppTarget {
             app: &app,
             environment: &env_name,
@@ -105,12 +120,18 @@ async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result
         let stage = run.stage.name.clone();
         let engine = run.engine.clone();
         let cluster_name = cluster.name.clone();
+        let execution = run.execution.clone();
         let progress = move |event: SyncEvent| {
             let message = match event {
                 SyncEvent::Applied(d) if d.action != crate::diff::Action::Unchanged => {
                     format!("{cluster_name}: {} {}", d.action.as_str(), d.key)
                 }
-                SyncEvent::Pruned(key) => format!("{cluster_name}: pruned {key}"),
+                SyncEvent::Pruned(key) => {
+                    // Every deletion is in the event log, for the audit trail.
+                    let message = format!("{cluster_name}: pruned {key}");
+                    let _ = engine.store.log(&execution, Some(&stage), &message);
+                    message
+                }
                 SyncEvent::Health(key, h) => format!("{cluster_name}: {key} {h}"),
                 _ => return,
             };
@@ -123,10 +144,14 @@ async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result
             .await
             .map_err(|e| e.to_string())?;
         let c = report.plan.counts;
-        run.note(&format!(
-            "{}: {} created, {} updated, {} unchanged, {} pruned; healthy",
-            cluster.name, c.create, c.update, c.unchanged, c.delete
-        ));
+        if objects.is_empty() {
+            run.note(&format!("{}: {} deleted", cluster.name, c.delete));
+        } else {
+            run.note(&format!(
+                "{}: {} created, {} updated, {} unchanged, {} pruned; healthy",
+                cluster.name, c.create, c.update, c.unchanged, c.delete
+            ));
+        }
         if record {
             run.engine
                 .store
@@ -151,6 +176,19 @@ async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result
         run.checkpoint(json!({"clusters": done}))?;
     }
     Ok(())
+}
+
+/// `remove`, the stage of a removal execution: the app was deleted from the tracked branch
+/// with `prune` on, so everything bowline created for it in the environment is deleted (by
+/// pruning against an empty desired state: only objects carrying its labels and annotations,
+/// inside the destinations; its namespace only when bowline created it and no other app uses
+/// it), cluster by cluster in reverse wave order. The empty state is recorded as deployed.
+pub(super) async fn remove(run: &mut StageRun) -> StageResult {
+    if !run.snapshot.prune {
+        return Err("removal needs prune (the app's syncPolicy.prune)".into());
+    }
+    sync_env_in(run, &[], true, true).await?;
+    Ok(run.state.outputs.clone())
 }
 
 pub(super) async fn deploy(run: &mut StageRun, stage: DeployStage) -> StageResult {

@@ -113,6 +113,7 @@ impl StageRun {
             StageAction::Deploy(d) => Box::pin(deploy::deploy(self, d)),
             StageAction::Promote {} => Box::pin(deploy::promote(self)),
             StageAction::Rollback {} => Box::pin(deploy::rollback(self)),
+            StageAction::Remove {} => Box::pin(deploy::remove(self)),
             StageAction::CanaryAnalysis(a) => Box::pin(deploy::analysis(self, a)),
             StageAction::ManualJudgment(j) => Box::pin(judgment::judgment(self, j)),
             StageAction::Wait(w) => Box::pin(simple::wait(self, w)),
