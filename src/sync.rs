@@ -976,7 +976,11 @@ mod tests {
         sync(&cluster, &target, &options, &deploy, &|_| {})
             .await
             .expect("deploy");
-        assert!(server.get("v1", "Namespace", None, "shop-staging").is_some());
+        assert!(
+            server
+                .get("v1", "Namespace", None, "shop-staging")
+                .is_some()
+        );
         let plan = plan_with(&cluster, &removed, &options, false)
             .await
             .expect("plan");
@@ -987,7 +991,11 @@ mod tests {
         sync(&cluster, &removed, &options, &removal, &|_| {})
             .await
             .expect("removal");
-        assert!(server.get("v1", "Namespace", None, "shop-staging").is_none());
+        assert!(
+            server
+                .get("v1", "Namespace", None, "shop-staging")
+                .is_none()
+        );
 
         // Another app's object in it keeps it.
         sync(&cluster, &target, &options, &deploy, &|_| {})
@@ -1005,9 +1013,21 @@ mod tests {
         sync(&cluster, &removed, &options, &removal, &|_| {})
             .await
             .expect("removal");
-        assert!(server.get("v1", "ConfigMap", Some("shop-staging"), "web").is_none());
-        assert!(server.get("v1", "ConfigMap", Some("shop-staging"), "api").is_some());
-        assert!(server.get("v1", "Namespace", None, "shop-staging").is_some());
+        assert!(
+            server
+                .get("v1", "ConfigMap", Some("shop-staging"), "web")
+                .is_none()
+        );
+        assert!(
+            server
+                .get("v1", "ConfigMap", Some("shop-staging"), "api")
+                .is_some()
+        );
+        assert!(
+            server
+                .get("v1", "Namespace", None, "shop-staging")
+                .is_some()
+        );
     }
 
     #[tokio::test]
