@@ -7,15 +7,65 @@
 //! Blue/green: every Deployment runs as `<name>-<revision>` with the `bowline.dev/revision`
 //! label on it, its selector and its pods; the preview Service selects the new revision; the
 //! other Services select the active revision (the new one once switched). Rolling and canary
-//! deploys leave the render as it is once promoted (canary tracks exist only while an execution
-//! runs, and drift waits for executions of the app).
+//! deploys leave the render as it is once promoted.
+//!
+//! Canary: while an execution runs, [`canary_tracks`] adds a baseline and a canary Deployment
+//! next to each production one. They belong to the strategy: pruning never deletes them (nor
+//! earlier blue/green revisions), drift waits for executions of the app, and the execution
+//! removes them when it ends, whatever its outcome.
 
 use serde_json::{Value, json};
 
-use crate::config::{BlueGreenSettings, ConfigRepo, StageAction, Strategy};
+use crate::config::{BlueGreenSettings, CanaryDeploySettings, ConfigRepo, StageAction, Strategy};
 
 /// Label naming the revision of blue/green workloads and what Services select.
 pub const REVISION_LABEL: &str = "bowline.dev/revision";
+
+/// Label telling canary and baseline pods apart (`baseline` or `canary`).
+pub const TRACK_LABEL: &str = "bowline.dev/track";
+
+/// True for an object a strategy runs beside the render: a canary track or a blue/green
+/// revision. Such objects are the strategy's to remove, never pruning's.
+pub fn belongs_to_strategy(o: &Value) -> bool {
+    let labels = &o["metadata"]["labels"];
+    labels.get(REVISION_LABEL).is_some() || labels.get(TRACK_LABEL).is_some()
+}
+
+/// The canary tracks of rendered Deployment `deployment`, whose live production version is
+/// `production`: `<name>-baseline` running the production pod template and `<name>-canary`
+/// the new one, each with the replicas of `settings` (`replicas`, else `weight` percent of
+/// production's rounded up, at least one).
+pub fn canary_tracks(
+    deployment: &Value,
+    production: &Value,
+    settings: &CanaryDeploySettings,
+) -> [Value; 2] {
+    let prod_replicas = production["spec"]["replicas"].as_i64().unwrap_or(1);
+    let replicas = match (settings.replicas, settings.weight) {
+        (Some(r), _) => i64::from(r),
+        (None, Some(w)) => (prod_replicas * i64::from(w) + 99) / 100,
+        (None, None) => 1,
+    }
+    .max(1);
+    [
+        variant(
+            deployment,
+            production,
+            "baseline",
+            TRACK_LABEL,
+            "baseline",
+            replicas,
+        ),
+        variant(
+            deployment,
+            deployment,
+            "canary",
+            TRACK_LABEL,
+            "canary",
+            replicas,
+        ),
+    ]
+}
 
 /// The revision name used in object names and labels: the first 12 characters of the commit
 /// id, lower case (`new` when there is none).
@@ -208,6 +258,47 @@ mod tests {
             (o["metadata"]["name"] == "web").then_some(&live)
         });
         assert_eq!(active.as_deref(), Some("old1"));
+    }
+
+    #[test]
+    fn canary_tracks_run_both_templates_beside_production() {
+        let rendered = &render()[1];
+        let mut production = rendered.clone();
+        production["spec"]["template"]["spec"] = json!({"containers": [{"image": "web:1"}]});
+        production["spec"]["replicas"] = json!(12);
+        let weighted = CanaryDeploySettings {
+            replicas: None,
+            weight: Some(10),
+        };
+        let [baseline, canary] = canary_tracks(rendered, &production, &weighted);
+        assert_eq!(baseline["metadata"]["name"], "web-baseline");
+        assert_eq!(canary["metadata"]["name"], "web-canary");
+        assert_eq!(
+            baseline["spec"]["template"]["spec"]["containers"][0]["image"],
+            "web:1"
+        );
+        assert_eq!(canary["spec"]["template"]["spec"], json!({}));
+        // 10 % of 12, rounded up.
+        assert_eq!(baseline["spec"]["replicas"], 2);
+        assert_eq!(
+            canary["spec"]["selector"]["matchLabels"][TRACK_LABEL],
+            "canary"
+        );
+        assert!(belongs_to_strategy(&canary) && belongs_to_strategy(&baseline));
+        assert!(!belongs_to_strategy(rendered));
+        let fixed = CanaryDeploySettings {
+            replicas: Some(3),
+            weight: Some(10),
+        };
+        assert_eq!(
+            canary_tracks(rendered, &production, &fixed)[1]["spec"]["replicas"],
+            3
+        );
+        let tiny = CanaryDeploySettings::default();
+        assert_eq!(
+            canary_tracks(rendered, &production, &tiny)[0]["spec"]["replicas"],
+            1
+        );
     }
 
     #[test]

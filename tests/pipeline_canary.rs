@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bowline::store::{ExecutionFilter, SqliteStore, StageStatus, Store};
+use bowline::store::{ExecutionFilter, ExecutionStatus, SqliteStore, StageStatus, Store};
 use kube_api_test_server::{TestServer, kubeconfig_for};
 use prometheus::{App, Behaviour, Prometheus, http_history};
 use serde_json::{Value, json};
@@ -321,6 +321,43 @@ fn statuses(world: &World, id: &str) -> Vec<(String, StageStatus)> {
         .collect()
 }
 
+impl World {
+    /// `bowline <args> <repo> --kubeconfig …`, for commands without a state store.
+    fn on_repo(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bowline"));
+        c.args(args)
+            .arg(self.repo.path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// What a live `plan` of checkout-api in production would change, per cluster:
+    /// `action Kind name` of every object not unchanged.
+    fn production_changes(&self) -> Vec<String> {
+        let out = self
+            .on_repo(&["plan", "--format", "json"])
+            .output()
+            .expect("plan");
+        let plan: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", text(&out)));
+        plan["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["app"] == "checkout-api" && t["environment"] == "production")
+            .flat_map(|t| {
+                assert_eq!(t["live"]["kind"], "cluster", "{t:#}");
+                t["objects"].as_array().cloned().unwrap_or_default()
+            })
+            .filter(|o| o["action"] != "unchanged")
+            .map(|o| format!("{} {} {}", o["action"], o["key"]["kind"], o["key"]["name"]))
+            .collect()
+    }
+}
+
 #[test]
 fn a_healthy_canary_is_promoted_in_every_production_cluster() {
     let world = World::new(None);
@@ -331,6 +368,8 @@ fn a_healthy_canary_is_promoted_in_every_production_cluster() {
         text(&out),
         world.prometheus.log()
     );
+    // Promoted, production is exactly the desired state: nothing to change, no track left.
+    assert_eq!(world.production_changes(), Vec::<String>::new());
     for server in [&world.prod_eu, &world.prod_us] {
         assert_eq!(
             world.image(server, "checkout-api").as_deref(),
@@ -424,4 +463,143 @@ fn a_latency_regression_fails_the_canary_and_leaves_production_untouched() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("canary fail"), "{stdout}");
     assert!(world.grafana.requests.lock().expect("lock").is_empty());
+}
+
+/// While the analysis runs, the canary tracks are the strategy's: a plan (prune on) neither
+/// deletes nor changes them. A canceled execution removes them as it ends, and production is
+/// then exactly what it was.
+#[test]
+fn a_running_canary_is_left_alone_and_removed_when_its_execution_ends() {
+    let world = World::new(None);
+    edit(
+        &world.repo.path().join("apps/checkout-api/app.yaml"),
+        "analysisLifetime: 20s",
+        "analysisLifetime: 10m",
+    );
+    let child = {
+        let sync = world
+            .on_repo(&[
+                "sync",
+                "--app",
+                "checkout-api",
+                "--env",
+                "production",
+                "--timeout",
+                "30s",
+            ])
+            .output()
+            .expect("sync");
+        assert!(sync.status.success(), "{}", text(&sync));
+        assert_eq!(world.production_changes(), Vec::<String>::new());
+        edit(
+            &world.repo.path().join("apps/checkout-api/app.yaml"),
+            "tag: \"2.14.1\"",
+            "tag: \"2.15.0\"",
+        );
+        world
+            .with_repo(&["run", "--app", "checkout-api", "--revision", "rev2"])
+            .arg("--prometheus")
+            .arg(&world.prometheus.url)
+            .arg("--secrets-dir")
+            .arg(&world.secrets)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run")
+    };
+    let stage_is = |name: &str, status: StageStatus| -> Option<String> {
+        let store = world.state.exists().then(|| world.store())?;
+        let e = store
+            .executions(&ExecutionFilter::default())
+            .ok()?
+            .into_iter()
+            .next()?;
+        let found = store
+            .stages(&e.id)
+            .ok()?
+            .into_iter()
+            .any(|st| st.name == name && st.status == status);
+        found.then_some(e.id)
+    };
+    let wait_for = |name: &str, status: StageStatus| -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(id) = stage_is(name, status) {
+                return id;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{name} never {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let id = wait_for("approve-production", StageStatus::Waiting);
+    let approve = world
+        .bowline(&["executions", "approve", &id, "--user", "maria-payments"])
+        .output()
+        .expect("approve");
+    assert!(approve.status.success(), "{}", text(&approve));
+    wait_for("analyse-production", StageStatus::Running);
+    for server in [&world.prod_eu, &world.prod_us] {
+        assert_eq!(
+            world.image(server, "checkout-api-canary").as_deref(),
+            Some("ghcr.io/acme/checkout-api:2.15.0")
+        );
+        assert_eq!(
+            world.image(server, "checkout-api-baseline").as_deref(),
+            Some("ghcr.io/acme/checkout-api:2.14.1")
+        );
+    }
+    // The plan of the new commit: production's own Deployment would change; the tracks are
+    // neither pruned nor touched.
+    let changes = world.production_changes();
+    assert!(
+        changes
+            .iter()
+            .all(|c| !c.contains("-canary") && !c.contains("-baseline")),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"\"update\" \"Deployment\" \"checkout-api\"".to_string()),
+        "{changes:?}"
+    );
+
+    let cancel = world
+        .bowline(&["executions", "cancel", &id, "--user", "maria-payments"])
+        .output()
+        .expect("cancel");
+    assert!(cancel.status.success(), "{}", text(&cancel));
+    let out = child.wait_with_output().expect("run ends");
+    assert!(!out.status.success(), "{}", text(&out));
+    let execution = world.store().execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Canceled);
+    for server in [&world.prod_eu, &world.prod_us] {
+        assert!(world.image(server, "checkout-api-canary").is_none());
+        assert!(world.image(server, "checkout-api-baseline").is_none());
+        assert_eq!(
+            world.image(server, "checkout-api").as_deref(),
+            Some("ghcr.io/acme/checkout-api:2.14.1"),
+            "production untouched"
+        );
+    }
+    let events: Vec<String> = world
+        .store()
+        .events(&id)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events.iter().any(|m| m
+            == "prod-us-east-1: removed apps/v1 Deployment shop/checkout-api-canary: the execution ended without promoting or rolling back"),
+        "{events:?}"
+    );
+    // Back at the production version, nothing differs.
+    edit(
+        &world.repo.path().join("apps/checkout-api/app.yaml"),
+        "tag: \"2.15.0\"",
+        "tag: \"2.14.1\"",
+    );
+    assert_eq!(world.production_changes(), Vec::<String>::new());
 }

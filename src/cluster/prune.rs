@@ -91,13 +91,9 @@ pub fn select<'l>(
         .iter()
         .filter(|o| is_ours(o, app, environment))
         .filter(|o| !desired.contains(&ObjectKey::of(o)))
-        // Earlier blue/green revisions belong to the strategy (kept scaled down for a
-        // rollback), not to pruning.
-        .filter(|o| {
-            o.pointer("/metadata/labels")
-                .and_then(|l| l.get(crate::desired::REVISION_LABEL))
-                .is_none()
-        })
+        // Earlier blue/green revisions (kept scaled down for a rollback) and the canary
+        // tracks of a running execution belong to the strategy, not to pruning.
+        .filter(|o| !crate::desired::belongs_to_strategy(o))
         .collect();
     doomed.sort_by_key(|o| {
         let key = ObjectKey::of(o);

@@ -217,10 +217,9 @@ impl Engine {
                     )?;
                 }
                 if !cleanup {
-                    self.store
-                        .finish_execution(id, ExecutionStatus::Canceled, None)?;
-                    self.progress(Progress::Finished(ExecutionStatus::Canceled));
-                    return Ok(ExecutionStatus::Canceled);
+                    return self
+                        .finish(id, &snapshot, ExecutionStatus::Canceled, None)
+                        .await;
                 }
                 canceling = true;
                 continue;
@@ -231,9 +230,7 @@ impl Engine {
                 } else {
                     outcome(&states)
                 };
-                self.store.finish_execution(id, status, error.as_deref())?;
-                self.progress(Progress::Finished(status));
-                return Ok(status);
+                return self.finish(id, &snapshot, status, error.as_deref()).await;
             }
             let changed =
                 self.schedule(&execution, &snapshot, &states, &mut tasks, &mut running)?;
@@ -266,6 +263,21 @@ impl Engine {
                 _ = tokio::time::sleep(self.services.poll) => {}
             }
         }
+    }
+
+    /// Ends execution `id` with `status`, after removing what a strategy leaves running only
+    /// while its execution runs (canary tracks).
+    async fn finish(
+        &self,
+        id: &str,
+        snapshot: &Snapshot,
+        status: ExecutionStatus,
+        error: Option<&str>,
+    ) -> Result<ExecutionStatus, EngineError> {
+        stages::remove_leftover_tracks(self, id, snapshot).await;
+        self.store.finish_execution(id, status, error)?;
+        self.progress(Progress::Finished(status));
+        Ok(status)
     }
 
     /// Starts every stage that can start: not started with all dependencies final (or left

@@ -26,7 +26,7 @@ use crate::canary::analysis::{self, Plan, Request, Status};
 use crate::canary::retrieval::{PrometheusSource, Scope};
 use crate::cluster::{Cluster, health};
 use crate::config::{CanaryAnalysisStage, DeployStage, IntOrPercent, Strategy};
-use crate::desired::{self, is_deployment, is_preview, is_service, variant};
+use crate::desired::{self, is_deployment, is_preview, is_service};
 use crate::diff::{DiffOptions, ObjectKey};
 use crate::pipeline::StageResult;
 use crate::pipeline::snapshot::EnvSnapshot;
@@ -34,10 +34,7 @@ use crate::render::RenderedObject;
 use crate::store::{AppliedRevision, StageStatus};
 use crate::sync::{self, AppTarget, SyncEvent, SyncOptions};
 
-/// Label telling canary and baseline pods apart.
-pub const TRACK_LABEL: &str = "bowline.dev/track";
-/// Label of the pods of one blue/green revision.
-pub use crate::desired::REVISION_LABEL;
+use crate::desired::REVISION_LABEL;
 
 fn rendered(objects: &[Value]) -> Vec<RenderedObject> {
     objects
@@ -250,24 +247,15 @@ async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value
                     cluster.name
                 )
             })?;
-            let prod_replicas = production["spec"]["replicas"].as_i64().unwrap_or(1);
-            let replicas = match (settings.replicas, settings.weight) {
-                (Some(r), _) => i64::from(r),
-                (None, Some(w)) => ((prod_replicas * i64::from(w)) as f64 / 100.0)
-                    .ceil()
-                    .max(1.0) as i64,
-                (None, None) => 1,
-            };
-            workloads.push(variant(
-                d,
-                &production,
-                "baseline",
-                TRACK_LABEL,
-                "baseline",
-                replicas,
-            ));
-            workloads.push(variant(d, d, "canary", TRACK_LABEL, "canary", replicas));
+            workloads.extend(desired::canary_tracks(d, &production, &settings));
         }
+        // Recorded before they are applied, so that whatever ends the execution removes them.
+        created.extend(
+            workloads
+                .iter()
+                .map(|w| json!({"cluster": cluster.name, "key": ObjectKey::of(w)})),
+        );
+        run.checkpoint(json!({"canaryWorkloads": created}))?;
         // Resumed after a restart, a cluster already applied is only waited for.
         if !applied_in(run, &cluster.name, &json!(true)) {
             for w in &workloads {
@@ -280,13 +268,7 @@ async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value
             mark_applied(run, &cluster.name, json!(true))?;
         }
         wait_healthy(run, &connected, &workloads).await?;
-        created.extend(
-            workloads
-                .iter()
-                .map(|w| json!({"cluster": cluster.name, "key": ObjectKey::of(w)})),
-        );
     }
-    run.checkpoint(json!({"canaryWorkloads": created}))?;
     Ok(run.state.outputs.clone())
 }
 
@@ -494,21 +476,83 @@ fn deploy_stage_of(run: &StageRun) -> Result<Option<(String, Value)>, String> {
         .next_back())
 }
 
+/// The canary tracks recorded in a deploy stage's `outputs`, per cluster.
+fn canary_tracks_of(outputs: &Value, cluster: &str) -> Vec<ObjectKey> {
+    outputs["canaryWorkloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["cluster"] == cluster)
+        .filter_map(|i| serde_json::from_value(i["key"].clone()).ok())
+        .collect()
+}
+
+/// Removes the canary tracks that the deploy stages of `execution` left running when it ends
+/// without a promote or rollback having removed them (rejected, canceled, failed, or a
+/// pipeline with neither): tracks exist only while their execution runs. Best effort, in
+/// reverse wave order; what is removed, or cannot be, goes to the event log.
+#[tracing::instrument(level = "info", skip(engine, snapshot))]
+pub(crate) async fn remove_leftover_tracks(
+    engine: &crate::pipeline::Engine,
+    execution: &str,
+    snapshot: &crate::pipeline::Snapshot,
+) {
+    let Ok(states) = engine.store.stages(execution) else {
+        return;
+    };
+    for state in states.iter().filter(|s| s.stage_type == "deploy") {
+        let Some(env) = state
+            .environment
+            .as_ref()
+            .and_then(|e| snapshot.environments.get(e))
+        else {
+            continue;
+        };
+        let log = |message: &str| {
+            tracing::info!(execution, stage = %state.name, "{message}");
+            let _ = engine.store.log(execution, Some(&state.name), message);
+        };
+        for cluster in clusters(env).into_iter().rev() {
+            let tracks = canary_tracks_of(&state.outputs, &cluster.name);
+            if tracks.is_empty() {
+                continue;
+            }
+            let connected =
+                match Cluster::connect(&cluster.name, &cluster.context, &engine.services.connect)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log(&format!(
+                            "{}: could not remove the canary tracks: {e}",
+                            cluster.name
+                        ));
+                        continue;
+                    }
+                };
+            for key in tracks {
+                match connected.delete(&key, false).await {
+                    Ok(true) => log(&format!(
+                        "{}: removed {key}: the execution ended without promoting or rolling back",
+                        cluster.name
+                    )),
+                    Ok(false) => {} // removed by promote or rollback
+                    Err(e) => log(&format!(
+                        "{}: could not remove the canary track {key}: {e}",
+                        cluster.name
+                    )),
+                }
+            }
+        }
+    }
+}
+
 async fn delete_canary_workloads(run: &mut StageRun, outputs: &Value) -> Result<(), String> {
     let (_, env) = run.environment()?;
     let env = env.clone();
-    let items = outputs["canaryWorkloads"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
     for cluster in clusters(&env) {
         let connected = connect(run, &cluster).await?;
-        for item in items
-            .iter()
-            .filter(|i| i["cluster"] == cluster.name.as_str())
-        {
-            let key: ObjectKey =
-                serde_json::from_value(item["key"].clone()).map_err(|e| e.to_string())?;
+        for key in canary_tracks_of(outputs, &cluster.name) {
             connected
                 .delete(&key, false)
                 .await

@@ -8,6 +8,8 @@ mod judgment;
 mod simple;
 mod webhook;
 
+pub(crate) use deploy::remove_leftover_tracks;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
