@@ -193,7 +193,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bowline: {e:#}");
+            telemetry::fail(&format!("{e:#}"));
             ExitCode::from(2)
         }
     }
@@ -212,7 +212,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => match cli::live::plan(repo, clusters, format, exit_code) {
             // With --exit-code, 2 means "changes pending": a plan that cannot run is 1.
             Err(e) if exit_code => {
-                eprintln!("bowline: {e:#}");
+                telemetry::fail(&format!("{e:#}"));
                 Ok(ExitCode::from(1))
             }
             result => result,

@@ -147,3 +147,144 @@ async fn serve_answers_keeps_its_files_private_and_keeps_its_mask_key() {
     let _served = serve(remote.path(), state.path(), &[]);
     assert_eq!(std::fs::read_to_string(&key_file).expect("key"), key);
 }
+
+/// Fails on a JSON document with a duplicate key in any object (`serde_json::Value` keeps one
+/// of them silently).
+struct Unique;
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Unique;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Unique, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                    map.next_value::<Unique>()?;
+                }
+                Ok(Unique)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Unique, A::Error> {
+                while seq.next_element::<Unique>()?.is_some() {}
+                Ok(Unique)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_unit<E>(self) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// With `--log-format json`, everything on stderr is a JSON object per line, without colour
+/// codes or duplicate keys, from start to a clean stop — through a cluster connection (whose
+/// span names the cluster) and a failing command.
+#[test]
+fn json_logs_are_json_lines_only() {
+    let remote = tempfile::tempdir().expect("remote");
+    example_remote(remote.path());
+    let state = tempfile::tempdir().expect("state");
+    let server = kube_api_test_server::TestServer::start();
+    let kubeconfig = state.path().join("kubeconfig.yaml");
+    std::fs::write(
+        &kubeconfig,
+        kube_api_test_server::kubeconfig_for(&[("gke_acme-shop_europe-west1_staging", &server)]),
+    )
+    .expect("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--repo")
+        .arg(remote.path())
+        .arg("--state")
+        .arg(state.path().join("bowline.db"))
+        .arg("--cache-dir")
+        .arg(state.path().join("cache"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--drift-interval", "1s"])
+        .env("RUST_LOG", "debug")
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bowline serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Serving, then a drift pass that connects to the cluster.
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("\"cluster\":\"staging-eu-west-1\""))
+    {
+        assert!(Instant::now() < deadline, "no cluster span: {lines:#?}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(line);
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("stops");
+    assert!(status.success(), "{status:?}");
+    lines.extend(rx.iter());
+    let failed = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .args([
+            "--log-format",
+            "json",
+            "validate",
+            "/nonexistent/repository",
+        ])
+        .output()
+        .expect("validate");
+    assert!(!failed.status.success());
+    lines.extend(
+        String::from_utf8_lossy(&failed.stderr)
+            .lines()
+            .map(str::to_string),
+    );
+    assert!(lines.iter().any(|l| l.contains("bowline serving")));
+    assert!(
+        lines.iter().any(|l| l.contains("bowline failed")),
+        "{lines:#?}"
+    );
+    for line in &lines {
+        assert!(!line.contains('\u{1b}'), "colour code in {line}");
+        assert!(line.starts_with('{'), "not a JSON object: {line}");
+        if let Err(e) = serde_json::from_str::<Unique>(line) {
+            panic!("{e}: {line}");
+        }
+    }
+}

@@ -198,7 +198,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, branch = %args.branch, resumed, "bowline serving");
-    eprintln!("bowline: serving on http://{}", listener.local_addr()?);
+    if !bowline::telemetry::json() {
+        eprintln!("bowline: serving on http://{}", listener.local_addr()?);
+    }
     let poll = tokio::spawn(daemon.clone().poll_loop());
     let drift = tokio::spawn(daemon.clone().drift_loop());
     let limits = ServerLimits {
@@ -222,7 +224,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     drift.abort();
     let stopped = daemon.shutdown(args.shutdown_grace).await;
     tracing::info!(stopped, "bowline stopped");
-    eprintln!("bowline: stopped ({stopped} execution(s) left to resume)");
+    if !bowline::telemetry::json() {
+        eprintln!("bowline: stopped ({stopped} execution(s) left to resume)");
+    }
     Ok(())
 }
 

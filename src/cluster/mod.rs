@@ -165,7 +165,9 @@ pub struct Cluster {
 impl Cluster {
     /// Connects to cluster `name` through kubeconfig `context` (or the override in `options`)
     /// and checks that its API server answers.
-    #[tracing::instrument(level = "info", skip(options), fields(context))]
+    // The cluster is a field of its own: a span field called `name` would clash with the
+    // span's name in JSON logs.
+    #[tracing::instrument(level = "info", skip(name, options), fields(cluster = name, context))]
     pub async fn connect(
         name: &str,
         context: &str,
