@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bowline::forge::client::RetryPolicy;
 use bowline::forge::{
     COMMENT_LIMIT, CommentOutcome, CommentSection, CommitState, CommitStatus, ForgeError, GitHub,
-    RepoRef, TeamMembership, render_comment, sticky_marker,
+    RepoRef, SectionDiff, TeamMembership, render_comment, sticky_marker,
 };
 use github_api_test_server::{PullRequestSeed, RateLimit, TestServer};
 use serde_json::{Value, json};
@@ -244,7 +244,10 @@ async fn a_full_size_rendered_comment_is_accepted() {
         .map(|i| CommentSection {
             title: format!("app-{i} → production"),
             summary: "changed".into(),
-            body: (0..4000).map(|l| format!("+  line: {l}\n")).collect(),
+            diffs: vec![SectionDiff {
+                object: format!("v1 ConfigMap shop/app-{i}"),
+                text: (0..4000).map(|l| format!("+  line: {l}\n")).collect(),
+            }],
         })
         .collect();
     let body = render_comment(&marker, "| app | env | change |", &sections, "bowline");

@@ -21,8 +21,8 @@ use crate::config::ConfigRepo;
 use crate::diagnostic::{self, Diagnostic};
 use crate::diff::Action;
 use crate::forge::{
-    CommentSection, CommitState, CommitStatus, PullRequestEvent, has_write_access, render_comment,
-    sticky_marker,
+    CommentSection, CommitState, CommitStatus, PullRequestEvent, SectionDiff, has_write_access,
+    render_comment, sticky_marker,
 };
 use crate::plan::LiveDiff;
 use crate::policy::PolicyReport;
@@ -640,13 +640,15 @@ pub fn pr_comment(plan: &PlanComment<'_>) -> String {
         .map(|t| CommentSection {
             title: format!("{} → {} ({})", t.app, t.environment, t.cluster),
             summary: t.counts.to_string(),
-            body: t
+            diffs: t
                 .objects
                 .iter()
                 .filter(|o| o.action != Action::Unchanged)
-                .map(|o| o.unified.clone())
-                .collect::<Vec<_>>()
-                .join("\n"),
+                .map(|o| SectionDiff {
+                    object: o.key.to_string(),
+                    text: o.unified.clone(),
+                })
+                .collect(),
         })
         .collect();
     let footer = format!(

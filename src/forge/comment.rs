@@ -1,13 +1,11 @@
 //! The sticky pull request comment: a hidden marker (so the comment is found and updated in
-//! place), a header (typically the summary table), one collapsible section per app and
-//! environment, and a footer — kept under GitHub's 65,536-character limit by truncating the
-//! largest sections first, with a visible note in each truncated section.
+//! place), a header (typically the summary table), one collapsible section per app,
+//! environment and cluster holding one diff per object, and a footer — kept under GitHub's
+//! 65,536-character limit by cutting the largest diffs first (every small diff stays whole),
+//! with a note naming each diff that was cut.
 
 /// GitHub's limit on a comment body, in characters.
 pub const COMMENT_LIMIT: usize = 65_536;
-
-/// The note appended to a truncated section (`{n}` is the number of lines left out).
-const TRUNCATED_NOTE: &str = "… {n} lines truncated; run `bowline plan` for the full diff";
 
 /// The hidden marker identifying the sticky comment of kind `key`, e.g.
 /// `sticky_marker("plan")` = `<!-- bowline:plan -->`. Characters that could end the HTML
@@ -26,16 +24,24 @@ pub fn sticky_marker(key: &str) -> String {
     format!("<!-- bowline:{key} -->")
 }
 
-/// One collapsible section of the comment, e.g. the diff of one app in one environment.
+/// One collapsible section of the comment, e.g. the changes of one app in one environment.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CommentSection {
     /// Shown in the `<summary>`, e.g. `web → production`.
     pub title: String,
     /// Shown after the title, e.g. `2 changed, 1 added`.
     pub summary: String,
-    /// Preformatted text (typically a unified diff), shown in a ```` ```diff ```` code block.
-    /// May be cut at a line boundary when the comment is too long.
-    pub body: String,
+    /// The diffs, one per object, shown together in a ```` ```diff ```` code block.
+    pub diffs: Vec<SectionDiff>,
+}
+
+/// The diff of one object in a section.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SectionDiff {
+    /// What it is a diff of (`apps/v1 Deployment shop/web`), named when it is cut.
+    pub object: String,
+    /// Preformatted text (a unified diff); cut at a line boundary when the comment is too long.
+    pub text: String,
 }
 
 /// Length as GitHub counts it. GitHub counts characters; UTF-16 code units are never fewer
@@ -45,11 +51,12 @@ pub fn github_len(s: &str) -> usize {
 }
 
 /// Renders the comment: `marker`, `header` (e.g. the summary table), a `<details>` block per
-/// section, then `footer`. When the result would exceed [`COMMENT_LIMIT`], the largest section
-/// bodies are cut (at line boundaries, each with a note "… N lines truncated; run `bowline plan`
-/// for the full diff"); if the sections still do not fit with empty bodies, trailing sections
-/// are left out with a note, and as a last resort the header and footer are shortened. The
-/// marker always comes first.
+/// section, then `footer`. When the result would exceed [`COMMENT_LIMIT`], one cap on the
+/// length of every diff is lowered until the comment fits, so the largest diffs are cut first
+/// and the small ones stay whole (each cut at a line boundary, the section noting which object's
+/// diff lost how many lines); if the sections still do not fit with empty diffs, trailing
+/// sections are left out with a note, and as a last resort the header and footer are
+/// shortened. The marker always comes first.
 pub fn render_comment(
     marker: &str,
     header: &str,
@@ -70,7 +77,8 @@ pub fn render_comment(
             0usize,
             sections
                 .iter()
-                .map(|s| github_len(&s.body))
+                .flat_map(|s| &s.diffs)
+                .map(|d| github_len(&d.text))
                 .max()
                 .unwrap_or(0),
         );
@@ -141,21 +149,38 @@ fn render(
             out.push_str(&escape_html(&section.summary));
         }
         out.push_str("</summary>\n\n");
-        let (body, cut) = cut_body(&section.body, cap);
-        if !body.is_empty() {
-            let fence = fence_for(&section.body);
+        let mut shown = String::new();
+        let mut notes = Vec::new();
+        for diff in &section.diffs {
+            let (kept, cut) = cut_body(&diff.text, cap);
+            if !kept.is_empty() {
+                if !shown.is_empty() && !shown.ends_with("\n\n") {
+                    shown.push('\n');
+                }
+                shown.push_str(kept);
+                if !kept.ends_with('\n') {
+                    shown.push('\n');
+                }
+            }
+            if cut > 0 {
+                notes.push(format!(
+                    "… {}: {cut} line{} truncated",
+                    escape_html(&diff.object),
+                    if cut == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        if !shown.is_empty() {
+            let fence = fence_for(&shown);
             out.push_str(&fence);
             out.push_str("diff\n");
-            out.push_str(body);
-            if !body.ends_with('\n') {
-                out.push('\n');
-            }
+            out.push_str(&shown);
             out.push_str(&fence);
             out.push_str("\n\n");
         }
-        if cut > 0 {
-            out.push_str(&TRUNCATED_NOTE.replace("{n}", &cut.to_string()));
-            out.push_str("\n\n");
+        if !notes.is_empty() {
+            out.push_str(&notes.join("<br>\n"));
+            out.push_str("; run `bowline plan` for the full diff\n\n");
         }
         out.push_str("</details>\n\n");
     }
@@ -222,14 +247,28 @@ fn escape_html(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn diff(object: &str, lines: usize, width: usize) -> SectionDiff {
+        SectionDiff {
+            object: object.into(),
+            text: (0..lines)
+                .map(|i| format!("+{:0width$}\n", i, width = width))
+                .collect(),
+        }
+    }
+
     fn section(title: &str, lines: usize, width: usize) -> CommentSection {
         CommentSection {
             title: title.into(),
             summary: format!("{lines} lines"),
-            body: (0..lines)
-                .map(|i| format!("+{:0width$}\n", i, width = width))
-                .collect(),
+            diffs: vec![diff(title, lines, width)],
         }
+    }
+
+    fn one(text: &str) -> Vec<SectionDiff> {
+        vec![SectionDiff {
+            object: "v1 ConfigMap web".into(),
+            text: text.into(),
+        }]
     }
 
     #[test]
@@ -247,7 +286,7 @@ mod tests {
             &[CommentSection {
                 title: "web <prod>".into(),
                 summary: "1 changed".into(),
-                body: "-a\n+b\n".into(),
+                diffs: one("-a\n+b\n"),
             }],
             "_bowline_",
         );
@@ -266,7 +305,7 @@ mod tests {
             &[CommentSection {
                 title: "t".into(),
                 summary: String::new(),
-                body: "+ ```\n".into(),
+                diffs: one("+ ```\n"),
             }],
             "",
         );
@@ -289,10 +328,34 @@ mod tests {
         assert!(text.contains(header));
         assert!(text.contains("footer"));
         // The small and medium sections are whole; the huge one is cut with a note.
-        assert!(text.contains(&sections[0].body));
-        assert!(text.contains(&sections[2].body));
+        assert!(text.contains(&sections[0].diffs[0].text));
+        assert!(text.contains(&sections[2].diffs[0].text));
         assert!(text.contains("lines truncated; run `bowline plan` for the full diff"));
         assert_eq!(text.matches("lines truncated").count(), 1);
+        assert!(text.contains("… huge: "), "the note names the cut diff");
+    }
+
+    #[test]
+    fn within_a_section_the_small_diffs_stay_whole() {
+        // One target: a huge ConfigMap applied first, then small Deployment and Service diffs.
+        let sections = vec![CommentSection {
+            title: "web → production (prod-eu)".into(),
+            summary: "3 to update".into(),
+            diffs: vec![
+                diff("v1 ConfigMap shop/web", 30_000, 10),
+                diff("apps/v1 Deployment shop/web", 12, 30),
+                diff("v1 Service shop/web", 4, 30),
+            ],
+        }];
+        let text = render_comment("<!-- m -->", "table", &sections, "");
+        assert!(github_len(&text) <= COMMENT_LIMIT);
+        assert!(text.contains(&sections[0].diffs[1].text));
+        assert!(text.contains(&sections[0].diffs[2].text));
+        assert!(
+            text.contains("… v1 ConfigMap shop/web: "),
+            "the cut diff is named"
+        );
+        assert_eq!(text.matches("truncated").count(), 1);
     }
 
     #[test]
@@ -325,7 +388,7 @@ mod tests {
             &[CommentSection {
                 title: "e".into(),
                 summary: "s".into(),
-                body,
+                diffs: one(&body),
             }],
             "",
         );

@@ -19,7 +19,7 @@ pub mod webhook;
 
 pub use chatops::{Command, has_write_access, is_authorized, parse_command};
 pub use client::{CommentOutcome, CommitState, CommitStatus, ForgeError, GitHub, TeamMembership};
-pub use comment::{COMMENT_LIMIT, CommentSection, render_comment, sticky_marker};
+pub use comment::{COMMENT_LIMIT, CommentSection, SectionDiff, render_comment, sticky_marker};
 pub use webhook::{
     CommentAction, Deliveries, DeliveryRepository, Event, IssueCommentEvent, PrAction,
     PullRequestEvent, PushEvent, WebhookError, delivery_repository, parse_event, verify_signature,
