@@ -13,7 +13,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, ClusterError, ConnectOptions, Health, health};
+use crate::cluster::{Cluster, ClusterError, ClusterPool, Health, health};
 use crate::config::{Application, ConfigRepo, Environment, SyncPolicy};
 use crate::destination::{Destinations, Refused};
 use crate::diff::Masker;
@@ -827,14 +827,17 @@ pub async fn desired_objects(
 /// cluster, and the reason is kept in the plan.
 pub async fn plan_targets(
     targets: &[RenderTarget<'_>],
-    options: &ConnectOptions,
+    pool: &ClusterPool,
     configured: bool,
     masker: &Masker,
     revision: &str,
 ) -> Vec<TargetPlan> {
     let revision = crate::desired::revision_name(revision);
-    let mut connections: std::collections::HashMap<(String, String), Result<Cluster, String>> =
-        std::collections::HashMap::new();
+    // One attempt per cluster and plan: an unreachable cluster costs its timeout once.
+    let mut connections: std::collections::HashMap<
+        (String, String),
+        Result<std::sync::Arc<Cluster>, String>,
+    > = std::collections::HashMap::new();
     let mut out = Vec::new();
     for target in targets {
         let diff = diff_options_for(target.app, masker);
@@ -852,7 +855,8 @@ pub async fn plan_targets(
                 let namespace = target.app.namespace_in(target.environment);
                 let key = (cluster.name.clone(), cluster.context.clone());
                 if configured && refused.is_none() && !connections.contains_key(&key) {
-                    let connected = Cluster::connect(&cluster.name, &cluster.context, options)
+                    let connected = pool
+                        .get(&cluster.name, &cluster.context)
                         .await
                         .map_err(|e| e.to_string());
                     connections.insert(key.clone(), connected);
@@ -860,6 +864,7 @@ pub async fn plan_targets(
                 let connection = connections
                     .get(&key)
                     .and_then(|c| c.as_ref().ok())
+                    .map(|c| &**c)
                     .filter(|_| refused.is_none());
                 let objects = desired_objects(target, connection, &revision).await;
                 let app_target = AppTarget {
@@ -903,6 +908,7 @@ pub async fn plan_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::ConnectOptions;
     use crate::config::DestinationsSpec;
     use kube_api_test_server::TestServer;
     use serde_json::json;

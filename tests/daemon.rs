@@ -1760,8 +1760,16 @@ async fn a_removed_app_is_deleted_after_the_guard() {
     // The pull request removing it.
     std::fs::remove_dir_all(w.work.path().join("apps/inventory-worker")).expect("remove");
     let head = commit_all(&w.git, "refs/pull/7/head", "remove worker", Some(&deployed));
-    let (comment, status, _) =
+    let (comment, status, requests) =
         plan_once(&w, &head, "d-remove", w.pull_request("opened", &head)).await;
+    // The plan reuses the connections the deploy made: no new handshake, no new discovery.
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.ends_with(" /version") || r.ends_with(" /apis") || r.ends_with(" /api")),
+        "{requests:#?}"
+    );
+    assert!(!requests.is_empty());
     assert!(
         comment.contains("**Removes `inventory-worker`:**"),
         "{comment}"

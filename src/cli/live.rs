@@ -77,9 +77,10 @@ pub fn plan(
     let options = connect_options(&clusters);
     let kubeconfig = options.configured();
     let targets = sync::render_targets(&loaded.repo, None, None);
+    let pool = bowline::cluster::ClusterPool::new(options);
     let planned = runtime()?.block_on(sync::plan_targets(
         &targets,
-        &options,
+        &pool,
         kubeconfig.is_some(),
         &masker(),
         &super::pipeline::git_head(&repo.repo).unwrap_or_default(),

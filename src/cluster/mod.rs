@@ -7,6 +7,7 @@
 //! deletes JSON objects.
 
 pub mod health;
+pub mod pool;
 pub mod prune;
 pub mod retry;
 
@@ -25,7 +26,12 @@ use tracing::Instrument;
 
 use crate::diff::ObjectKey;
 pub use health::Health;
+pub use pool::ClusterPool;
 pub use retry::RetryPolicy;
+
+/// How long a kind found by discovery is trusted before it is asked for again (a CRD's served
+/// versions can change).
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
 /// bowline's field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "bowline";
@@ -145,6 +151,21 @@ fn in_cluster() -> bool {
     std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
+/// Why one apply attempt failed: the resource type is gone (retried after discovery), or
+/// anything else.
+enum ApplyError {
+    ResourceGone(ObjectKey),
+    Failed(ClusterError),
+}
+
+use ApplyError::ResourceGone;
+
+impl From<ClusterError> for ApplyError {
+    fn from(e: ClusterError) -> ApplyError {
+        ApplyError::Failed(e)
+    }
+}
+
 /// A resolved kind: where its objects live in the API.
 #[derive(Debug, Clone)]
 struct Resolved {
@@ -159,8 +180,16 @@ pub struct Cluster {
     url: String,
     client: Client,
     retry: RetryPolicy,
-    kinds: Mutex<HashMap<(String, String), Resolved>>,
+    kinds: Mutex<ResolvedKinds>,
+    /// Every listable resource (for pruning), from a full discovery, with when it was read.
+    listable: Mutex<Option<(ListableResources, std::time::Instant)>>,
 }
+
+/// Kinds resolved by discovery, by (apiVersion, kind), with when.
+type ResolvedKinds = HashMap<(String, String), (Resolved, std::time::Instant)>;
+
+/// The resources a full discovery found listable, with their capabilities.
+type ListableResources = std::sync::Arc<Vec<(ApiResource, ApiCapabilities)>>;
 
 impl Cluster {
     /// Connects to cluster `name` through kubeconfig `context` (or the override in `options`)
@@ -243,6 +272,7 @@ impl Cluster {
             client,
             retry: options.retry,
             kinds: Mutex::new(HashMap::new()),
+            listable: Mutex::new(None),
         };
         let version = retry::with_retries(cluster.retry, "GET /version", || {
             cluster.client.apiserver_version()
@@ -268,11 +298,15 @@ impl Cluster {
         &self.context
     }
 
-    /// Where a kind lives in the API, from discovery (cached per cluster; a kind that is not
-    /// found is asked for again next time, so CRDs applied meanwhile are picked up).
+    /// Where a kind lives in the API, from discovery (cached per cluster for
+    /// [`DISCOVERY_TTL`]; a kind that is not found is asked for again next time, so CRDs applied
+    /// meanwhile are picked up, and [`Cluster::forget_kind`] drops one the server stopped
+    /// serving).
     async fn resolve(&self, api_version: &str, kind: &str) -> Result<Resolved, ClusterError> {
         let cache_key = (api_version.to_string(), kind.to_string());
-        if let Some(found) = self.lock_kinds().get(&cache_key) {
+        if let Some((found, since)) = self.lock_kinds().get(&cache_key)
+            && since.elapsed() < DISCOVERY_TTL
+        {
             return Ok(found.clone());
         }
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -284,11 +318,23 @@ impl Cluster {
         .await;
         match found {
             Ok((resource, capabilities)) => {
+                // A kind the full listing used for pruning lacks is new to the cluster (a CRD
+                // just applied): the listing is read again next time.
+                let mut listable = self.lock_listable();
+                if listable.as_ref().is_some_and(|(known, _)| {
+                    !known.iter().any(|(r, _)| {
+                        r.api_version == resource.api_version && r.kind == resource.kind
+                    })
+                }) {
+                    listable.take();
+                }
+                drop(listable);
                 let resolved = Resolved {
                     resource,
                     namespaced: capabilities.scope == Scope::Namespaced,
                 };
-                self.lock_kinds().insert(cache_key, resolved.clone());
+                self.lock_kinds()
+                    .insert(cache_key, (resolved.clone(), std::time::Instant::now()));
                 Ok(resolved)
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -299,7 +345,14 @@ impl Cluster {
         }
     }
 
-    fn lock_kinds(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Resolved>> {
+    /// Drops what discovery said about a kind: the server answered 404 for its resource type
+    /// (a CRD removed or changed), so the next use asks again.
+    fn forget_kind(&self, api_version: &str, kind: &str) {
+        self.lock_kinds()
+            .remove(&(api_version.to_string(), kind.to_string()));
+    }
+
+    fn lock_kinds(&self) -> std::sync::MutexGuard<'_, ResolvedKinds> {
         // A poisoned cache only means another task panicked mid-insert; the map is still valid.
         self.kinds.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -383,6 +436,38 @@ impl Cluster {
         dry_run: bool,
         force: bool,
     ) -> Result<Value, ClusterError> {
+        match self.apply_once(object, dry_run, force).await {
+            // The resource type itself is gone (no object name in the answer): what discovery
+            // said is stale. Asked again, a kind no longer served is reported as unknown.
+            Err(ResourceGone(key)) => {
+                self.forget_kind(&key.api_version, &key.kind);
+                self.apply_once(object, dry_run, force)
+                    .await
+                    .map_err(|e| self.apply_failure(e))
+            }
+            other => other.map_err(|e| self.apply_failure(e)),
+        }
+    }
+
+    fn apply_failure(&self, error: ApplyError) -> ClusterError {
+        match error {
+            ApplyError::Failed(e) => e,
+            ResourceGone(key) => ClusterError::Api {
+                cluster: self.name.clone(),
+                verb: "apply",
+                object: key.to_string(),
+                code: Some(404),
+                message: "the server could not find the requested resource".into(),
+            },
+        }
+    }
+
+    async fn apply_once(
+        &self,
+        object: &Value,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Value, ApplyError> {
         let key = ObjectKey::of(object);
         let (api, namespaced) = self
             .api_for(&key.api_version, &key.kind, key.namespace.as_deref())
@@ -401,20 +486,31 @@ impl Cluster {
             api.patch(&key.name, &params, &patch)
         })
         .instrument(span)
-        .await
-        .map_err(|e| {
-            self.api_error(
-                if dry_run { "dry-run apply" } else { "apply" },
-                &key.to_string(),
-                &e,
-            )
-        })?;
-        to_value(answer).map_err(|e| ClusterError::Api {
-            cluster: self.name.clone(),
-            verb: "apply",
-            object: key.to_string(),
-            code: None,
-            message: e.to_string(),
+        .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(kube::Error::Api(status))
+                if status.code == 404
+                    && status.details.as_ref().is_none_or(|d| d.name.is_empty()) =>
+            {
+                return Err(ResourceGone(key));
+            }
+            Err(e) => {
+                return Err(ApplyError::Failed(self.api_error(
+                    if dry_run { "dry-run apply" } else { "apply" },
+                    &key.to_string(),
+                    &e,
+                )));
+            }
+        };
+        to_value(answer).map_err(|e| {
+            ApplyError::Failed(ClusterError::Api {
+                cluster: self.name.clone(),
+                verb: "apply",
+                object: key.to_string(),
+                code: None,
+                message: e.to_string(),
+            })
         })
     }
 
@@ -480,54 +576,97 @@ impl Cluster {
 
     /// Live objects matching the label `selector`: namespaced kinds in `namespaces`, and
     /// cluster-scoped kinds cluster-wide when `cluster_scoped`.
+    fn lock_listable(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(ListableResources, std::time::Instant)>> {
+        // A poisoned cache only means another task panicked mid-insert; it is still valid.
+        self.listable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every listable resource, from a full discovery cached for [`DISCOVERY_TTL`].
+    async fn listable_resources(&self) -> Result<ListableResources, ClusterError> {
+        if let Some((resources, since)) = self.lock_listable().as_ref()
+            && since.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(resources.clone());
+        }
+        let discovery = retry::with_retries(self.retry, "discovery", || {
+            Discovery::new(self.client.clone()).run()
+        })
+        .await
+        .map_err(|e| self.api_error("discover", "API resources", &e))?;
+        let resources: ListableResources = std::sync::Arc::new(
+            discovery
+                .groups()
+                .flat_map(|g| g.recommended_resources())
+                .filter(|(r, c)| listable(c) && !r.plural.contains('/'))
+                .collect(),
+        );
+        *self.lock_listable() = Some((resources.clone(), std::time::Instant::now()));
+        Ok(resources)
+    }
+
     async fn list_labelled(
         &self,
         selector: &str,
         namespaces: &[String],
         cluster_scoped: bool,
     ) -> Result<Vec<Value>, ClusterError> {
-        let discovery = retry::with_retries(self.retry, "discovery", || {
-            Discovery::new(self.client.clone()).run()
-        })
-        .await
-        .map_err(|e| self.api_error("discover", "API resources", &e))?;
+        match self
+            .list_labelled_in(selector, namespaces, cluster_scoped)
+            .await
+        {
+            // A resource the cached discovery lists is gone (a CRD removed): discover again.
+            Err(ClusterError::Api {
+                code: Some(404), ..
+            }) => {
+                self.lock_listable().take();
+                self.list_labelled_in(selector, namespaces, cluster_scoped)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn list_labelled_in(
+        &self,
+        selector: &str,
+        namespaces: &[String],
+        cluster_scoped: bool,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let resources = self.listable_resources().await?;
         let params = ListParams::default().labels(selector);
         let mut found = Vec::new();
-        for group in discovery.groups() {
-            for (resource, capabilities) in group.recommended_resources() {
-                if !listable(&capabilities) || resource.plural.contains('/') {
-                    continue;
-                }
-                if !cluster_scoped && capabilities.scope != Scope::Namespaced {
-                    continue;
-                }
-                let apis: Vec<Api<DynamicObject>> = if capabilities.scope == Scope::Namespaced {
-                    namespaces
-                        .iter()
-                        .map(|ns| Api::namespaced_with(self.client.clone(), ns, &resource))
-                        .collect()
-                } else {
-                    vec![Api::all_with(self.client.clone(), &resource)]
-                };
-                for api in apis {
-                    let list = retry::with_retries(self.retry, "list", || api.list(&params))
-                        .await
-                        .map_err(|e| self.api_error("list", &resource.plural, &e))?;
-                    for item in list.items {
-                        let mut value = to_value(item).map_err(|e| ClusterError::Api {
-                            cluster: self.name.clone(),
-                            verb: "list",
-                            object: resource.plural.clone(),
-                            code: None,
-                            message: e.to_string(),
-                        })?;
-                        // List items carry no apiVersion/kind of their own.
-                        if let Some(map) = value.as_object_mut() {
-                            map.insert("apiVersion".into(), resource.api_version.clone().into());
-                            map.insert("kind".into(), resource.kind.clone().into());
-                        }
-                        found.push(value);
+        for (resource, capabilities) in resources.iter() {
+            if !cluster_scoped && capabilities.scope != Scope::Namespaced {
+                continue;
+            }
+            let apis: Vec<Api<DynamicObject>> = if capabilities.scope == Scope::Namespaced {
+                namespaces
+                    .iter()
+                    .map(|ns| Api::namespaced_with(self.client.clone(), ns, resource))
+                    .collect()
+            } else {
+                vec![Api::all_with(self.client.clone(), resource)]
+            };
+            for api in apis {
+                let list = retry::with_retries(self.retry, "list", || api.list(&params))
+                    .await
+                    .map_err(|e| self.api_error("list", &resource.plural, &e))?;
+                for item in list.items {
+                    let mut value = to_value(item).map_err(|e| ClusterError::Api {
+                        cluster: self.name.clone(),
+                        verb: "list",
+                        object: resource.plural.clone(),
+                        code: None,
+                        message: e.to_string(),
+                    })?;
+                    // List items carry no apiVersion/kind of their own.
+                    if let Some(map) = value.as_object_mut() {
+                        map.insert("apiVersion".into(), resource.api_version.clone().into());
+                        map.insert("kind".into(), resource.kind.clone().into());
                     }
+                    found.push(value);
                 }
             }
         }

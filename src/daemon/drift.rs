@@ -5,6 +5,7 @@
 //! drift, and self-heal takes them back.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -78,7 +79,9 @@ impl Daemon {
             })
             .map(|list| list.into_iter().map(|e| e.app).collect())
             .unwrap_or_default();
-        let mut connections: HashMap<(String, String), Result<Cluster, String>> = HashMap::new();
+        // One attempt per cluster and pass, through the process's shared connections.
+        let mut connections: HashMap<(String, String), Result<Arc<Cluster>, String>> =
+            HashMap::new();
         let mut report: BTreeMap<String, Vec<TargetDrift>> = BTreeMap::new();
         self.metrics.drift_objects.reset();
         for (name, app) in &repo.apps {
@@ -108,10 +111,12 @@ impl Daemon {
                         };
                     let key = (cluster.name.clone(), cluster.context.clone());
                     if !connections.contains_key(&key) {
-                        let connected =
-                            Cluster::connect(&cluster.name, &cluster.context, &self.config.connect)
-                                .await
-                                .map_err(|e| e.to_string());
+                        let connected = self
+                            .services
+                            .clusters
+                            .get(&cluster.name, &cluster.context)
+                            .await
+                            .map_err(|e| e.to_string());
                         connections.insert(key.clone(), connected);
                     }
                     let objects: Vec<RenderedObject> = deployed

@@ -326,7 +326,7 @@ impl Daemon {
                 let configured = self.config.connect.configured();
                 let planned = sync::plan_targets(
                     &targets,
-                    &self.config.connect,
+                    &self.services.clusters,
                     configured.is_some(),
                     &self.config.masker,
                     &request.pr.head_sha,
@@ -337,7 +337,7 @@ impl Daemon {
             Some(reason) => {
                 let mut planned = sync::plan_targets(
                     &targets,
-                    &self.config.connect,
+                    &self.services.clusters,
                     false,
                     &self.config.masker,
                     &request.pr.head_sha,

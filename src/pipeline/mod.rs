@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::cluster::ConnectOptions;
+use crate::cluster::{ClusterPool, ConnectOptions};
 use crate::config::Stage;
 use crate::store::{
     Execution, ExecutionStatus, NewExecution, StageState, StageStatus, StageUpdate, Store,
@@ -76,6 +76,8 @@ pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
 pub struct Services {
     /// How to reach clusters.
     pub connect: ConnectOptions,
+    /// The connections to them, shared by every stage (and by the daemon's plans and drift).
+    pub clusters: Arc<ClusterPool>,
     /// HTTP client for webhooks and `http_ok` (see [`egress`]).
     pub http: reqwest::Client,
     /// Let webhooks and `http_ok` reach link-local and metadata addresses.
@@ -99,6 +101,7 @@ impl Services {
         // the process installed it already.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Services {
+            clusters: Arc::new(ClusterPool::new(connect.clone())),
             connect,
             http: egress::client(false, EGRESS_TIMEOUT),
             allow_link_local_egress: false,

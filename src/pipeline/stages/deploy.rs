@@ -44,14 +44,16 @@ fn rendered(objects: &[Value]) -> Vec<RenderedObject> {
         .collect()
 }
 
-async fn connect(run: &StageRun, cluster: &crate::config::Cluster) -> Result<Cluster, String> {
-    Cluster::connect(
-        &cluster.name,
-        &cluster.context,
-        &run.engine.services.connect,
-    )
-    .await
-    .map_err(|e| e.to_string())
+async fn connect(
+    run: &StageRun,
+    cluster: &crate::config::Cluster,
+) -> Result<std::sync::Arc<Cluster>, String> {
+    run.engine
+        .services
+        .clusters
+        .get(&cluster.name, &cluster.context)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Clusters of the environment in wave order.
@@ -517,19 +519,21 @@ pub(crate) async fn remove_leftover_tracks(
             if tracks.is_empty() {
                 continue;
             }
-            let connected =
-                match Cluster::connect(&cluster.name, &cluster.context, &engine.services.connect)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        log(&format!(
-                            "{}: could not remove the canary tracks: {e}",
-                            cluster.name
-                        ));
-                        continue;
-                    }
-                };
+            let connected = match engine
+                .services
+                .clusters
+                .get(&cluster.name, &cluster.context)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    log(&format!(
+                        "{}: could not remove the canary tracks: {e}",
+                        cluster.name
+                    ));
+                    continue;
+                }
+            };
             for key in tracks {
                 match connected.delete(&key, false).await {
                     Ok(true) => log(&format!(
