@@ -22,17 +22,13 @@ use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Query, Reque
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::daemon::{
-    Daemon, SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author,
-};
+use crate::daemon::Daemon;
 use crate::forge::{Event, PrAction, delivery_repository, parse_event, verify_signature};
-use crate::store::{
-    Decision, Execution, ExecutionFilter, ExecutionStatus, Judgment, StageStatus, StoreError,
-};
+use crate::pipeline::operations::{self, OperationError};
+use crate::store::{Decision, Execution, ExecutionFilter, ExecutionStatus, StoreError};
 
 /// The largest webhook body accepted: GitHub caps payloads at 25 MB.
 pub const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
@@ -221,6 +217,8 @@ pub fn router_with(daemon: Arc<Daemon>, tokens: ApiTokens, limits: ServerLimits)
         .route("/api/v1/executions/{id}", get(execution))
         .route("/api/v1/executions/{id}/judgment", post(judgment))
         .route("/api/v1/executions/{id}/cancel", post(cancel))
+        .route("/api/v1/executions/{id}/retry", post(retry))
+        .route("/api/v1/executions/{id}/rollback", post(rollback))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -588,71 +586,60 @@ struct JudgmentBody {
     input: Option<String>,
 }
 
+/// The answer to an operation that did nothing.
+fn operation_error(id: &str, e: OperationError) -> Response {
+    match e {
+        OperationError::Store(e) => store_error(id, e),
+        e @ OperationError::Refused(_) => error_json(StatusCode::FORBIDDEN, e),
+        e @ (OperationError::NothingWaiting(_)
+        | OperationError::SeveralWaiting { .. }
+        | OperationError::NotJudgeable { .. }
+        | OperationError::WrongState { .. }) => error_json(StatusCode::CONFLICT, e),
+    }
+}
+
 /// Records an approval or rejection of a waiting manual judgment, attributed to the token's
-/// name. A token named like the recorded author of the change does not approve it, unless
-/// the app sets `allowSelfApproval`.
+/// name (see [`operations::judge`]: the change's author does not approve it, unless the app
+/// sets `allowSelfApproval`).
 async fn judgment(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let user = caller.name.clone();
-    let execution = match accessible(&state, &caller, &id) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    if let Err(r) = accessible(&state, &caller, &id) {
+        return r;
+    }
     let body: JudgmentBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
-    if body.decision == Decision::Approve
-        && !allows_self_approval(&execution.trigger)
-        && is_author(&user, recorded_author(&execution.trigger))
-    {
-        return error_json(StatusCode::FORBIDDEN, SELF_APPROVAL_REFUSED);
-    }
     let store = state.daemon.store();
-    let stages = match store.stages(&id) {
-        Ok(s) => s,
-        Err(e) => return store_error(&id, e),
-    };
-    let waiting: Vec<_> = stages
-        .iter()
-        .filter(|s| s.stage_type == "manualJudgment" && s.status == StageStatus::Waiting)
-        .filter(|s| body.stage.as_ref().is_none_or(|n| *n == s.name))
-        .collect();
-    let stage = match waiting.as_slice() {
-        [one] => one.name.clone(),
-        [] => {
-            return error_json(
-                StatusCode::CONFLICT,
-                "no stage of this execution waits for a judgment",
-            );
-        }
-        _ => {
-            return error_json(
-                StatusCode::CONFLICT,
-                "several stages wait for a judgment: name one in \"stage\"",
-            );
-        }
-    };
-    let judgment = Judgment {
-        decision: body.decision,
-        user: user.clone(),
-        input: body.input,
-        at: Utc::now(),
-    };
-    match store.judge(&id, &stage, &judgment) {
-        Ok(()) => {
-            tracing::info!(execution = %id, stage = %stage, user = %user, decision = ?judgment.decision, "judgment recorded");
-            (
-                StatusCode::OK,
-                axum::Json(json!({"execution": id, "stage": stage, "judgment": judgment})),
+    let result = match operations::waiting_in(&**store, &id, body.stage.as_deref()) {
+        Ok(target) => {
+            let stage = target.stage.clone();
+            operations::judge(
+                &**store,
+                std::slice::from_ref(&target),
+                body.decision,
+                &caller.name,
+                body.input.clone(),
+                |_| async { Ok(()) },
             )
-                .into_response()
+            .await
+            .map(|()| stage)
         }
-        Err(e) => store_error(&id, e),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(stage) => (
+            StatusCode::OK,
+            axum::Json(json!({"execution": id, "stage": stage, "judgment": {
+                "decision": body.decision, "user": caller.name, "input": body.input,
+            }})),
+        )
+            .into_response(),
+        Err(e) => operation_error(&id, e),
     }
 }
 
@@ -664,16 +651,56 @@ async fn cancel(
     if let Err(r) = accessible(&state, &caller, &id) {
         return r;
     }
-    let user = caller.name;
-    match state.daemon.store().request_cancel(&id, &user) {
-        Ok(()) => {
-            tracing::info!(execution = %id, user = %user, "cancellation requested");
-            (
-                StatusCode::ACCEPTED,
-                axum::Json(json!({"execution": id, "cancelRequested": true})),
-            )
-                .into_response()
-        }
-        Err(e) => store_error(&id, e),
+    match operations::cancel(&**state.daemon.store(), &id, &caller.name) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"execution": id, "cancelRequested": true})),
+        )
+            .into_response(),
+        Err(e) => operation_error(&id, e),
     }
+}
+
+/// `retry` (a failed, rejected or canceled execution, again) or `rollback` (what was applied
+/// before a finished execution, restored): a new execution, started at once.
+async fn start_from(state: &AppState, caller: &Caller, id: &str, retry: bool) -> Response {
+    let execution = match accessible(state, caller, id) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let store = state.daemon.store();
+    let new = if retry {
+        operations::retry_of(&**store, &execution, &caller.name)
+    } else {
+        operations::rollback_of(&execution, &caller.name)
+    };
+    let created = match new.map(|new| store.create_execution(new)) {
+        Ok(Ok(created)) => created,
+        Ok(Err(e)) => return store_error(id, e),
+        Err(e) => return operation_error(id, e),
+    };
+    tracing::info!(execution = %created.id, of = %id, user = %caller.name, retry, "execution started on request");
+    let started = created.id.clone();
+    state.daemon.spawn_execution(created);
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"execution": started, "of": id})),
+    )
+        .into_response()
+}
+
+async fn retry(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    start_from(&state, &caller, &id, true).await
+}
+
+async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    start_from(&state, &caller, &id, false).await
 }

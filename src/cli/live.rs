@@ -53,7 +53,7 @@ fn diff_options(app: &Application) -> DiffOptions {
     sync::diff_options_for(app, &masker())
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

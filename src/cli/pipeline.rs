@@ -11,11 +11,8 @@ use anyhow::Context as _;
 use chrono::Utc;
 
 use bowline::diagnostic;
-use bowline::pipeline::{self, Engine, Progress, Services};
-use bowline::store::{
-    Decision, Durability, ExecutionFilter, ExecutionStatus, Judgment, SqliteStore, StageStatus,
-    Store,
-};
+use bowline::pipeline::{self, Engine, Progress, Services, operations};
+use bowline::store::{Decision, Durability, ExecutionFilter, ExecutionStatus, SqliteStore, Store};
 
 use super::live::ClusterArgs;
 use super::repo::{RepoArgs, load};
@@ -339,7 +336,7 @@ pub fn executions(state: StateArgs, command: ExecutionsCommand) -> anyhow::Resul
         ExecutionsCommand::Approve(args) => return judge(&*store, args, Decision::Approve),
         ExecutionsCommand::Reject(args) => return judge(&*store, args, Decision::Reject),
         ExecutionsCommand::Cancel { id, user } => {
-            store.request_cancel(&id, &user)?;
+            operations::cancel(&*store, &id, &user)?;
             writeln!(stdout, "cancellation of {id} requested")?;
         }
     }
@@ -347,44 +344,16 @@ pub fn executions(state: StateArgs, command: ExecutionsCommand) -> anyhow::Resul
 }
 
 fn judge(store: &dyn Store, args: JudgeArgs, decision: Decision) -> anyhow::Result<ExitCode> {
-    let stages = store.stages(&args.id)?;
-    let stage = match args.stage {
-        Some(s) => s,
-        None => {
-            let waiting: Vec<&str> = stages
-                .iter()
-                .filter(|s| s.stage_type == "manualJudgment" && s.status == StageStatus::Waiting)
-                .map(|s| s.name.as_str())
-                .collect();
-            match waiting.as_slice() {
-                [one] => one.to_string(),
-                [] => anyhow::bail!("execution {} has no stage waiting for a judgment", args.id),
-                many => anyhow::bail!(
-                    "several stages wait for a judgment: {}; pass --stage",
-                    many.join(", ")
-                ),
-            }
-        }
-    };
-    let state = stages
-        .iter()
-        .find(|s| s.name == stage)
-        .ok_or_else(|| anyhow::anyhow!("execution {} has no stage \"{stage}\"", args.id))?;
-    anyhow::ensure!(
-        state.stage_type == "manualJudgment",
-        "stage \"{stage}\" is a {} stage, not a manual judgment",
-        state.stage_type
-    );
-    store.judge(
-        &args.id,
-        &stage,
-        &Judgment {
-            decision,
-            user: args.user.clone(),
-            input: args.input,
-            at: Utc::now(),
-        },
-    )?;
+    let target = operations::waiting_in(store, &args.id, args.stage.as_deref())?;
+    let stage = target.stage.clone();
+    super::live::runtime()?.block_on(operations::judge(
+        store,
+        &[target],
+        decision,
+        &args.user,
+        args.input,
+        |_| async { Ok(()) },
+    ))?;
     writeln!(
         std::io::stdout().lock(),
         "{} {} of execution {} as {}",

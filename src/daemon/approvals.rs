@@ -1,14 +1,12 @@
 //! Who may decide a manual judgment. Approver lists hold GitHub logins (matched
 //! case-insensitively, like GitHub) and `@org/team` entries, resolved through GitHub's team
 //! membership API. Answers are cached briefly; when GitHub cannot answer, the user is not an
-//! approver (fail closed). A pull request's author does not approve their own change unless
-//! the application allows it.
+//! approver (fail closed). (That a pull request's author does not approve their own change is
+//! the operations layer's rule: [`crate::pipeline::operations`].)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use super::{Daemon, DaemonError};
 use crate::forge::is_authorized;
@@ -19,38 +17,12 @@ pub(super) const TEAM_CACHE_TTL: Duration = Duration::from_secs(60);
 /// How many (org, team, user) answers are kept at most.
 pub(super) const TEAM_CACHE_CAPACITY: usize = 1024;
 
-/// The refusal of an approval by the pull request's author.
-pub const SELF_APPROVAL_REFUSED: &str =
-    "you authored this change; another approver must approve it";
-
 /// The `org` and `team-slug` of an approver entry `@org/team-slug` (the `@` is optional);
 /// `None` for a plain login.
 pub fn team_entry(entry: &str) -> Option<(&str, &str)> {
     let entry = entry.trim().trim_start_matches('@');
     let (org, team) = entry.split_once('/')?;
     (!org.is_empty() && !team.is_empty() && !team.contains('/')).then_some((org, team))
-}
-
-/// Whether `user` is the recorded author of the change (logins compare case-insensitively).
-pub fn is_author(user: &str, author: Option<&str>) -> bool {
-    let user = user.trim().trim_start_matches('@');
-    author.is_some_and(|a| !user.is_empty() && a.trim().eq_ignore_ascii_case(user))
-}
-
-/// The author an execution's trigger records (`pullRequestAuthor`), if any.
-pub fn recorded_author(trigger: &Value) -> Option<&str> {
-    trigger
-        .get("pullRequestAuthor")
-        .and_then(Value::as_str)
-        .filter(|a| !a.trim().is_empty())
-}
-
-/// Whether an execution's trigger lets the author approve (`allowSelfApproval`).
-pub fn allows_self_approval(trigger: &Value) -> bool {
-    trigger
-        .get("allowSelfApproval")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
 }
 
 /// Whether a user is one of an approver list.
@@ -180,7 +152,6 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn team_entries() {
@@ -194,21 +165,6 @@ mod tests {
         assert_eq!(team_entry("@/sre"), None);
         assert_eq!(team_entry("@acme/"), None);
         assert_eq!(team_entry("@acme/a/b"), None);
-    }
-
-    #[test]
-    fn authors() {
-        assert!(is_author("Octo-Dev", Some("octo-dev")));
-        assert!(is_author("@octo-dev", Some("octo-dev")));
-        assert!(!is_author("maria", Some("octo-dev")));
-        assert!(!is_author("maria", None));
-        assert!(!is_author("", Some("")));
-        let trigger =
-            json!({"pullRequest": 7, "pullRequestAuthor": "octo-dev", "allowSelfApproval": true});
-        assert_eq!(recorded_author(&trigger), Some("octo-dev"));
-        assert!(allows_self_approval(&trigger));
-        assert_eq!(recorded_author(&json!({"pullRequestAuthor": ""})), None);
-        assert!(!allows_self_approval(&json!({})));
     }
 
     #[test]

@@ -11,20 +11,17 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::Value;
 
-use super::approvals::{
-    ApproverCheck, SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author,
-};
+use super::approvals::ApproverCheck;
 use super::{Daemon, DaemonError, PlanQueued, PlanRequest};
 use crate::forge::{
     Command, CommentAction, IssueCommentEvent, PrAction, has_write_access, parse_command,
 };
-use crate::store::{
-    Decision, Execution, ExecutionFilter, ExecutionStatus, Judgment, NewExecution, NewStage,
-    StageStatus,
+use crate::pipeline::operations::{
+    self, OperationError, SELF_APPROVAL_REFUSED, Waiting, allows_self_approval, is_author,
 };
+use crate::store::{Decision, Execution, ExecutionFilter};
 
 /// The refusal of users who are not approvers with write access.
 const NOT_ALLOWED: &str = "you are not allowed to run `/bowline` commands here: approvers listed in the config repository with write access only";
@@ -157,50 +154,50 @@ impl Daemon {
                     Command::Approve { input } => (Decision::Approve, input.clone()),
                     _ => (Decision::Reject, None),
                 };
-                let mut waiting = Vec::new();
-                for e in executions
-                    .iter()
-                    .filter(|e| e.status == ExecutionStatus::Running)
-                {
-                    for s in self.store.stages(&e.id)? {
-                        if s.stage_type == "manualJudgment" && s.status == StageStatus::Waiting {
-                            waiting.push((e.clone(), s));
-                        }
-                    }
-                }
+                let waiting = operations::waiting_among(&*self.store, &executions)?;
                 if waiting.is_empty() {
                     return Ok(ChatOpsOutcome::Refused(
                         "nothing is waiting for a judgment on this pull request".into(),
                     ));
                 }
-                let mut done = Vec::new();
-                for (execution, stage) in &waiting {
-                    let mut approvers = approvers_of(&stage.outputs["approvers"]);
-                    if approvers.is_empty() {
-                        approvers = approvers_of(&execution.trigger["approvers"]);
+                // Every waiting judgment is checked before any is recorded.
+                let authorize = |target: &Waiting| {
+                    let approvers = target.approvers.clone();
+                    let allows_self = allows_self_approval(&target.execution.trigger);
+                    async move {
+                        if decision == Decision::Approve
+                            && !allows_self
+                            && is_author(&comment.author, Some(&comment.issue_author))
+                        {
+                            return Err(SELF_APPROVAL_REFUSED.to_string());
+                        }
+                        match self.refusal(comment, &approvers).await {
+                            Ok(None) => Ok(()),
+                            Ok(Some(why)) => Err(why),
+                            Err(e) => Err(format!(
+                                "your access could not be confirmed ({e}); try again later"
+                            )),
+                        }
                     }
-                    if decision == Decision::Approve
-                        && !allows_self_approval(&execution.trigger)
-                        && (is_author(&comment.author, recorded_author(&execution.trigger))
-                            || is_author(&comment.author, Some(&comment.issue_author)))
-                    {
-                        return Ok(ChatOpsOutcome::Refused(SELF_APPROVAL_REFUSED.into()));
-                    }
-                    if let Some(why) = self.refusal(comment, &approvers).await? {
-                        return Ok(ChatOpsOutcome::Refused(why));
-                    }
-                    self.store.judge(
-                        &execution.id,
-                        &stage.name,
-                        &Judgment {
-                            decision,
-                            user: comment.author.clone(),
-                            input: input.clone(),
-                            at: Utc::now(),
-                        },
-                    )?;
-                    done.push(format!("\"{}\" of `{}`", stage.name, execution.app));
+                };
+                match operations::judge(
+                    &*self.store,
+                    &waiting,
+                    decision,
+                    &comment.author,
+                    input,
+                    authorize,
+                )
+                .await
+                {
+                    Ok(()) => {}
+                    Err(OperationError::Refused(why)) => return Ok(ChatOpsOutcome::Refused(why)),
+                    Err(e) => return Err(e.into()),
                 }
+                let done: Vec<String> = waiting
+                    .iter()
+                    .map(|w| format!("\"{}\" of `{}`", w.stage, w.execution.app))
+                    .collect();
                 let verb = if decision == Decision::Approve {
                     "approved"
                 } else {
@@ -209,24 +206,12 @@ impl Daemon {
                 Ok(ChatOpsOutcome::Done(format!("{verb} {}", done.join(", "))))
             }
             Command::Retry | Command::Rollback => {
-                // The newest execution per app.
-                let mut latest: Vec<&Execution> = Vec::new();
-                for e in &executions {
-                    if !latest.iter().any(|l| l.app == e.app) {
-                        latest.push(e);
-                    }
-                }
                 let retry = matches!(command, Command::Retry);
-                let chosen: Vec<&Execution> = latest
+                let chosen: Vec<&Execution> = operations::latest_per_app(&executions)
                     .into_iter()
                     .filter(|e| {
                         if retry {
-                            matches!(
-                                e.status,
-                                ExecutionStatus::Failed
-                                    | ExecutionStatus::Rejected
-                                    | ExecutionStatus::Canceled
-                            )
+                            operations::retryable(e)
                         } else {
                             e.status.is_final()
                         }
@@ -239,6 +224,8 @@ impl Daemon {
                         "no finished execution to roll back on this pull request".into()
                     }));
                 }
+                // Every target is checked, and every new execution prepared, before any starts.
+                let mut prepared = Vec::new();
                 for e in &chosen {
                     if let Some(why) = self
                         .refusal(comment, &approvers_of(&e.trigger["approvers"]))
@@ -246,14 +233,14 @@ impl Daemon {
                     {
                         return Ok(ChatOpsOutcome::Refused(why));
                     }
+                    prepared.push(if retry {
+                        operations::retry_of(&*self.store, e, &comment.author)?
+                    } else {
+                        operations::rollback_of(e, &comment.author)?
+                    });
                 }
                 let mut started = Vec::new();
-                for e in chosen {
-                    let new = if retry {
-                        self.retry_of(e, &comment.author)?
-                    } else {
-                        rollback_of(e, &comment.author)
-                    };
+                for (e, new) in chosen.iter().zip(prepared) {
                     let created = self.store.create_execution(new)?;
                     started.push(format!("`{}` ({})", e.app, created.id));
                     self.spawn_execution(created);
@@ -326,69 +313,5 @@ impl Daemon {
             "live plan requested by @{}: {when}",
             comment.author
         )))
-    }
-
-    /// A new execution of the same stages, snapshot and revision as `failed`.
-    fn retry_of(&self, failed: &Execution, user: &str) -> Result<NewExecution, DaemonError> {
-        let stages = self
-            .store
-            .stages(&failed.id)?
-            .into_iter()
-            .map(|s| NewStage {
-                name: s.name,
-                stage_type: s.stage_type,
-                environment: s.environment,
-                inputs: s.inputs,
-            })
-            .collect();
-        let mut trigger = failed.trigger.clone();
-        if let Some(t) = trigger.as_object_mut() {
-            t.insert(
-                "user".into(),
-                format!("{user} (retry of {})", failed.id).into(),
-            );
-        }
-        Ok(NewExecution {
-            app: failed.app.clone(),
-            environments: failed.environments.clone(),
-            revision: failed.revision.clone(),
-            pipeline: failed.pipeline.clone(),
-            trigger,
-            stages,
-        })
-    }
-}
-
-/// An execution restoring, in every environment `execution` covered, what was applied
-/// successfully before it: one `rollback` stage per environment.
-fn rollback_of(execution: &Execution, user: &str) -> NewExecution {
-    let mut trigger = execution.trigger.clone();
-    if let Some(t) = trigger.as_object_mut() {
-        t.insert(
-            "user".into(),
-            format!("{user} (rollback of {})", execution.id).into(),
-        );
-        t.insert("rollbackBefore".into(), execution.id.clone().into());
-    }
-    let stages = execution
-        .environments
-        .iter()
-        .map(|env| {
-            let name = format!("Rollback {env}");
-            NewStage {
-                inputs: serde_json::json!({"name": name, "environment": env, "type": "rollback"}),
-                name,
-                stage_type: "rollback".into(),
-                environment: Some(env.clone()),
-            }
-        })
-        .collect();
-    NewExecution {
-        app: execution.app.clone(),
-        environments: execution.environments.clone(),
-        revision: execution.revision.clone(),
-        pipeline: "rollback".into(),
-        trigger,
-        stages,
     }
 }

@@ -31,7 +31,9 @@ use crate::source::Limits;
 use crate::source::git::{GitError, GitSource};
 use crate::store::{Execution, ExecutionFilter, ExecutionStatus, StageStatus, Store, StoreError};
 
-pub use approvals::{SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author};
+pub use crate::pipeline::operations::{
+    SELF_APPROVAL_REFUSED, allows_self_approval, is_author, recorded_author,
+};
 pub use chatops::ChatOpsOutcome;
 pub use drift::TargetDrift;
 pub use identity::ConfigRepository;
@@ -126,6 +128,9 @@ pub enum DaemonError {
     /// The state store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An operation on an execution (approve, retry, …) did nothing.
+    #[error(transparent)]
+    Operation(#[from] pipeline::operations::OperationError),
     /// A built-in policy does not compile (a defect of bowline).
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),

@@ -10,6 +10,7 @@
 
 pub mod egress;
 pub mod expr;
+pub mod operations;
 pub mod snapshot;
 pub mod stages;
 pub mod window;
