@@ -254,7 +254,13 @@ impl Daemon {
                     } else {
                         rollback_of(e, &comment.author)
                     };
-                    let created = self.store.create_execution(new)?;
+                    let created = match self.store.create_execution(new) {
+                        Ok(created) => created,
+                        Err(e @ crate::store::StoreError::Duplicate { .. }) => {
+                            return Ok(ChatOpsOutcome::Refused(format!("{e}; wait for it to end")));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     started.push(format!("`{}` ({})", e.app, created.id));
                     self.spawn_execution(created);
                 }

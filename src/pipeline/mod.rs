@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::cluster::ConnectOptions;
 use crate::config::Stage;
 use crate::store::{
-    Execution, ExecutionStatus, NewExecution, StageState, StageStatus, StageUpdate, Store,
+    Claim, Execution, ExecutionStatus, NewExecution, StageState, StageStatus, StageUpdate, Store,
     StoreError,
 };
 pub use snapshot::{Snapshot, prepare};
@@ -35,6 +35,13 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another process took the execution over (this one's heartbeat had expired); this
+    /// process stopped working on it.
+    #[error("execution {id}: taken over by another process; stopped working on it here")]
+    Lost {
+        /// Execution id.
+        id: String,
+    },
     /// The execution's stored data is not usable.
     #[error("execution {id}: {message}")]
     Invalid {
@@ -90,6 +97,32 @@ pub struct Services {
     pub prometheus_override: Option<String>,
     /// Progress output.
     pub progress: ProgressSink,
+    /// Who runs executions through these services: this process (see [`owner_id`]).
+    pub owner: String,
+    /// How often the owner of a running execution renews its heartbeat.
+    pub heartbeat: Duration,
+    /// How long a heartbeat stays valid: another process resumes a running execution only
+    /// after its owner has not renewed it for this long.
+    pub ownership_ttl: Duration,
+}
+
+/// Default interval of heartbeats on running executions.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Default validity of a heartbeat (six missed heartbeats).
+pub const OWNERSHIP_TTL: Duration = Duration::from_secs(30);
+
+/// An owner id for this process: host name, process id and a random part (unique even when
+/// a process id is reused, or several engines share a host name).
+pub fn owner_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let random = ulid::Ulid::new().random() as u32;
+    format!("{host}:{}:{random:08x}", std::process::id())
 }
 
 impl Services {
@@ -107,6 +140,9 @@ impl Services {
             retry_delay: Duration::from_secs(2),
             prometheus_override: None,
             progress: Arc::new(|_| {}),
+            owner: owner_id(),
+            heartbeat: HEARTBEAT,
+            ownership_ttl: OWNERSHIP_TTL,
         }
     }
 }
@@ -167,19 +203,49 @@ impl Engine {
     }
 
     /// Runs execution `id` to its end: waits for its turn (one running execution per app and
-    /// environment), then runs or resumes its stages. Returns the final status.
-    #[tracing::instrument(level = "info", skip(self))]
+    /// environment) or, when another process runs it, for that one to end or to stop
+    /// heartbeating; then owns it, runs or resumes its stages and renews its heartbeat.
+    /// Returns the final status; [`EngineError::Lost`] when another process took it over.
+    #[tracing::instrument(level = "info", skip(self), fields(owner = %self.services.owner))]
     pub async fn run(&self, id: &str) -> Result<ExecutionStatus, EngineError> {
+        let owner = self.services.owner.clone();
+        let ttl = self.services.ownership_ttl;
+        let mut told = false;
         loop {
             let execution = self.store.execution(id)?;
             if execution.status.is_final() {
                 return Ok(execution.status);
             }
-            if self.store.try_start(id)? {
-                break;
+            match self.store.claim(id, &owner, ttl)? {
+                Claim::Started => break,
+                Claim::TakenOver { previous } => {
+                    tracing::info!(
+                        previous = previous.as_deref().unwrap_or("none"),
+                        "took over the execution"
+                    );
+                    break;
+                }
+                Claim::Blocked => {}
+                Claim::Owned {
+                    owner: other,
+                    until,
+                } => {
+                    if !told {
+                        tracing::info!(other = %other, until = %until, "running in another process: waiting for it to end or to stop heartbeating");
+                        told = true;
+                    }
+                }
             }
             tokio::time::sleep(self.services.poll).await;
         }
+        // Gives the ownership up however this returns (end, error, or the task being aborted
+        // by a shutdown), so a next process need not wait for the heartbeat to expire.
+        let _owned = Owned {
+            store: self.store.clone(),
+            id: id.to_string(),
+            owner: owner.clone(),
+        };
+        let mut last_beat = tokio::time::Instant::now();
         let execution = self.store.execution(id)?;
         let snapshot: Arc<Snapshot> = Arc::new(
             serde_json::from_value(execution.trigger.clone()).map_err(|e| {
@@ -194,6 +260,17 @@ impl Engine {
         // A cancellation was handled and only `canceled()` stages are left to run.
         let mut canceling = false;
         loop {
+            if last_beat.elapsed() >= self.services.heartbeat {
+                if !self.store.heartbeat(id, &owner, ttl)? {
+                    tracing::warn!(
+                        "the execution was taken over by another process: stopping here"
+                    );
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return Err(EngineError::Lost { id: id.to_string() });
+                }
+                last_beat = tokio::time::Instant::now();
+            }
             let execution = self.store.execution(id)?;
             let states = self.store.stages(id)?;
             if execution.cancel_requested && !canceling {
@@ -260,7 +337,7 @@ impl Engine {
                         }
                     }
                 }
-                _ = tokio::time::sleep(self.services.poll) => {}
+                _ = tokio::time::sleep(self.services.poll.min(self.services.heartbeat)) => {}
             }
         }
     }
@@ -275,6 +352,13 @@ impl Engine {
         error: Option<&str>,
     ) -> Result<ExecutionStatus, EngineError> {
         stages::remove_leftover_tracks(self, id, snapshot).await;
+        // Only the owner ends it: a process whose execution was taken over stops here.
+        if !self
+            .store
+            .heartbeat(id, &self.services.owner, self.services.ownership_ttl)?
+        {
+            return Err(EngineError::Lost { id: id.to_string() });
+        }
         self.store.finish_execution(id, status, error)?;
         self.progress(Progress::Finished(status));
         Ok(status)
@@ -461,13 +545,32 @@ impl Engine {
         Ok(())
     }
 
-    /// Executions left running by a process that stopped, for resuming.
+    /// Executions left running by a process that stopped (no owner, or the owner's heartbeat
+    /// expired), for resuming. Executions whose owner is alive are not included.
     pub fn interrupted(&self, app: Option<&str>) -> Result<Vec<Execution>, EngineError> {
-        Ok(self.store.executions(&crate::store::ExecutionFilter {
+        let now = chrono::Utc::now();
+        let mut running = self.store.executions(&crate::store::ExecutionFilter {
             app: app.map(str::to_string),
             statuses: vec![ExecutionStatus::Running],
             limit: None,
-        })?)
+        })?;
+        running.retain(|e| e.is_orphaned(now) || e.owner.as_deref() == Some(&self.services.owner));
+        Ok(running)
+    }
+}
+
+/// Ownership of a running execution, given up when dropped.
+struct Owned {
+    store: Arc<dyn Store>,
+    id: String,
+    owner: String,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release(&self.id, &self.owner) {
+            tracing::warn!(execution = %self.id, error = %e, "could not release the execution");
+        }
     }
 }
 

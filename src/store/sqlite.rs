@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -16,7 +17,7 @@ use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
 use super::{
-    AppliedRevision, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
+    AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
     NewExecution, StageState, StageStatus, StageUpdate, Store, StoreError,
 };
 
@@ -96,7 +97,28 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_by_time ON deliveries (received_at);
 "#,
+    // Ownership of running executions, and one active execution per (app, revision).
+    // Duplicates left active by earlier versions are superseded first: the oldest running
+    // one (else the oldest queued one) of each (app, revision) stays.
+    r#"
+ALTER TABLE executions ADD COLUMN owner TEXT;
+ALTER TABLE executions ADD COLUMN heartbeat_at TEXT;
+ALTER TABLE executions ADD COLUMN owned_until TEXT;
+UPDATE executions SET status = 'SUPERSEDED',
+    error = 'another execution of this revision was active when the schema was upgraded'
+WHERE status IN ('QUEUED', 'RUNNING') AND EXISTS (
+    SELECT 1 FROM executions o
+    WHERE o.app = executions.app AND o.revision = executions.revision
+      AND o.status IN ('QUEUED', 'RUNNING') AND o.id <> executions.id
+      AND ((o.status = 'RUNNING' AND executions.status = 'QUEUED')
+           OR (o.status = executions.status AND o.id < executions.id)));
+CREATE UNIQUE INDEX executions_one_active_per_revision ON executions (app, revision)
+    WHERE status IN ('QUEUED', 'RUNNING');
+"#,
 ];
+
+/// The first bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// How long a webhook delivery id is remembered by default (GitHub lets users redeliver a
 /// delivery of the last 3 days).
@@ -138,44 +160,30 @@ impl SqliteStore {
         Self::open_with(path, Durability::default())
     }
 
-    /// Opens the store at `path` with `durability`.
+    /// Opens the store at `path` with `durability`. A missing file is created (atomically: a
+    /// new store appears fully migrated or not at all); an existing file that is not a
+    /// bowline store (empty, not SQLite, SQLite without bowline's schema) is refused.
     pub fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
-        let sqlite = |source| StoreError::Sqlite {
-            path: shown.clone(),
-            source,
+        let io = |e: std::io::Error| {
+            StoreError::File(super::files::FileError::Io {
+                path: shown.clone(),
+                source: e,
+            })
         };
-        // Created private: it holds judgments, comments' context and the deliveries seen.
-        // SQLite gives its WAL and shared-memory files the same mode.
-        super::files::ensure_private(path)?;
-        let mut conn = Connection::open(path).map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
-        let synchronous = match durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
-        };
-        conn.pragma_update(None, "synchronous", synchronous)
-            .map_err(sqlite)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(sqlite)?;
-        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-        // Another process opening the same new file may migrate it at the same moment; the
-        // loser's statements fail, and a second pass finds the schema already current.
-        let mut migrated = migrations.to_latest(&mut conn);
-        for _ in 0..3 {
-            if migrated.is_ok() {
-                break;
+        match std::fs::metadata(path) {
+            Ok(_) => {
+                check_header(path)?;
+                // Created private: it holds judgments, comments' context and the deliveries
+                // seen. SQLite gives its WAL and shared-memory files the same mode.
+                super::files::ensure_private(path)?;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            migrated = migrations.to_latest(&mut conn);
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new(path, durability)?,
+            Err(e) => return Err(io(e)),
         }
-        migrated.map_err(|e| StoreError::Migration {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
+        let conn = connect(path, durability)?;
+        check_schema(&conn, path)?;
+        let conn = migrate(conn, path)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -215,6 +223,151 @@ impl SqliteStore {
     }
 }
 
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn not_a_store(path: &Path, reason: &str) -> StoreError {
+    StoreError::NotAStore {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Refuses an existing file that is empty or not an SQLite database.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let io = |source| {
+        StoreError::File(super::files::FileError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut header = Vec::with_capacity(SQLITE_HEADER.len());
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(SQLITE_HEADER.len() as u64)
+        .read_to_end(&mut header)
+        .map_err(io)?;
+    if header.is_empty() {
+        return Err(not_a_store(path, "the file is empty (0 bytes)"));
+    }
+    if header.as_slice() != SQLITE_HEADER {
+        return Err(not_a_store(path, "the file is not an SQLite database"));
+    }
+    Ok(())
+}
+
+/// Refuses an SQLite database that bowline did not create: tables but no schema version, or
+/// a schema version without bowline's tables.
+fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = sqlite_err(path);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(&sqlite)?;
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&sqlite)?;
+    let executions: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'executions'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&sqlite)?;
+    if version == 0 && tables > 0 {
+        return Err(not_a_store(
+            path,
+            "an SQLite database without bowline's schema (tables but no schema version)",
+        ));
+    }
+    if version > 0 && executions == 0 {
+        return Err(not_a_store(
+            path,
+            &format!(
+                "an SQLite database of another program (schema version {version} without bowline's tables)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A connection to `path` in WAL mode with `durability`.
+fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let sqlite = sqlite_err(path);
+    let conn = Connection::open(path).map_err(&sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(&sqlite)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(&sqlite)?;
+    let synchronous = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(&sqlite)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(&sqlite)?;
+    Ok(conn)
+}
+
+/// Migrates the schema to the latest version.
+fn migrate(mut conn: Connection, path: &Path) -> Result<Connection, StoreError> {
+    let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+    // Another process opening the same store may migrate it at the same moment; the loser's
+    // statements fail, and a second pass finds the schema already current.
+    let mut migrated = migrations.to_latest(&mut conn);
+    for _ in 0..3 {
+        if migrated.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        migrated = migrations.to_latest(&mut conn);
+    }
+    migrated.map_err(|e| StoreError::Migration {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(conn)
+}
+
+/// Creates a new store at `path`: built and migrated under a temporary name beside it, then
+/// linked into place, so no other process ever sees a half-made (empty) file there. When
+/// another process created it first, theirs is kept.
+fn create_new(path: &Path, durability: Durability) -> Result<(), StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}.new", ulid::Ulid::new()));
+    let tmp = PathBuf::from(name);
+    let made = (|| {
+        super::files::ensure_private(&tmp)?;
+        let conn = connect(&tmp, durability)?;
+        let conn = migrate(conn, &tmp)?;
+        // Closing checkpoints the WAL into the file, which then stands alone.
+        conn.close().map_err(|(_, e)| sqlite_err(&tmp)(e))?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(source) => Err(StoreError::File(super::files::FileError::Io {
+                path: path.display().to_string(),
+                source,
+            })),
+        }
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut leftover = tmp.as_os_str().to_owned();
+        leftover.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(leftover));
+    }
+    made
+}
+
 fn corrupt(what: &str, message: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what: what.to_string(),
@@ -232,41 +385,40 @@ fn parse_json(text: &str, what: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
-const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested";
+const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested, owner, heartbeat_at, owned_until";
 
 type ExecutionRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    bool,
+    (String, String, String, String, String, String, String),
+    (String, String, Option<String>, bool),
+    (Option<String>, Option<String>, Option<String>),
 );
 
 fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow> {
     Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
+        (
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ),
+        (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+        (r.get(11)?, r.get(12)?, r.get(13)?),
     ))
 }
 
 fn to_execution(row: ExecutionRow) -> Result<Execution, StoreError> {
-    let (id, app, envs, revision, pipeline, status, trigger, created, updated, error, cancel) = row;
+    let (
+        (id, app, envs, revision, pipeline, status, trigger),
+        (created, updated, error, cancel),
+        (owner, heartbeat, until),
+    ) = row;
     Ok(Execution {
+        owner,
+        heartbeat_at: heartbeat.as_deref().map(parse_time).transpose()?,
+        owned_until: until.as_deref().map(parse_time).transpose()?,
         environments: serde_json::from_str(&envs).map_err(|e| corrupt("environments", e))?,
         status: ExecutionStatus::parse(&status)
             .ok_or_else(|| corrupt("execution status", &status))?,
@@ -345,6 +497,14 @@ fn append_event(
     Ok(())
 }
 
+/// When ownership taken or refreshed at `now` for `ttl` lapses.
+fn lease_end(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 fn overlaps(a: &[String], b: &[String]) -> bool {
     a.iter().any(|x| b.contains(x))
 }
@@ -359,6 +519,25 @@ impl Store for SqliteStore {
         let at = ts(now());
         let envs =
             serde_json::to_string(&new.environments).map_err(|e| corrupt("environments", e))?;
+        // One queued or running execution per app and revision (also a unique index).
+        let active: Option<(String, String)> = tx
+            .query_row(
+                "SELECT id, status FROM executions
+                 WHERE app = ?1 AND revision = ?2 AND status IN ('QUEUED', 'RUNNING')",
+                params![new.app, new.revision],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some((existing, status)) = active {
+            return Err(StoreError::Duplicate {
+                app: new.app,
+                revision: new.revision,
+                existing,
+                status: ExecutionStatus::parse(&status)
+                    .ok_or_else(|| corrupt("execution status", &status))?,
+            });
+        }
         // Queued executions of the same app and environments are replaced by this newer one.
         let queued: Vec<(String, String)> = {
             let mut stmt = tx
@@ -419,24 +598,54 @@ impl Store for SqliteStore {
         self.execution(&id)
     }
 
-    fn try_start(&self, id: &str) -> Result<bool, StoreError> {
+    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        let row: Option<(String, String, String)> = tx
+        type ClaimRow = (String, String, String, Option<String>, Option<String>);
+        let row: Option<ClaimRow> = tx
             .query_row(
-                "SELECT app, environments, status FROM executions WHERE id = ?1",
+                "SELECT app, environments, status, owner, owned_until FROM executions WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((app, envs, status)) = row else {
+        let Some((app, envs, status, current, until)) = row else {
             return Err(StoreError::NoExecution(id.to_string()));
         };
+        let now = now();
+        let until_new = ts(lease_end(now, ttl));
+        let at = ts(now);
         if status == "RUNNING" {
-            return Ok(true);
+            let until = until.as_deref().map(parse_time).transpose()?;
+            let claim = match (&current, until) {
+                (Some(current), _) if current == owner => Claim::Started,
+                (Some(current), Some(until)) if until > now => {
+                    return Ok(Claim::Owned {
+                        owner: current.clone(),
+                        until,
+                    });
+                }
+                _ => Claim::TakenOver {
+                    previous: current.clone(),
+                },
+            };
+            tx.execute(
+                "UPDATE executions SET owner = ?2, heartbeat_at = ?3, owned_until = ?4 WHERE id = ?1",
+                params![id, owner, at, until_new],
+            )
+            .map_err(|e| self.err(e))?;
+            if let Claim::TakenOver { previous } = &claim {
+                let message = match previous {
+                    Some(p) => format!("resumed by {owner} (the heartbeat of {p} expired)"),
+                    None => format!("resumed by {owner}"),
+                };
+                append_event(&tx, id, None, &message, &at).map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))?;
+            return Ok(claim);
         }
         if status != "QUEUED" {
             return Err(StoreError::Conflict(format!(
@@ -458,18 +667,42 @@ impl Store for SqliteStore {
             let other: Vec<String> =
                 serde_json::from_str(&other).map_err(|e| corrupt("environments", e))?;
             if overlaps(&other, &envs) {
-                return Ok(false);
+                return Ok(Claim::Blocked);
             }
         }
-        let at = ts(now());
         tx.execute(
-            "UPDATE executions SET status = 'RUNNING', updated_at = ?2 WHERE id = ?1",
-            params![id, at],
+            "UPDATE executions SET status = 'RUNNING', updated_at = ?2, owner = ?3,
+                heartbeat_at = ?2, owned_until = ?4
+             WHERE id = ?1",
+            params![id, at, owner, until_new],
         )
         .map_err(|e| self.err(e))?;
         append_event(&tx, id, None, "started", &at).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(true)
+        Ok(Claim::Started)
+    }
+
+    fn heartbeat(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now();
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE executions SET heartbeat_at = ?3, owned_until = ?4
+                 WHERE id = ?1 AND owner = ?2 AND status = 'RUNNING'",
+                params![id, owner, ts(now), ts(lease_end(now, ttl))],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+
+    fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE executions SET owner = NULL, owned_until = NULL WHERE id = ?1 AND owner = ?2",
+                params![id, owner],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn execution(&self, id: &str) -> Result<Execution, StoreError> {
