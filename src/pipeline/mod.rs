@@ -398,7 +398,7 @@ impl Engine {
                 if deps.iter().any(|d| !d.status.is_final()) {
                     continue;
                 }
-                let ctx = snapshot.expr_context(&stage, states);
+                let ctx = snapshot.expr_context(&execution.id, &execution.revision, &stage, states);
                 let run = match &stage.when {
                     Some(when) => match expr::eval_bool(when, &ctx, None) {
                         Ok(v) => v

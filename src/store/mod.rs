@@ -291,7 +291,7 @@ pub struct StageState {
     pub inputs: Value,
     /// Results and checkpoints (what already happened, so a resumed stage skips it).
     pub outputs: Value,
-    /// When it started (first attempt).
+    /// When it started work (first attempt; not while it waited for an execution window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a final status.

@@ -182,7 +182,6 @@ impl SqliteStore {
             Err(e) => return Err(io(e)),
         }
         let conn = connect(path, durability)?;
-        check_schema(&conn, path)?;
         let conn = migrate(conn, path)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -305,6 +304,8 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError
     let conn = Connection::open(path).map_err(&sqlite)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(&sqlite)?;
+    // Before anything writes: switching to WAL would already change a foreign file.
+    check_schema(&conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(&sqlite)?;
     let synchronous = match durability {
@@ -773,10 +774,9 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
         let at = ts(now());
         let status = update.status.map(|s| s.as_str());
-        let started = matches!(
-            update.status,
-            Some(StageStatus::Running | StageStatus::Waiting)
-        );
+        // Started means started work: waiting for an execution window is not (a stage's
+        // timeout counts from here).
+        let started = matches!(update.status, Some(StageStatus::Running));
         let finished = update.status.is_some_and(|s| s.is_final());
         let outputs = update
             .outputs
@@ -1218,7 +1218,10 @@ mod tests {
             .expect("update");
         drop(store);
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
-        assert_eq!(store.schema_version().expect("version"), 3);
+        assert_eq!(
+            store.schema_version().expect("version") as usize,
+            MIGRATIONS.len()
+        );
         let e2 = store.execution(&e.id).expect("execution");
         assert_eq!(e2.status, ExecutionStatus::Running);
         let stages = store.stages(&e.id).expect("stages");
@@ -1255,7 +1258,10 @@ mod tests {
             .expect("create");
         assert!(store.try_start(&first.id).expect("start"));
         let second = store
-            .create_execution(new("web", &["staging", "production"]))
+            .create_execution(NewExecution {
+                revision: "def456".into(),
+                ..new("web", &["staging", "production"])
+            })
             .expect("create");
         assert!(
             !store.try_start(&second.id).expect("blocked"),
@@ -1266,7 +1272,10 @@ mod tests {
             .expect("create");
         assert!(store.try_start(&other_app.id).expect("other app runs"));
         let third = store
-            .create_execution(new("web", &["production"]))
+            .create_execution(NewExecution {
+                revision: "0a1b2c".into(),
+                ..new("web", &["production"])
+            })
             .expect("create");
         assert_eq!(
             store.execution(&second.id).expect("second").status,
@@ -1443,5 +1452,219 @@ mod tests {
             store.update_stage(&e.id, "nope", StageUpdate::default()),
             Err(StoreError::NoStage { .. })
         ));
+    }
+
+    #[test]
+    fn one_queued_or_running_execution_per_app_and_revision() {
+        let (_dir, store) = open();
+        let first = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        let refused = store.create_execution(new("web", &["staging"]));
+        match refused {
+            Err(StoreError::Duplicate {
+                existing, status, ..
+            }) => {
+                assert_eq!(existing, first.id);
+                assert_eq!(status, ExecutionStatus::Queued);
+            }
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        // The queued one was not superseded by the refused one.
+        assert_eq!(
+            store.execution(&first.id).expect("read").status,
+            ExecutionStatus::Queued
+        );
+        assert!(store.try_start(&first.id).expect("start"));
+        let err = store
+            .create_execution(new("web", &["production"]))
+            .expect_err("running");
+        assert!(err.to_string().contains("is already running"), "{err}");
+        // Another app, or another revision, is not a duplicate.
+        store
+            .create_execution(new("api", &["staging"]))
+            .expect("other app");
+        let other = store
+            .create_execution(NewExecution {
+                revision: "def456".into(),
+                ..new("web", &["staging"])
+            })
+            .expect("other revision");
+        store
+            .request_cancel(&other.id, "test")
+            .expect("cancel queued");
+        // A deliberate retry after the first ended starts a new one.
+        store
+            .finish_execution(&first.id, ExecutionStatus::Failed, Some("boom"))
+            .expect("finish");
+        store
+            .create_execution(new("web", &["staging"]))
+            .expect("retry after the end");
+        // The unique index holds even against a write that skips the check.
+        let conn = store.lock();
+        let raw = conn.execute(
+            "UPDATE executions SET status = 'RUNNING' WHERE id = ?1",
+            params![first.id],
+        );
+        assert!(raw.is_err(), "the index refuses a second active execution");
+    }
+
+    #[test]
+    fn ownership_is_taken_with_the_claim_and_over_only_after_the_heartbeat_expires() {
+        let (_dir, store) = open();
+        let e = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        let ttl = Duration::from_millis(300);
+        assert_eq!(
+            store.claim(&e.id, "host:1:a", ttl).expect("claim"),
+            Claim::Started
+        );
+        let owned = store.execution(&e.id).expect("read");
+        assert_eq!(owned.owner.as_deref(), Some("host:1:a"));
+        assert!(owned.heartbeat_at.is_some());
+        assert!(!owned.is_orphaned(Utc::now()));
+        // A second process may not take it while the heartbeat is fresh.
+        match store.claim(&e.id, "host:2:b", ttl).expect("claim") {
+            Claim::Owned { owner, .. } => assert_eq!(owner, "host:1:a"),
+            other => panic!("expected owned, got {other:?}"),
+        }
+        // The owner claiming again (a resume in the same process) keeps it.
+        assert_eq!(
+            store.claim(&e.id, "host:1:a", ttl).expect("claim"),
+            Claim::Started
+        );
+        // Heartbeats keep it past the first period.
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(store.heartbeat(&e.id, "host:1:a", ttl).expect("beat"));
+        }
+        assert!(matches!(
+            store.claim(&e.id, "host:2:b", ttl).expect("claim"),
+            Claim::Owned { .. }
+        ));
+        // No heartbeat for longer than the ttl: another process takes it over...
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(
+            store
+                .execution(&e.id)
+                .expect("read")
+                .is_orphaned(Utc::now())
+        );
+        assert_eq!(
+            store.claim(&e.id, "host:2:b", ttl).expect("claim"),
+            Claim::TakenOver {
+                previous: Some("host:1:a".into())
+            }
+        );
+        // ...and the old owner learns it on its next heartbeat, and cannot release it.
+        assert!(!store.heartbeat(&e.id, "host:1:a", ttl).expect("beat"));
+        store.release(&e.id, "host:1:a").expect("release");
+        assert_eq!(
+            store.execution(&e.id).expect("read").owner.as_deref(),
+            Some("host:2:b")
+        );
+        let events: Vec<String> = store
+            .events(&e.id)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert!(
+            events
+                .iter()
+                .any(|m| m == "resumed by host:2:b (the heartbeat of host:1:a expired)"),
+            "{events:?}"
+        );
+        // A clean stop releases it: the next process resumes at once.
+        store.release(&e.id, "host:2:b").expect("release");
+        assert!(matches!(
+            store
+                .claim(&e.id, "host:3:c", Duration::from_secs(30))
+                .expect("claim"),
+            Claim::TakenOver { previous: None }
+        ));
+        // Ended: no more heartbeats.
+        store
+            .finish_execution(&e.id, ExecutionStatus::Succeeded, None)
+            .expect("finish");
+        assert!(!store.heartbeat(&e.id, "host:3:c", ttl).expect("beat"));
+    }
+
+    #[test]
+    fn files_that_are_not_bowline_stores_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let refused = |path: &Path, reason: &str| {
+            let before = std::fs::read(path).expect("read");
+            let err = match SqliteStore::open(path) {
+                Err(e @ StoreError::NotAStore { .. }) => e.to_string(),
+                Err(e) => panic!("{}: expected NotAStore, got {e}", path.display()),
+                Ok(_) => panic!("{}: opened", path.display()),
+            };
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(reason), "{err}");
+            assert!(
+                std::fs::read(path).expect("read") == before,
+                "{}: changed",
+                path.display()
+            );
+        };
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        refused(&empty, "empty (0 bytes)");
+        let text = dir.path().join("notes.db");
+        std::fs::write(&text, b"these are my notes\n").expect("write");
+        refused(&text, "not an SQLite database");
+        let alien = dir.path().join("alien.db");
+        Connection::open(&alien)
+            .and_then(|c| c.execute_batch("CREATE TABLE songs (title TEXT);"))
+            .expect("alien");
+        refused(&alien, "without bowline's schema");
+        let versioned = dir.path().join("versioned.db");
+        Connection::open(&versioned)
+            .and_then(|c| {
+                c.execute_batch("CREATE TABLE songs (title TEXT); PRAGMA user_version = 7;")
+            })
+            .expect("versioned");
+        refused(&versioned, "another program");
+        // A missing file is created, and opens again.
+        let fresh = dir.path().join("fresh.db");
+        SqliteStore::open(&fresh).expect("created");
+        SqliteStore::open(&fresh).expect("reopened");
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".new"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn processes_creating_one_store_at_once_share_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let store = SqliteStore::open(&path).expect("open");
+                    store
+                        .create_execution(new(&format!("app{i}"), &["staging"]))
+                        .expect("create");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let store = SqliteStore::open(&path).expect("open");
+        assert_eq!(
+            store
+                .executions(&ExecutionFilter::default())
+                .expect("list")
+                .len(),
+            4
+        );
     }
 }
