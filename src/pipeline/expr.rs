@@ -280,7 +280,7 @@ mod tests {
                           "same": "{{ execution.revision == revision }}"});
         assert_eq!(
             render_value(&body, &c).expect("render"),
-            json!({"id": "01J0EXEC", "text": "web at abc123", "same": "true"})
+            json!({"id": "01J0EXEC", "text": "web at abc123", "same": "True"})
         );
     }
 }
