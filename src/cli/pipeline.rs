@@ -124,6 +124,15 @@ fn print_progress(p: &Progress) {
             None => format!("{now}  {stage:<24} {}", status.as_str()),
         },
         Progress::Note { stage, message } => format!("{now}  {stage:<24}           {message}"),
+        Progress::Resumed {
+            execution,
+            previous,
+        } => match previous {
+            Some(p) => {
+                format!("{now}  resuming execution {execution}: its owner {p} stopped heartbeating")
+            }
+            None => format!("{now}  resuming execution {execution}"),
+        },
         Progress::Finished(status) => format!("{now}  execution {status}"),
     };
     let mut out = std::io::stdout().lock();

@@ -71,6 +71,14 @@ pub enum Progress {
         /// What.
         message: String,
     },
+    /// This process took over a running execution whose owner stopped heartbeating (or
+    /// had released it).
+    Resumed {
+        /// Execution id.
+        execution: String,
+        /// The previous owner, if any.
+        previous: Option<String>,
+    },
     /// The execution ended.
     Finished(ExecutionStatus),
 }
@@ -223,6 +231,10 @@ impl Engine {
                         previous = previous.as_deref().unwrap_or("none"),
                         "took over the execution"
                     );
+                    self.progress(Progress::Resumed {
+                        execution: id.to_string(),
+                        previous,
+                    });
                     break;
                 }
                 Claim::Blocked => {}
