@@ -684,6 +684,110 @@ mod tests {
         );
     }
 
+    fn waiting(app: &str, duration: &str) -> NewExecution {
+        NewExecution {
+            app: app.into(),
+            environments: vec!["staging".into()],
+            revision: "rev1".into(),
+            pipeline: "test".into(),
+            trigger: json!({"user": "test", "app": {"name": app}, "parameters": {},
+                            "environments": {}}),
+            stages: vec![crate::store::NewStage {
+                name: "soak".into(),
+                stage_type: "wait".into(),
+                environment: None,
+                inputs: json!({"name": "soak", "type": "wait", "duration": duration}),
+            }],
+        }
+    }
+
+    fn engine(store: &Arc<crate::store::SqliteStore>, owner: &str, ttl_ms: u64) -> Engine {
+        let mut services = Services::new(ConnectOptions::default());
+        services.poll = Duration::from_millis(20);
+        services.owner = owner.into();
+        services.ownership_ttl = Duration::from_millis(ttl_ms);
+        services.heartbeat = Duration::from_millis(ttl_ms / 4);
+        Engine::new(store.clone(), services)
+    }
+
+    #[tokio::test]
+    async fn an_owned_execution_is_resumed_elsewhere_only_after_its_heartbeat_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+        let first = engine(&store, "host:1:a", 400);
+        let id = first.create(waiting("web", "1s")).expect("create").id;
+        let running = tokio::spawn({
+            let first = first.clone();
+            let id = id.clone();
+            async move { first.run(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Alive and heartbeating: not interrupted, and a second engine only waits.
+        let second = engine(&store, "host:2:b", 400);
+        assert!(second.interrupted(Some("web")).expect("list").is_empty());
+        let status = second.run(&id).await.expect("waited for the end");
+        assert_eq!(status, ExecutionStatus::Succeeded);
+        assert_eq!(
+            running.await.expect("joined").expect("ran"),
+            ExecutionStatus::Succeeded
+        );
+        let events: Vec<String> = store
+            .events(&id)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert!(
+            !events.iter().any(|m| m.starts_with("resumed by")),
+            "{events:?}"
+        );
+        assert_eq!(
+            events.iter().filter(|m| m.as_str() == "started").count(),
+            2,
+            "the execution and its stage started once each: {events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_whose_execution_was_taken_over_stops_working_on_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+        // Heartbeats come less often than they expire: a stalled owner.
+        let mut stalled = engine(&store, "host:1:a", 200);
+        if let Some(services) = Arc::get_mut(&mut stalled.services) {
+            services.heartbeat = Duration::from_millis(600);
+        }
+        let id = stalled.create(waiting("web", "30s")).expect("create").id;
+        let running = tokio::spawn({
+            let stalled = stalled.clone();
+            let id = id.clone();
+            async move { stalled.run(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            store
+                .claim(&id, "host:2:b", Duration::from_secs(30))
+                .expect("claim"),
+            Claim::TakenOver {
+                previous: Some("host:1:a".into())
+            }
+        );
+        let lost = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("stopped in time")
+            .expect("joined");
+        assert!(matches!(lost, Err(EngineError::Lost { .. })), "{lost:?}");
+        let execution = store.execution(&id).expect("execution");
+        assert_eq!(
+            execution.status,
+            ExecutionStatus::Running,
+            "not ended by the loser"
+        );
+        assert_eq!(execution.owner.as_deref(), Some("host:2:b"));
+    }
+
     #[test]
     fn only_canceled_stages_run_on_cancel() {
         let with_when = |when: Option<&str>| {

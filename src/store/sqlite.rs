@@ -1667,4 +1667,42 @@ mod tests {
             4
         );
     }
+
+    #[test]
+    fn upgrading_supersedes_duplicate_active_executions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        // A store as the version before ownership left it, with the same revision active
+        // three times.
+        let mine = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("executions_one_active_per_revision"))
+            .expect("the ownership migration");
+        {
+            let mut conn = Connection::open(&path).expect("open");
+            Migrations::new(MIGRATIONS[..mine].iter().map(|sql| M::up(sql)).collect())
+                .to_latest(&mut conn)
+                .expect("older schema");
+            for (id, status) in [("01A", "QUEUED"), ("01B", "RUNNING"), ("01C", "RUNNING")] {
+                conn.execute(
+                    "INSERT INTO executions (id, app, environments, revision, pipeline, status, trigger, created_at, updated_at)
+                     VALUES (?1, 'web', '[\"staging\"]', 'abc', 'p', ?2, '{}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+                    params![id, status],
+                )
+                .expect("insert");
+            }
+        }
+        let store = SqliteStore::open(&path).expect("upgraded");
+        let status = |id: &str| store.execution(id).expect("execution").status;
+        assert_eq!(status("01A"), ExecutionStatus::Superseded);
+        assert_eq!(
+            status("01B"),
+            ExecutionStatus::Running,
+            "the oldest running one stays"
+        );
+        assert_eq!(status("01C"), ExecutionStatus::Superseded);
+        assert!(store.execution("01B").expect("kept").owner.is_none());
+        // Left by an older version without an owner: resumable at once.
+        assert!(store.try_start("01B").expect("resume"));
+    }
 }
