@@ -1193,6 +1193,12 @@ fn a_run_killed_while_waiting_for_a_judgment_records_no_new_attempt() {
         assert!(started.elapsed() < Duration::from_secs(20), "never resumed");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let show = world.executions(&["show", &id]);
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains("owner: ") && shown.contains("heartbeat valid until"),
+        "{shown}"
+    );
     let ok = world.executions(&["approve", &id, "--input", "fast", "--user", "maria"]);
     assert!(ok.status.success(), "{}", text(&ok));
     let out = resumed.wait_with_output().expect("finishes");

@@ -347,6 +347,21 @@ pub fn executions(state: StateArgs, command: ExecutionsCommand) -> anyhow::Resul
                 if let Some(e) = &execution.error {
                     writeln!(stdout, "error: {e}")?;
                 }
+                if execution.status == ExecutionStatus::Running {
+                    match (&execution.owner, execution.owned_until) {
+                        (Some(owner), Some(until)) if !execution.is_orphaned(Utc::now()) => {
+                            writeln!(
+                                stdout,
+                                "owner: {owner} (heartbeat valid until {})",
+                                until.format("%H:%M:%S%.3f")
+                            )?
+                        }
+                        _ => writeln!(
+                            stdout,
+                            "owner: none alive (the next `bowline run` or `serve` resumes it)"
+                        )?,
+                    }
+                }
                 writeln!(stdout)?;
                 for s in &stages {
                     writeln!(
