@@ -34,7 +34,7 @@ pub use snapshot::{Snapshot, prepare};
 pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// Another process took the execution over (this one's heartbeat had expired); this
     /// process stopped working on it.
     #[error("execution {id}: taken over by another process; stopped working on it here")]
@@ -50,6 +50,16 @@ pub enum EngineError {
         /// Why.
         message: String,
     },
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> EngineError {
+        match e {
+            // A fenced write refused: another process owns the execution now.
+            StoreError::NotOwner { execution, .. } => EngineError::Lost { id: execution },
+            other => EngineError::Store(other),
+        }
+    }
 }
 
 /// Something worth telling the person watching an execution.
@@ -493,6 +503,7 @@ impl Engine {
                             serde_json::json!({"reason": ending.reason}),
                         )),
                         event: Some(event),
+                        owner: Some(self.services.owner.clone()),
                         ..StageUpdate::default()
                     },
                 )?;
@@ -510,6 +521,7 @@ impl Engine {
                         status: Some(StageStatus::Succeeded),
                         outputs: Some(outputs),
                         event: Some("succeeded".into()),
+                        owner: Some(self.services.owner.clone()),
                         ..StageUpdate::default()
                     },
                 )?;
@@ -546,6 +558,7 @@ impl Engine {
                     Some(e) => format!("{}: {e}", status.as_str().to_ascii_lowercase()),
                     None => status.as_str().to_ascii_lowercase(),
                 })),
+                owner: Some(self.services.owner.clone()),
                 ..StageUpdate::default()
             },
         )?;

@@ -73,6 +73,14 @@ pub enum StoreError {
         /// What it is instead.
         reason: String,
     },
+    /// A fenced change by a process that no longer owns the execution.
+    #[error("execution {execution} is no longer owned by {owner}")]
+    NotOwner {
+        /// Execution id.
+        execution: String,
+        /// The former owner that tried the change.
+        owner: String,
+    },
     /// An execution of this app and revision is already queued or running: a second one would
     /// deliver the same change twice.
     #[error("execution {existing} of {app} at revision {revision} is already {}", status.as_str().to_ascii_lowercase())]
@@ -345,6 +353,9 @@ pub struct StageUpdate {
     pub error: Option<Option<String>>,
     /// Event message logged in the same transaction.
     pub event: Option<String>,
+    /// Apply only while this owner owns the execution (a fencing token): a process whose
+    /// execution was taken over cannot change it any more ([`StoreError::NotOwner`]).
+    pub owner: Option<String>,
 }
 
 /// One entry of an execution's event log.

@@ -773,6 +773,25 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
         let at = ts(now());
+        if let Some(owner) = &update.owner {
+            let current: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT owner FROM executions WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if current
+                .as_ref()
+                .is_some_and(|c| c.as_deref() != Some(owner))
+            {
+                return Err(StoreError::NotOwner {
+                    execution: id.to_string(),
+                    owner: owner.clone(),
+                });
+            }
+        }
         let status = update.status.map(|s| s.as_str());
         // Started means started work: waiting for an execution window is not (a stage's
         // timeout counts from here).
@@ -1557,8 +1576,23 @@ mod tests {
                 previous: Some("host:1:a".into())
             }
         );
-        // ...and the old owner learns it on its next heartbeat, and cannot release it.
+        // ...and the old owner learns it on its next heartbeat or fenced write, and cannot
+        // release it.
         assert!(!store.heartbeat(&e.id, "host:1:a", ttl).expect("beat"));
+        let fenced = |owner: &str| StageUpdate {
+            status: Some(StageStatus::Running),
+            new_attempt: true,
+            owner: Some(owner.into()),
+            ..StageUpdate::default()
+        };
+        assert!(matches!(
+            store.update_stage(&e.id, "deploy", fenced("host:1:a")),
+            Err(StoreError::NotOwner { .. })
+        ));
+        assert_eq!(store.stages(&e.id).expect("stages")[0].attempts, 0);
+        store
+            .update_stage(&e.id, "deploy", fenced("host:2:b"))
+            .expect("the owner writes");
         store.release(&e.id, "host:1:a").expect("release");
         assert_eq!(
             store.execution(&e.id).expect("read").owner.as_deref(),

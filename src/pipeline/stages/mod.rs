@@ -190,6 +190,10 @@ impl StageRun {
 
     /// Commits a stage update; the returned state replaces the local copy.
     fn commit(&mut self, update: StageUpdate) -> Result<(), String> {
+        let update = StageUpdate {
+            owner: Some(self.engine.services.owner.clone()),
+            ..update
+        };
         let state = self
             .engine
             .store
