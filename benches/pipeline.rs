@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bowline::cluster::ConnectOptions;
 use bowline::pipeline::{Engine, Services};
 use bowline::store::{
-    AppliedRevision, Durability, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
-    NewExecution, NewStage, SqliteStore, StageState, StageUpdate, Store, StoreError,
+    AppliedRevision, Claim, Durability, Event, Execution, ExecutionFilter, ExecutionStatus,
+    Judgment, NewExecution, NewStage, SqliteStore, StageState, StageUpdate, Store, StoreError,
 };
 use serde_json::json;
 
@@ -34,8 +34,14 @@ impl Store for Timed {
     fn create_execution(&self, new: NewExecution) -> Result<Execution, StoreError> {
         self.inner.create_execution(new)
     }
-    fn try_start(&self, id: &str) -> Result<bool, StoreError> {
-        self.inner.try_start(id)
+    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(id, owner, ttl)
+    }
+    fn heartbeat(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.heartbeat(id, owner, ttl)
+    }
+    fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release(id, owner)
     }
     fn execution(&self, id: &str) -> Result<Execution, StoreError> {
         self.inner.execution(id)

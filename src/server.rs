@@ -528,7 +528,9 @@ fn store_error(id: &str, e: StoreError) -> Response {
             error_json(StatusCode::NOT_FOUND, format!("no execution {id}"))
         }
         e @ StoreError::NoStage { .. } => error_json(StatusCode::NOT_FOUND, e),
-        e @ StoreError::Conflict(_) => error_json(StatusCode::CONFLICT, e),
+        e @ (StoreError::Conflict(_) | StoreError::Duplicate { .. }) => {
+            error_json(StatusCode::CONFLICT, e)
+        }
         other => error_json(StatusCode::INTERNAL_SERVER_ERROR, other),
     }
 }

@@ -72,6 +72,8 @@ impl World {
             .arg("--state")
             .arg(&self.state)
             .env("BOWLINE_POLL_MS", "50")
+            // A killed run's execution may be resumed one second after its last heartbeat.
+            .env("BOWLINE_OWNERSHIP_TTL_MS", "1000")
             .env_remove("KUBECONFIG")
             .env_remove("RUST_LOG");
         c
@@ -930,4 +932,361 @@ fn deploys_of_every_strategy_create_a_missing_namespace() {
             "{namespace}"
         );
     }
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+struct Received {
+    /// Header names in lower case.
+    headers: std::collections::BTreeMap<String, String>,
+    body: serde_json::Value,
+}
+
+/// A webhook receiver on 127.0.0.1 that records every request and answers 200, holding
+/// the first `hold_first` answers for `hold` (so a test can kill the sender meanwhile).
+struct Receiver {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(hold_first: usize, hold: Duration) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let log = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut headers = std::collections::BTreeMap::new();
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
+                    let length: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let n = {
+                        let mut log = log.lock().expect("log");
+                        log.push(Received {
+                            headers,
+                            body: serde_json::from_slice(&body).unwrap_or_default(),
+                        });
+                        log.len()
+                    };
+                    if n <= hold_first {
+                        std::thread::sleep(hold);
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                });
+            }
+        });
+        Receiver { url, received }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("log").clone()
+    }
+
+    /// Waits until `n` requests arrived.
+    fn wait_for(&self, n: usize) {
+        let started = Instant::now();
+        while self.received().len() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} request(s) received, expected {n}",
+                self.received().len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Deploy, notify a receiver, soak: the pipeline of the ownership tests.
+const NOTIFIED: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: notified
+spec:
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: rolling
+    - name: notify
+      type: webhook
+      environment: staging
+      dependsOn: [deploy-staging]
+      url: \"URL\"
+      body:
+        execution: \"{{ execution.id }}\"
+        revision: \"{{ revision }}\"
+        app: \"{{ app.name }}\"
+    - name: soak-staging
+      type: wait
+      environment: staging
+      dependsOn: [notify]
+      duration: 1s
+";
+
+fn notified(world: &World, receiver: &Receiver) {
+    world.write(
+        "pipelines/notified.yaml",
+        &NOTIFIED.replace("URL", &receiver.url),
+    );
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: notified",
+    );
+}
+
+#[test]
+fn two_runs_on_one_state_file_deliver_the_revision_once() {
+    let world = World::new(Duration::from_millis(100));
+    let receiver = Receiver::start(0, Duration::ZERO);
+    notified(&world, &receiver);
+    let spawn = || {
+        world
+            .run_command("inventory-worker")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bowline starts")
+    };
+    let (first, second) = (spawn(), spawn());
+    let outs = [
+        first.wait_with_output().expect("first"),
+        second.wait_with_output().expect("second"),
+    ];
+    for out in &outs {
+        assert!(out.status.success(), "{}", text(out));
+    }
+    let executions = world
+        .store()
+        .executions(&ExecutionFilter::default())
+        .expect("list");
+    assert_eq!(executions.len(), 1, "one execution of rev1: {executions:?}");
+    let id = &executions[0].id;
+    assert_eq!(executions[0].status, ExecutionStatus::Succeeded);
+    let waited: Vec<&Output> = outs
+        .iter()
+        .filter(|o| {
+            String::from_utf8_lossy(&o.stdout).contains(&format!(
+                "execution {id} of inventory-worker at revision rev1 is already"
+            ))
+        })
+        .collect();
+    assert_eq!(
+        waited.len(),
+        1,
+        "one run followed the other's execution:\n{}\n{}",
+        text(&outs[0]),
+        text(&outs[1])
+    );
+    assert_eq!(deployment_writes(&world.staging), 1, "applied once");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "one webhook delivery: {received:?}");
+    assert_eq!(received[0].body["execution"], id.as_str());
+    assert_eq!(received[0].body["revision"], "rev1");
+    assert_eq!(received[0].body["app"], "inventory-worker");
+    assert_eq!(
+        received[0]
+            .headers
+            .get("idempotency-key")
+            .map(String::as_str),
+        Some(format!("{id}:notify").as_str())
+    );
+    let stages = world.store().stages(id).expect("stages");
+    assert!(stages.iter().all(|s| s.attempts == 1), "{stages:?}");
+    // A deliberate second run after the first ended starts a new execution.
+    let again = world.run("inventory-worker");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(
+        world
+            .store()
+            .executions(&ExecutionFilter::default())
+            .expect("list")
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_run_killed_during_a_webhook_resends_it_with_the_same_idempotency_key() {
+    let world = World::new(Duration::from_millis(50));
+    let receiver = Receiver::start(1, Duration::from_secs(20));
+    notified(&world, &receiver);
+    let mut child = world.spawn("inventory-worker");
+    receiver.wait_for(1);
+    let id = world.latest();
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let started = Instant::now();
+    let out = world.run("inventory-worker");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("resuming execution {id}")),
+        "{stdout}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "resumed after the heartbeat expired, not after the held answer: {:?}",
+        started.elapsed()
+    );
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "sent, then resent once: {received:?}");
+    let keys: Vec<Option<&String>> = received
+        .iter()
+        .map(|r| r.headers.get("idempotency-key"))
+        .collect();
+    let expected = format!("{id}:notify");
+    assert_eq!(keys, vec![Some(&expected), Some(&expected)]);
+    assert_eq!(deployment_writes(&world.staging), 1, "deployed once");
+}
+
+#[test]
+fn a_run_killed_while_waiting_for_a_judgment_records_no_new_attempt() {
+    let world = World::new(Duration::from_millis(50));
+    judged(&world, "1m", "reject");
+    let mut child = world.spawn("storefront-web");
+    let id = world.wait_for("approve", StageStatus::Waiting);
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let resumed = world
+        .run_command("storefront-web")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bowline starts");
+    // The resumed run takes the execution over once the killed one's heartbeat expired.
+    let started = Instant::now();
+    while !world
+        .store()
+        .events(&id)
+        .expect("events")
+        .iter()
+        .any(|e| e.message.starts_with("resumed by "))
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "never resumed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let show = world.executions(&["show", &id]);
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains("owner: ") && shown.contains("heartbeat valid until"),
+        "{shown}"
+    );
+    let ok = world.executions(&["approve", &id, "--input", "fast", "--user", "maria"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = resumed.wait_with_output().expect("finishes");
+    assert!(out.status.success(), "{}", text(&out));
+    let approve = world
+        .store()
+        .stages(&id)
+        .expect("stages")
+        .into_iter()
+        .find(|s| s.name == "approve")
+        .expect("approve");
+    assert_eq!(approve.status, StageStatus::Succeeded);
+    assert_eq!(
+        approve.attempts, 1,
+        "resuming a judgment is not a new attempt"
+    );
+    let events = world.store().events(&id).expect("events");
+    let of_approve = |prefix: &str| {
+        events
+            .iter()
+            .filter(|e| e.stage.as_deref() == Some("approve") && e.message.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(of_approve("started"), 1, "{events:?}");
+    assert_eq!(of_approve("awaiting judgment"), 1, "{events:?}");
+}
+
+#[test]
+fn waiting_for_an_execution_window_does_not_count_against_a_stage_timeout() {
+    let world = World::new(Duration::from_millis(50));
+    // A window opening at the next full minute at least 4 s away, longer than the timeout.
+    let mut now = chrono::Utc::now();
+    if 60 - chrono::Timelike::second(&now) < 4 {
+        std::thread::sleep(Duration::from_secs(5));
+        now = chrono::Utc::now();
+    }
+    let opens = now + chrono::Duration::minutes(1);
+    let window = format!(
+        "  executionWindows:\n    - days: [mon, tue, wed, thu, fri, sat, sun]\n      start: \"{}\"\n      end: \"{}\"\n      timezone: UTC\n      environments: [staging]\n  stages:\n",
+        opens.format("%H:%M"),
+        (opens + chrono::Duration::minutes(2)).format("%H:%M"),
+    );
+    world.edit("pipelines/rolling-release.yaml", "  stages:\n", &window);
+    world.edit(
+        "pipelines/rolling-release.yaml",
+        "      strategy: rolling\n    - name: soak-staging",
+        "      strategy: rolling\n      timeout: 3s\n    - name: soak-staging",
+    );
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "  pipeline:\n",
+        "  pipeline:\n    variables: {soakTime: 1s}\n",
+    );
+    let started = Instant::now();
+    let out = world.run("inventory-worker");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "the window wait was longer than the timeout: {:?}",
+        started.elapsed()
+    );
+    let stages = world.store().stages(&world.latest()).expect("stages");
+    let deploy = &stages[0];
+    assert_eq!(deploy.status, StageStatus::Succeeded, "{deploy:?}");
+    assert!(deploy.outputs.get("windowOpenedAt").is_some(), "{deploy:?}");
+    assert_eq!(deployment_writes(&world.staging), 1);
+}
+
+#[test]
+fn an_empty_or_foreign_state_file_is_refused() {
+    let world = World::new(Duration::from_millis(50));
+    fs::write(&world.state, b"").expect("empty state");
+    let out = world.run("inventory-worker");
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&world.state.display().to_string()) && stderr.contains("empty (0 bytes)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::metadata(&world.state).expect("kept").len(), 0);
+    fs::write(&world.state, b"{\"not\": \"a store\"}").expect("json state");
+    let out = world.executions(&["list"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an SQLite database"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(deployment_writes(&world.staging), 0);
 }

@@ -12,7 +12,9 @@ use chrono::Utc;
 
 use bowline::diagnostic;
 use bowline::pipeline::{self, Engine, Progress, Services, operations};
-use bowline::store::{Decision, Durability, ExecutionFilter, ExecutionStatus, SqliteStore, Store};
+use bowline::store::{
+    Decision, Durability, ExecutionFilter, ExecutionStatus, SqliteStore, Store, StoreError,
+};
 
 use super::live::ClusterArgs;
 use super::repo::{RepoArgs, load};
@@ -121,6 +123,15 @@ fn print_progress(p: &Progress) {
             None => format!("{now}  {stage:<24} {}", status.as_str()),
         },
         Progress::Note { stage, message } => format!("{now}  {stage:<24}           {message}"),
+        Progress::Resumed {
+            execution,
+            previous,
+        } => match previous {
+            Some(p) => {
+                format!("{now}  resuming execution {execution}: its owner {p} stopped heartbeating")
+            }
+            None => format!("{now}  resuming execution {execution}"),
+        },
         Progress::Finished(status) => format!("{now}  execution {status}"),
     };
     let mut out = std::io::stdout().lock();
@@ -188,6 +199,14 @@ pub fn run(
         services.poll = Duration::from_millis(ms.max(10));
         services.retry_delay = Duration::from_millis(ms.max(10));
     }
+    // How long this process's ownership of a running execution lasts without a heartbeat
+    // (tests shorten it; heartbeats come six times per period).
+    if let Ok(ms) = std::env::var("BOWLINE_OWNERSHIP_TTL_MS")
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        services.ownership_ttl = Duration::from_millis(ms.max(60));
+        services.heartbeat = services.ownership_ttl / 6;
+    }
     let engine = Engine::new(store.clone(), services);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -223,17 +242,38 @@ pub fn run(
             .unwrap_or_else(|| "working-tree".to_string());
         let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
         let new = pipeline::prepare(&loaded.repo, &app, env.as_deref(), &revision, &user)?;
-        let execution = engine.create(new)?;
-        writeln!(
-            stdout,
-            "execution {} of {} ({}, revision {}): {} stages",
-            execution.id,
-            execution.app,
-            execution.pipeline,
-            execution.revision,
-            store.stages(&execution.id)?.len()
-        )?;
-        execution.id
+        match engine.create(new) {
+            Ok(execution) => {
+                writeln!(
+                    stdout,
+                    "execution {} of {} ({}, revision {}): {} stages",
+                    execution.id,
+                    execution.app,
+                    execution.pipeline,
+                    execution.revision,
+                    store.stages(&execution.id)?.len()
+                )?;
+                execution.id
+            }
+            // The same change is already being delivered (by another `run` or the daemon):
+            // follow that execution instead of delivering it twice.
+            Err(pipeline::EngineError::Store(StoreError::Duplicate {
+                existing, status, ..
+            })) => {
+                let owner = store
+                    .execution(&existing)?
+                    .owner
+                    .map(|o| format!(" by {o}"))
+                    .unwrap_or_default();
+                writeln!(
+                    stdout,
+                    "execution {existing} of {app} at revision {revision} is already {}{owner}: waiting for it to end (resuming it if its owner stops)",
+                    status.as_str().to_ascii_lowercase()
+                )?;
+                existing
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     drop(stdout);
     let status = rt.block_on(engine.run(&id))?;
@@ -305,6 +345,21 @@ pub fn executions(state: StateArgs, command: ExecutionsCommand) -> anyhow::Resul
                 )?;
                 if let Some(e) = &execution.error {
                     writeln!(stdout, "error: {e}")?;
+                }
+                if execution.status == ExecutionStatus::Running {
+                    match (&execution.owner, execution.owned_until) {
+                        (Some(owner), Some(until)) if !execution.is_orphaned(Utc::now()) => {
+                            writeln!(
+                                stdout,
+                                "owner: {owner} (heartbeat valid until {})",
+                                until.format("%H:%M:%S%.3f")
+                            )?
+                        }
+                        _ => writeln!(
+                            stdout,
+                            "owner: none alive (the next `bowline run` or `serve` resumes it)"
+                        )?,
+                    }
                 }
                 writeln!(stdout)?;
                 for s in &stages {

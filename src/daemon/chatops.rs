@@ -241,7 +241,13 @@ impl Daemon {
                 }
                 let mut started = Vec::new();
                 for (e, new) in chosen.iter().zip(prepared) {
-                    let created = self.store.create_execution(new)?;
+                    let created = match self.store.create_execution(new) {
+                        Ok(created) => created,
+                        Err(e @ crate::store::StoreError::Duplicate { .. }) => {
+                            return Ok(ChatOpsOutcome::Refused(format!("{e}; wait for it to end")));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     started.push(format!("`{}` ({})", e.app, created.id));
                     self.spawn_execution(created);
                 }

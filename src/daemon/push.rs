@@ -290,7 +290,15 @@ impl Daemon {
                 trigger.insert("pullRequestAuthor".into(), author.clone().into());
             }
         }
-        Ok(Some(self.store.create_execution(new)?))
+        match self.store.create_execution(new) {
+            Ok(execution) => Ok(Some(execution)),
+            // Another process (a `bowline run`) delivers this revision already.
+            Err(crate::store::StoreError::Duplicate { existing, .. }) => {
+                tracing::info!(app, execution = %existing, "an execution of this revision is already active");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Remembers that `sha` merges pull request `number`, opened by `author` (login; empty

@@ -156,7 +156,12 @@ impl Daemon {
                 .collect();
             tracing::info!(app, environments = ?environments, awaiting_approval = ?held,
                 "app removed from the repository: removing its objects");
-            started.push(self.store.create_execution(new)?);
+            match self.store.create_execution(new) {
+                Ok(execution) => started.push(execution),
+                // Already being removed at this revision (by another process).
+                Err(crate::store::StoreError::Duplicate { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(started)
     }

@@ -1,7 +1,8 @@
 //! Expressions evaluated while an execution runs: stage `when` conditions, precondition
 //! expressions and the templated fields of webhooks, in the MiniJinja sandbox.
 //!
-//! The context holds `parameters`, `app`, `trigger`, `environment` (of the stage, if any),
+//! The context holds `execution` (`id`, `revision`), `revision` (the config-repository
+//! revision delivered), `parameters`, `app`, `trigger`, `environment` (of the stage, if any),
 //! `stages` (by name: `status` in lower case and `outputs`) and `secrets`. Functions:
 //! `success()` (no stage has failed, been rejected or been canceled so far), `failure()` (some
 //! stage has failed: not true after a mere rejection or cancellation), `rejected()` (a manual
@@ -43,6 +44,10 @@ impl StageView {
 /// Everything expressions can see.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ExprContext {
+    /// The execution: `id` and `revision`.
+    pub execution: Value,
+    /// The config-repository revision the execution delivers.
+    pub revision: String,
     /// Pipeline parameters of the app.
     pub parameters: Value,
     /// The application (`name`, `labels`, `image`, …).
@@ -261,6 +266,21 @@ mod tests {
         assert_eq!(
             render_value(&body, &ctx()).expect("render"),
             json!({"text": "web promoted", "tags": ["deploy", "web"], "n": 1, "auth": "Bearer s3cr3t"})
+        );
+    }
+
+    #[test]
+    fn templates_see_the_execution_and_revision() {
+        let c = ExprContext {
+            execution: json!({"id": "01J0EXEC", "revision": "abc123"}),
+            revision: "abc123".into(),
+            ..ctx()
+        };
+        let body = json!({"id": "{{ execution.id }}", "text": "{{ app.name }} at {{ revision }}",
+                          "same": "{{ execution.revision == revision }}"});
+        assert_eq!(
+            render_value(&body, &c).expect("render"),
+            json!({"id": "01J0EXEC", "text": "web at abc123", "same": "True"})
         );
     }
 }

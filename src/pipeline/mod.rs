@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::cluster::{ClusterPool, ConnectOptions};
 use crate::config::Stage;
 use crate::store::{
-    Execution, ExecutionStatus, NewExecution, StageState, StageStatus, StageUpdate, Store,
+    Claim, Execution, ExecutionStatus, NewExecution, StageState, StageStatus, StageUpdate, Store,
     StoreError,
 };
 pub use snapshot::{Snapshot, prepare};
@@ -35,7 +35,14 @@ pub use snapshot::{Snapshot, prepare};
 pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// Another process took the execution over (this one's heartbeat had expired); this
+    /// process stopped working on it.
+    #[error("execution {id}: taken over by another process; stopped working on it here")]
+    Lost {
+        /// Execution id.
+        id: String,
+    },
     /// The execution's stored data is not usable.
     #[error("execution {id}: {message}")]
     Invalid {
@@ -44,6 +51,16 @@ pub enum EngineError {
         /// Why.
         message: String,
     },
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> EngineError {
+        match e {
+            // A fenced write refused: another process owns the execution now.
+            StoreError::NotOwner { execution, .. } => EngineError::Lost { id: execution },
+            other => EngineError::Store(other),
+        }
+    }
 }
 
 /// Something worth telling the person watching an execution.
@@ -64,6 +81,14 @@ pub enum Progress {
         stage: String,
         /// What.
         message: String,
+    },
+    /// This process took over a running execution whose owner stopped heartbeating (or
+    /// had released it).
+    Resumed {
+        /// Execution id.
+        execution: String,
+        /// The previous owner, if any.
+        previous: Option<String>,
     },
     /// The execution ended.
     Finished(ExecutionStatus),
@@ -93,6 +118,32 @@ pub struct Services {
     pub prometheus_override: Option<String>,
     /// Progress output.
     pub progress: ProgressSink,
+    /// Who runs executions through these services: this process (see [`owner_id`]).
+    pub owner: String,
+    /// How often the owner of a running execution renews its heartbeat.
+    pub heartbeat: Duration,
+    /// How long a heartbeat stays valid: another process resumes a running execution only
+    /// after its owner has not renewed it for this long.
+    pub ownership_ttl: Duration,
+}
+
+/// Default interval of heartbeats on running executions.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Default validity of a heartbeat (six missed heartbeats).
+pub const OWNERSHIP_TTL: Duration = Duration::from_secs(30);
+
+/// An owner id for this process: host name, process id and a random part (unique even when
+/// a process id is reused, or several engines share a host name).
+pub fn owner_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let random = ulid::Ulid::new().random() as u32;
+    format!("{host}:{}:{random:08x}", std::process::id())
 }
 
 impl Services {
@@ -111,6 +162,9 @@ impl Services {
             retry_delay: Duration::from_secs(2),
             prometheus_override: None,
             progress: Arc::new(|_| {}),
+            owner: owner_id(),
+            heartbeat: HEARTBEAT,
+            ownership_ttl: OWNERSHIP_TTL,
         }
     }
 }
@@ -171,19 +225,53 @@ impl Engine {
     }
 
     /// Runs execution `id` to its end: waits for its turn (one running execution per app and
-    /// environment), then runs or resumes its stages. Returns the final status.
-    #[tracing::instrument(level = "info", skip(self))]
+    /// environment) or, when another process runs it, for that one to end or to stop
+    /// heartbeating; then owns it, runs or resumes its stages and renews its heartbeat.
+    /// Returns the final status; [`EngineError::Lost`] when another process took it over.
+    #[tracing::instrument(level = "info", skip(self), fields(owner = %self.services.owner))]
     pub async fn run(&self, id: &str) -> Result<ExecutionStatus, EngineError> {
+        let owner = self.services.owner.clone();
+        let ttl = self.services.ownership_ttl;
+        let mut told = false;
         loop {
             let execution = self.store.execution(id)?;
             if execution.status.is_final() {
                 return Ok(execution.status);
             }
-            if self.store.try_start(id)? {
-                break;
+            match self.store.claim(id, &owner, ttl)? {
+                Claim::Started => break,
+                Claim::TakenOver { previous } => {
+                    tracing::info!(
+                        previous = previous.as_deref().unwrap_or("none"),
+                        "took over the execution"
+                    );
+                    self.progress(Progress::Resumed {
+                        execution: id.to_string(),
+                        previous,
+                    });
+                    break;
+                }
+                Claim::Blocked => {}
+                Claim::Owned {
+                    owner: other,
+                    until,
+                } => {
+                    if !told {
+                        tracing::info!(other = %other, until = %until, "running in another process: waiting for it to end or to stop heartbeating");
+                        told = true;
+                    }
+                }
             }
             tokio::time::sleep(self.services.poll).await;
         }
+        // Gives the ownership up however this returns (end, error, or the task being aborted
+        // by a shutdown), so a next process need not wait for the heartbeat to expire.
+        let _owned = Owned {
+            store: self.store.clone(),
+            id: id.to_string(),
+            owner: owner.clone(),
+        };
+        let mut last_beat = tokio::time::Instant::now();
         let execution = self.store.execution(id)?;
         let snapshot: Arc<Snapshot> = Arc::new(
             serde_json::from_value(execution.trigger.clone()).map_err(|e| {
@@ -198,6 +286,17 @@ impl Engine {
         // A cancellation was handled and only `canceled()` stages are left to run.
         let mut canceling = false;
         loop {
+            if last_beat.elapsed() >= self.services.heartbeat {
+                if !self.store.heartbeat(id, &owner, ttl)? {
+                    tracing::warn!(
+                        "the execution was taken over by another process: stopping here"
+                    );
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return Err(EngineError::Lost { id: id.to_string() });
+                }
+                last_beat = tokio::time::Instant::now();
+            }
             let execution = self.store.execution(id)?;
             let states = self.store.stages(id)?;
             if execution.cancel_requested && !canceling {
@@ -264,7 +363,7 @@ impl Engine {
                         }
                     }
                 }
-                _ = tokio::time::sleep(self.services.poll) => {}
+                _ = tokio::time::sleep(self.services.poll.min(self.services.heartbeat)) => {}
             }
         }
     }
@@ -279,6 +378,13 @@ impl Engine {
         error: Option<&str>,
     ) -> Result<ExecutionStatus, EngineError> {
         stages::remove_leftover_tracks(self, id, snapshot).await;
+        // Only the owner ends it: a process whose execution was taken over stops here.
+        if !self
+            .store
+            .heartbeat(id, &self.services.owner, self.services.ownership_ttl)?
+        {
+            return Err(EngineError::Lost { id: id.to_string() });
+        }
         self.store.finish_execution(id, status, error)?;
         self.progress(Progress::Finished(status));
         Ok(status)
@@ -318,7 +424,7 @@ impl Engine {
                 if deps.iter().any(|d| !d.status.is_final()) {
                     continue;
                 }
-                let ctx = snapshot.expr_context(&stage, states);
+                let ctx = snapshot.expr_context(&execution.id, &execution.revision, &stage, states);
                 let run = match &stage.when {
                     Some(when) => match expr::eval_bool(when, &ctx, None) {
                         Ok(v) => v
@@ -401,6 +507,7 @@ impl Engine {
                             serde_json::json!({"reason": ending.reason}),
                         )),
                         event: Some(event),
+                        owner: Some(self.services.owner.clone()),
                         ..StageUpdate::default()
                     },
                 )?;
@@ -418,6 +525,7 @@ impl Engine {
                         status: Some(StageStatus::Succeeded),
                         outputs: Some(outputs),
                         event: Some("succeeded".into()),
+                        owner: Some(self.services.owner.clone()),
                         ..StageUpdate::default()
                     },
                 )?;
@@ -454,6 +562,7 @@ impl Engine {
                     Some(e) => format!("{}: {e}", status.as_str().to_ascii_lowercase()),
                     None => status.as_str().to_ascii_lowercase(),
                 })),
+                owner: Some(self.services.owner.clone()),
                 ..StageUpdate::default()
             },
         )?;
@@ -465,13 +574,32 @@ impl Engine {
         Ok(())
     }
 
-    /// Executions left running by a process that stopped, for resuming.
+    /// Executions left running by a process that stopped (no owner, or the owner's heartbeat
+    /// expired), for resuming. Executions whose owner is alive are not included.
     pub fn interrupted(&self, app: Option<&str>) -> Result<Vec<Execution>, EngineError> {
-        Ok(self.store.executions(&crate::store::ExecutionFilter {
+        let now = chrono::Utc::now();
+        let mut running = self.store.executions(&crate::store::ExecutionFilter {
             app: app.map(str::to_string),
             statuses: vec![ExecutionStatus::Running],
             limit: None,
-        })?)
+        })?;
+        running.retain(|e| e.is_orphaned(now) || e.owner.as_deref() == Some(&self.services.owner));
+        Ok(running)
+    }
+}
+
+/// Ownership of a running execution, given up when dropped.
+struct Owned {
+    store: Arc<dyn Store>,
+    id: String,
+    owner: String,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release(&self.id, &self.owner) {
+            tracing::warn!(execution = %self.id, error = %e, "could not release the execution");
+        }
     }
 }
 
@@ -571,6 +699,110 @@ mod tests {
             outcome(&[ok, rejected, failed]),
             (ExecutionStatus::Failed, Some("stage notify failed".into()))
         );
+    }
+
+    fn waiting(app: &str, duration: &str) -> NewExecution {
+        NewExecution {
+            app: app.into(),
+            environments: vec!["staging".into()],
+            revision: "rev1".into(),
+            pipeline: "test".into(),
+            trigger: json!({"user": "test", "app": {"name": app}, "parameters": {},
+                            "environments": {}}),
+            stages: vec![crate::store::NewStage {
+                name: "soak".into(),
+                stage_type: "wait".into(),
+                environment: None,
+                inputs: json!({"name": "soak", "type": "wait", "duration": duration}),
+            }],
+        }
+    }
+
+    fn engine(store: &Arc<crate::store::SqliteStore>, owner: &str, ttl_ms: u64) -> Engine {
+        let mut services = Services::new(ConnectOptions::default());
+        services.poll = Duration::from_millis(20);
+        services.owner = owner.into();
+        services.ownership_ttl = Duration::from_millis(ttl_ms);
+        services.heartbeat = Duration::from_millis(ttl_ms / 4);
+        Engine::new(store.clone(), services)
+    }
+
+    #[tokio::test]
+    async fn an_owned_execution_is_resumed_elsewhere_only_after_its_heartbeat_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+        let first = engine(&store, "host:1:a", 400);
+        let id = first.create(waiting("web", "1s")).expect("create").id;
+        let running = tokio::spawn({
+            let first = first.clone();
+            let id = id.clone();
+            async move { first.run(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Alive and heartbeating: not interrupted, and a second engine only waits.
+        let second = engine(&store, "host:2:b", 400);
+        assert!(second.interrupted(Some("web")).expect("list").is_empty());
+        let status = second.run(&id).await.expect("waited for the end");
+        assert_eq!(status, ExecutionStatus::Succeeded);
+        assert_eq!(
+            running.await.expect("joined").expect("ran"),
+            ExecutionStatus::Succeeded
+        );
+        let events: Vec<String> = store
+            .events(&id)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert!(
+            !events.iter().any(|m| m.starts_with("resumed by")),
+            "{events:?}"
+        );
+        assert_eq!(
+            events.iter().filter(|m| m.as_str() == "started").count(),
+            2,
+            "the execution and its stage started once each: {events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_whose_execution_was_taken_over_stops_working_on_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("state.db")).expect("store"));
+        // Heartbeats come less often than they expire: a stalled owner.
+        let mut stalled = engine(&store, "host:1:a", 200);
+        if let Some(services) = Arc::get_mut(&mut stalled.services) {
+            services.heartbeat = Duration::from_millis(600);
+        }
+        let id = stalled.create(waiting("web", "30s")).expect("create").id;
+        let running = tokio::spawn({
+            let stalled = stalled.clone();
+            let id = id.clone();
+            async move { stalled.run(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            store
+                .claim(&id, "host:2:b", Duration::from_secs(30))
+                .expect("claim"),
+            Claim::TakenOver {
+                previous: Some("host:1:a".into())
+            }
+        );
+        let lost = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("stopped in time")
+            .expect("joined");
+        assert!(matches!(lost, Err(EngineError::Lost { .. })), "{lost:?}");
+        let execution = store.execution(&id).expect("execution");
+        assert_eq!(
+            execution.status,
+            ExecutionStatus::Running,
+            "not ended by the loser"
+        );
+        assert_eq!(execution.owner.as_deref(), Some("host:2:b"));
     }
 
     #[test]

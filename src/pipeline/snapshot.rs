@@ -99,8 +99,16 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The expression context of `stage`, with the current state of every stage.
-    pub fn expr_context(&self, stage: &Stage, states: &[StageState]) -> ExprContext {
+    pub fn expr_context(
+        &self,
+        execution: &str,
+        revision: &str,
+        stage: &Stage,
+        states: &[StageState],
+    ) -> ExprContext {
         ExprContext {
+            execution: json!({"id": execution, "revision": revision}),
+            revision: revision.to_string(),
             parameters: self.parameters.clone(),
             app: self.app.clone(),
             trigger: json!({"user": self.user}),

@@ -9,6 +9,8 @@
 pub mod files;
 pub mod sqlite;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -60,6 +62,67 @@ pub enum StoreError {
     /// The operation does not apply in the current state.
     #[error("{0}")]
     Conflict(String),
+    /// The file exists but is not a bowline state store (empty, not SQLite, or SQLite without
+    /// bowline's schema); it is left untouched.
+    #[error(
+        "state store {path}: {reason}; refusing to use it (remove it or point --state elsewhere)"
+    )]
+    NotAStore {
+        /// The file.
+        path: String,
+        /// What it is instead.
+        reason: String,
+    },
+    /// A fenced change by a process that no longer owns the execution.
+    #[error("execution {execution} is no longer owned by {owner}")]
+    NotOwner {
+        /// Execution id.
+        execution: String,
+        /// The former owner that tried the change.
+        owner: String,
+    },
+    /// An execution of this app and revision is already queued or running: a second one would
+    /// deliver the same change twice.
+    #[error("execution {existing} of {app} at revision {revision} is already {}", status.as_str().to_ascii_lowercase())]
+    Duplicate {
+        /// Application.
+        app: String,
+        /// Revision.
+        revision: String,
+        /// The execution already queued or running.
+        existing: String,
+        /// Its status.
+        status: ExecutionStatus,
+    },
+}
+
+/// The answer to claiming an execution ([`Store::try_start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns it now: it was queued, or running under the caller already.
+    Started,
+    /// The caller took over a running execution whose owner's heartbeat had expired (or that
+    /// had no owner).
+    TakenOver {
+        /// The previous owner, if any.
+        previous: Option<String>,
+    },
+    /// Another execution of the app covering one of its environments is running.
+    Blocked,
+    /// Another process owns it and its heartbeat is fresh.
+    Owned {
+        /// The owner.
+        owner: String,
+        /// When its ownership lapses without a new heartbeat.
+        until: DateTime<Utc>,
+    },
+}
+
+impl Claim {
+    /// Whether the caller now runs the execution.
+    pub fn is_owned_by_caller(&self) -> bool {
+        matches!(self, Claim::Started | Claim::TakenOver { .. })
+    }
 }
 
 /// Lifecycle of an execution.
@@ -197,6 +260,24 @@ pub struct Execution {
     pub error: Option<String>,
     /// A user asked to cancel it.
     pub cancel_requested: bool,
+    /// The process running it (while running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The owner's last heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// When the ownership lapses without a new heartbeat; after that another process may
+    /// resume the execution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owned_until: Option<DateTime<Utc>>,
+}
+
+impl Execution {
+    /// Whether a running execution is free to be resumed by another process at `now`: it has
+    /// no owner, or its owner's heartbeat has expired.
+    pub fn is_orphaned(&self, now: DateTime<Utc>) -> bool {
+        self.owner.is_none() || self.owned_until.is_none_or(|until| until <= now)
+    }
 }
 
 /// A stage of an execution as stored.
@@ -218,7 +299,7 @@ pub struct StageState {
     pub inputs: Value,
     /// Results and checkpoints (what already happened, so a resumed stage skips it).
     pub outputs: Value,
-    /// When it started (first attempt).
+    /// When it started work (first attempt; not while it waited for an execution window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a final status.
@@ -272,6 +353,9 @@ pub struct StageUpdate {
     pub error: Option<Option<String>>,
     /// Event message logged in the same transaction.
     pub event: Option<String>,
+    /// Apply only while this owner owns the execution (a fencing token): a process whose
+    /// execution was taken over cannot change it any more ([`StoreError::NotOwner`]).
+    pub owner: Option<String>,
 }
 
 /// One entry of an execution's event log.
@@ -358,11 +442,29 @@ pub struct ExecutionFilter {
 /// Durable state of executions. Every method is atomic.
 pub trait Store: Send + Sync {
     /// Creates a queued execution with its stages; queued executions of the same app covering
-    /// any of the same environments become superseded.
+    /// any of the same environments become superseded. Refused with
+    /// [`StoreError::Duplicate`] while an execution of the same app and revision is queued or
+    /// running.
     fn create_execution(&self, new: NewExecution) -> Result<Execution, StoreError>;
-    /// Moves a queued execution to running unless another execution of the same app covering
-    /// one of its environments is running. Returns whether it started.
-    fn try_start(&self, id: &str) -> Result<bool, StoreError>;
+    /// Claims execution `id` for `owner`, whose heartbeat stays valid for `ttl`: a queued one
+    /// starts unless another execution of the same app covering one of its environments is
+    /// running; a running one is the caller's when it owns it already or when its owner's
+    /// heartbeat has expired. Ownership and the first heartbeat are taken in the same
+    /// transaction as the claim.
+    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError>;
+    /// Refreshes `owner`'s heartbeat on running execution `id` for another `ttl`. `false`
+    /// when `owner` no longer owns it (taken over, or ended): the caller must stop working on
+    /// it.
+    fn heartbeat(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives up `owner`'s ownership of `id` (a clean stop), so another process may resume it
+    /// at once.
+    fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// Starts (or takes over) execution `id` for a caller that keeps no heartbeat (tools and
+    /// tests): anyone may take it over. Returns whether it started.
+    fn try_start(&self, id: &str) -> Result<bool, StoreError> {
+        let owner = format!("untracked-{}", ulid::Ulid::new());
+        Ok(self.claim(id, &owner, Duration::ZERO)?.is_owned_by_caller())
+    }
     /// One execution.
     fn execution(&self, id: &str) -> Result<Execution, StoreError>;
     /// Executions, newest first.

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -16,7 +17,7 @@ use rusqlite_migration::{M, Migrations};
 use serde_json::Value;
 
 use super::{
-    AppliedRevision, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
+    AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
     NewExecution, StageState, StageStatus, StageUpdate, Store, StoreError,
 };
 
@@ -96,7 +97,28 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_by_time ON deliveries (received_at);
 "#,
+    // Ownership of running executions, and one active execution per (app, revision).
+    // Duplicates left active by earlier versions are superseded first: the oldest running
+    // one (else the oldest queued one) of each (app, revision) stays.
+    r#"
+ALTER TABLE executions ADD COLUMN owner TEXT;
+ALTER TABLE executions ADD COLUMN heartbeat_at TEXT;
+ALTER TABLE executions ADD COLUMN owned_until TEXT;
+UPDATE executions SET status = 'SUPERSEDED',
+    error = 'another execution of this revision was active when the schema was upgraded'
+WHERE status IN ('QUEUED', 'RUNNING') AND EXISTS (
+    SELECT 1 FROM executions o
+    WHERE o.app = executions.app AND o.revision = executions.revision
+      AND o.status IN ('QUEUED', 'RUNNING') AND o.id <> executions.id
+      AND ((o.status = 'RUNNING' AND executions.status = 'QUEUED')
+           OR (o.status = executions.status AND o.id < executions.id)));
+CREATE UNIQUE INDEX executions_one_active_per_revision ON executions (app, revision)
+    WHERE status IN ('QUEUED', 'RUNNING');
+"#,
 ];
+
+/// The first bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// How long a webhook delivery id is remembered by default (GitHub lets users redeliver a
 /// delivery of the last 3 days).
@@ -138,44 +160,29 @@ impl SqliteStore {
         Self::open_with(path, Durability::default())
     }
 
-    /// Opens the store at `path` with `durability`.
+    /// Opens the store at `path` with `durability`. A missing file is created (atomically: a
+    /// new store appears fully migrated or not at all); an existing file that is not a
+    /// bowline store (empty, not SQLite, SQLite without bowline's schema) is refused.
     pub fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
-        let sqlite = |source| StoreError::Sqlite {
-            path: shown.clone(),
-            source,
+        let io = |e: std::io::Error| {
+            StoreError::File(super::files::FileError::Io {
+                path: shown.clone(),
+                source: e,
+            })
         };
-        // Created private: it holds judgments, comments' context and the deliveries seen.
-        // SQLite gives its WAL and shared-memory files the same mode.
-        super::files::ensure_private(path)?;
-        let mut conn = Connection::open(path).map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite)?;
-        let synchronous = match durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
-        };
-        conn.pragma_update(None, "synchronous", synchronous)
-            .map_err(sqlite)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(sqlite)?;
-        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-        // Another process opening the same new file may migrate it at the same moment; the
-        // loser's statements fail, and a second pass finds the schema already current.
-        let mut migrated = migrations.to_latest(&mut conn);
-        for _ in 0..3 {
-            if migrated.is_ok() {
-                break;
+        match std::fs::metadata(path) {
+            Ok(_) => {
+                check_header(path)?;
+                // Created private: it holds judgments, comments' context and the deliveries
+                // seen. SQLite gives its WAL and shared-memory files the same mode.
+                super::files::ensure_private(path)?;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            migrated = migrations.to_latest(&mut conn);
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new(path, durability)?,
+            Err(e) => return Err(io(e)),
         }
-        migrated.map_err(|e| StoreError::Migration {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
+        let conn = connect(path, durability)?;
+        let conn = migrate(conn, path)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -215,6 +222,153 @@ impl SqliteStore {
     }
 }
 
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn not_a_store(path: &Path, reason: &str) -> StoreError {
+    StoreError::NotAStore {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Refuses an existing file that is empty or not an SQLite database.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let io = |source| {
+        StoreError::File(super::files::FileError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut header = Vec::with_capacity(SQLITE_HEADER.len());
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(SQLITE_HEADER.len() as u64)
+        .read_to_end(&mut header)
+        .map_err(io)?;
+    if header.is_empty() {
+        return Err(not_a_store(path, "the file is empty (0 bytes)"));
+    }
+    if header.as_slice() != SQLITE_HEADER {
+        return Err(not_a_store(path, "the file is not an SQLite database"));
+    }
+    Ok(())
+}
+
+/// Refuses an SQLite database that bowline did not create: tables but no schema version, or
+/// a schema version without bowline's tables.
+fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = sqlite_err(path);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(&sqlite)?;
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&sqlite)?;
+    let executions: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'executions'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&sqlite)?;
+    if version == 0 && tables > 0 {
+        return Err(not_a_store(
+            path,
+            "an SQLite database without bowline's schema (tables but no schema version)",
+        ));
+    }
+    if version > 0 && executions == 0 {
+        return Err(not_a_store(
+            path,
+            &format!(
+                "an SQLite database of another program (schema version {version} without bowline's tables)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A connection to `path` in WAL mode with `durability`.
+fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let sqlite = sqlite_err(path);
+    let conn = Connection::open(path).map_err(&sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(&sqlite)?;
+    // Before anything writes: switching to WAL would already change a foreign file.
+    check_schema(&conn, path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(&sqlite)?;
+    let synchronous = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(&sqlite)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(&sqlite)?;
+    Ok(conn)
+}
+
+/// Migrates the schema to the latest version.
+fn migrate(mut conn: Connection, path: &Path) -> Result<Connection, StoreError> {
+    let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+    // Another process opening the same store may migrate it at the same moment; the loser's
+    // statements fail, and a second pass finds the schema already current.
+    let mut migrated = migrations.to_latest(&mut conn);
+    for _ in 0..3 {
+        if migrated.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        migrated = migrations.to_latest(&mut conn);
+    }
+    migrated.map_err(|e| StoreError::Migration {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(conn)
+}
+
+/// Creates a new store at `path`: built and migrated under a temporary name beside it, then
+/// linked into place, so no other process ever sees a half-made (empty) file there. When
+/// another process created it first, theirs is kept.
+fn create_new(path: &Path, durability: Durability) -> Result<(), StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}.new", ulid::Ulid::new()));
+    let tmp = PathBuf::from(name);
+    let made = (|| {
+        super::files::ensure_private(&tmp)?;
+        let conn = connect(&tmp, durability)?;
+        let conn = migrate(conn, &tmp)?;
+        // Closing checkpoints the WAL into the file, which then stands alone.
+        conn.close().map_err(|(_, e)| sqlite_err(&tmp)(e))?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(source) => Err(StoreError::File(super::files::FileError::Io {
+                path: path.display().to_string(),
+                source,
+            })),
+        }
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut leftover = tmp.as_os_str().to_owned();
+        leftover.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(leftover));
+    }
+    made
+}
+
 fn corrupt(what: &str, message: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what: what.to_string(),
@@ -232,41 +386,40 @@ fn parse_json(text: &str, what: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
-const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested";
+const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested, owner, heartbeat_at, owned_until";
 
 type ExecutionRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    bool,
+    (String, String, String, String, String, String, String),
+    (String, String, Option<String>, bool),
+    (Option<String>, Option<String>, Option<String>),
 );
 
 fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow> {
     Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
+        (
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ),
+        (r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+        (r.get(11)?, r.get(12)?, r.get(13)?),
     ))
 }
 
 fn to_execution(row: ExecutionRow) -> Result<Execution, StoreError> {
-    let (id, app, envs, revision, pipeline, status, trigger, created, updated, error, cancel) = row;
+    let (
+        (id, app, envs, revision, pipeline, status, trigger),
+        (created, updated, error, cancel),
+        (owner, heartbeat, until),
+    ) = row;
     Ok(Execution {
+        owner,
+        heartbeat_at: heartbeat.as_deref().map(parse_time).transpose()?,
+        owned_until: until.as_deref().map(parse_time).transpose()?,
         environments: serde_json::from_str(&envs).map_err(|e| corrupt("environments", e))?,
         status: ExecutionStatus::parse(&status)
             .ok_or_else(|| corrupt("execution status", &status))?,
@@ -345,6 +498,14 @@ fn append_event(
     Ok(())
 }
 
+/// When ownership taken or refreshed at `now` for `ttl` lapses.
+fn lease_end(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 fn overlaps(a: &[String], b: &[String]) -> bool {
     a.iter().any(|x| b.contains(x))
 }
@@ -359,6 +520,25 @@ impl Store for SqliteStore {
         let at = ts(now());
         let envs =
             serde_json::to_string(&new.environments).map_err(|e| corrupt("environments", e))?;
+        // One queued or running execution per app and revision (also a unique index).
+        let active: Option<(String, String)> = tx
+            .query_row(
+                "SELECT id, status FROM executions
+                 WHERE app = ?1 AND revision = ?2 AND status IN ('QUEUED', 'RUNNING')",
+                params![new.app, new.revision],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some((existing, status)) = active {
+            return Err(StoreError::Duplicate {
+                app: new.app,
+                revision: new.revision,
+                existing,
+                status: ExecutionStatus::parse(&status)
+                    .ok_or_else(|| corrupt("execution status", &status))?,
+            });
+        }
         // Queued executions of the same app and environments are replaced by this newer one.
         let queued: Vec<(String, String)> = {
             let mut stmt = tx
@@ -419,24 +599,54 @@ impl Store for SqliteStore {
         self.execution(&id)
     }
 
-    fn try_start(&self, id: &str) -> Result<bool, StoreError> {
+    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        let row: Option<(String, String, String)> = tx
+        type ClaimRow = (String, String, String, Option<String>, Option<String>);
+        let row: Option<ClaimRow> = tx
             .query_row(
-                "SELECT app, environments, status FROM executions WHERE id = ?1",
+                "SELECT app, environments, status, owner, owned_until FROM executions WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((app, envs, status)) = row else {
+        let Some((app, envs, status, current, until)) = row else {
             return Err(StoreError::NoExecution(id.to_string()));
         };
+        let now = now();
+        let until_new = ts(lease_end(now, ttl));
+        let at = ts(now);
         if status == "RUNNING" {
-            return Ok(true);
+            let until = until.as_deref().map(parse_time).transpose()?;
+            let claim = match (&current, until) {
+                (Some(current), _) if current == owner => Claim::Started,
+                (Some(current), Some(until)) if until > now => {
+                    return Ok(Claim::Owned {
+                        owner: current.clone(),
+                        until,
+                    });
+                }
+                _ => Claim::TakenOver {
+                    previous: current.clone(),
+                },
+            };
+            tx.execute(
+                "UPDATE executions SET owner = ?2, heartbeat_at = ?3, owned_until = ?4 WHERE id = ?1",
+                params![id, owner, at, until_new],
+            )
+            .map_err(|e| self.err(e))?;
+            if let Claim::TakenOver { previous } = &claim {
+                let message = match previous {
+                    Some(p) => format!("resumed by {owner} (the heartbeat of {p} expired)"),
+                    None => format!("resumed by {owner}"),
+                };
+                append_event(&tx, id, None, &message, &at).map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))?;
+            return Ok(claim);
         }
         if status != "QUEUED" {
             return Err(StoreError::Conflict(format!(
@@ -458,18 +668,42 @@ impl Store for SqliteStore {
             let other: Vec<String> =
                 serde_json::from_str(&other).map_err(|e| corrupt("environments", e))?;
             if overlaps(&other, &envs) {
-                return Ok(false);
+                return Ok(Claim::Blocked);
             }
         }
-        let at = ts(now());
         tx.execute(
-            "UPDATE executions SET status = 'RUNNING', updated_at = ?2 WHERE id = ?1",
-            params![id, at],
+            "UPDATE executions SET status = 'RUNNING', updated_at = ?2, owner = ?3,
+                heartbeat_at = ?2, owned_until = ?4
+             WHERE id = ?1",
+            params![id, at, owner, until_new],
         )
         .map_err(|e| self.err(e))?;
         append_event(&tx, id, None, "started", &at).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(true)
+        Ok(Claim::Started)
+    }
+
+    fn heartbeat(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now();
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE executions SET heartbeat_at = ?3, owned_until = ?4
+                 WHERE id = ?1 AND owner = ?2 AND status = 'RUNNING'",
+                params![id, owner, ts(now), ts(lease_end(now, ttl))],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+
+    fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE executions SET owner = NULL, owned_until = NULL WHERE id = ?1 AND owner = ?2",
+                params![id, owner],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn execution(&self, id: &str) -> Result<Execution, StoreError> {
@@ -539,11 +773,29 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
         let at = ts(now());
+        if let Some(owner) = &update.owner {
+            let current: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT owner FROM executions WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if current
+                .as_ref()
+                .is_some_and(|c| c.as_deref() != Some(owner))
+            {
+                return Err(StoreError::NotOwner {
+                    execution: id.to_string(),
+                    owner: owner.clone(),
+                });
+            }
+        }
         let status = update.status.map(|s| s.as_str());
-        let started = matches!(
-            update.status,
-            Some(StageStatus::Running | StageStatus::Waiting)
-        );
+        // Started means started work: waiting for an execution window is not (a stage's
+        // timeout counts from here).
+        let started = matches!(update.status, Some(StageStatus::Running));
         let finished = update.status.is_some_and(|s| s.is_final());
         let outputs = update
             .outputs
@@ -985,7 +1237,10 @@ mod tests {
             .expect("update");
         drop(store);
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
-        assert_eq!(store.schema_version().expect("version"), 3);
+        assert_eq!(
+            store.schema_version().expect("version") as usize,
+            MIGRATIONS.len()
+        );
         let e2 = store.execution(&e.id).expect("execution");
         assert_eq!(e2.status, ExecutionStatus::Running);
         let stages = store.stages(&e.id).expect("stages");
@@ -1022,7 +1277,10 @@ mod tests {
             .expect("create");
         assert!(store.try_start(&first.id).expect("start"));
         let second = store
-            .create_execution(new("web", &["staging", "production"]))
+            .create_execution(NewExecution {
+                revision: "def456".into(),
+                ..new("web", &["staging", "production"])
+            })
             .expect("create");
         assert!(
             !store.try_start(&second.id).expect("blocked"),
@@ -1033,7 +1291,10 @@ mod tests {
             .expect("create");
         assert!(store.try_start(&other_app.id).expect("other app runs"));
         let third = store
-            .create_execution(new("web", &["production"]))
+            .create_execution(NewExecution {
+                revision: "0a1b2c".into(),
+                ..new("web", &["production"])
+            })
             .expect("create");
         assert_eq!(
             store.execution(&second.id).expect("second").status,
@@ -1210,5 +1471,272 @@ mod tests {
             store.update_stage(&e.id, "nope", StageUpdate::default()),
             Err(StoreError::NoStage { .. })
         ));
+    }
+
+    #[test]
+    fn one_queued_or_running_execution_per_app_and_revision() {
+        let (_dir, store) = open();
+        let first = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        let refused = store.create_execution(new("web", &["staging"]));
+        match refused {
+            Err(StoreError::Duplicate {
+                existing, status, ..
+            }) => {
+                assert_eq!(existing, first.id);
+                assert_eq!(status, ExecutionStatus::Queued);
+            }
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        // The queued one was not superseded by the refused one.
+        assert_eq!(
+            store.execution(&first.id).expect("read").status,
+            ExecutionStatus::Queued
+        );
+        assert!(store.try_start(&first.id).expect("start"));
+        let err = store
+            .create_execution(new("web", &["production"]))
+            .expect_err("running");
+        assert!(err.to_string().contains("is already running"), "{err}");
+        // Another app, or another revision, is not a duplicate.
+        store
+            .create_execution(new("api", &["staging"]))
+            .expect("other app");
+        let other = store
+            .create_execution(NewExecution {
+                revision: "def456".into(),
+                ..new("web", &["staging"])
+            })
+            .expect("other revision");
+        store
+            .request_cancel(&other.id, "test")
+            .expect("cancel queued");
+        // A deliberate retry after the first ended starts a new one.
+        store
+            .finish_execution(&first.id, ExecutionStatus::Failed, Some("boom"))
+            .expect("finish");
+        store
+            .create_execution(new("web", &["staging"]))
+            .expect("retry after the end");
+        // The unique index holds even against a write that skips the check.
+        let conn = store.lock();
+        let raw = conn.execute(
+            "UPDATE executions SET status = 'RUNNING' WHERE id = ?1",
+            params![first.id],
+        );
+        assert!(raw.is_err(), "the index refuses a second active execution");
+    }
+
+    #[test]
+    fn ownership_is_taken_with_the_claim_and_over_only_after_the_heartbeat_expires() {
+        let (_dir, store) = open();
+        let e = store
+            .create_execution(new("web", &["staging"]))
+            .expect("create");
+        let ttl = Duration::from_millis(300);
+        assert_eq!(
+            store.claim(&e.id, "host:1:a", ttl).expect("claim"),
+            Claim::Started
+        );
+        let owned = store.execution(&e.id).expect("read");
+        assert_eq!(owned.owner.as_deref(), Some("host:1:a"));
+        assert!(owned.heartbeat_at.is_some());
+        assert!(!owned.is_orphaned(Utc::now()));
+        // A second process may not take it while the heartbeat is fresh.
+        match store.claim(&e.id, "host:2:b", ttl).expect("claim") {
+            Claim::Owned { owner, .. } => assert_eq!(owner, "host:1:a"),
+            other => panic!("expected owned, got {other:?}"),
+        }
+        // The owner claiming again (a resume in the same process) keeps it.
+        assert_eq!(
+            store.claim(&e.id, "host:1:a", ttl).expect("claim"),
+            Claim::Started
+        );
+        // Heartbeats keep it past the first period.
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(store.heartbeat(&e.id, "host:1:a", ttl).expect("beat"));
+        }
+        assert!(matches!(
+            store.claim(&e.id, "host:2:b", ttl).expect("claim"),
+            Claim::Owned { .. }
+        ));
+        // No heartbeat for longer than the ttl: another process takes it over...
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(
+            store
+                .execution(&e.id)
+                .expect("read")
+                .is_orphaned(Utc::now())
+        );
+        assert_eq!(
+            store.claim(&e.id, "host:2:b", ttl).expect("claim"),
+            Claim::TakenOver {
+                previous: Some("host:1:a".into())
+            }
+        );
+        // ...and the old owner learns it on its next heartbeat or fenced write, and cannot
+        // release it.
+        assert!(!store.heartbeat(&e.id, "host:1:a", ttl).expect("beat"));
+        let fenced = |owner: &str| StageUpdate {
+            status: Some(StageStatus::Running),
+            new_attempt: true,
+            owner: Some(owner.into()),
+            ..StageUpdate::default()
+        };
+        assert!(matches!(
+            store.update_stage(&e.id, "deploy", fenced("host:1:a")),
+            Err(StoreError::NotOwner { .. })
+        ));
+        assert_eq!(store.stages(&e.id).expect("stages")[0].attempts, 0);
+        store
+            .update_stage(&e.id, "deploy", fenced("host:2:b"))
+            .expect("the owner writes");
+        store.release(&e.id, "host:1:a").expect("release");
+        assert_eq!(
+            store.execution(&e.id).expect("read").owner.as_deref(),
+            Some("host:2:b")
+        );
+        let events: Vec<String> = store
+            .events(&e.id)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert!(
+            events
+                .iter()
+                .any(|m| m == "resumed by host:2:b (the heartbeat of host:1:a expired)"),
+            "{events:?}"
+        );
+        // A clean stop releases it: the next process resumes at once.
+        store.release(&e.id, "host:2:b").expect("release");
+        assert!(matches!(
+            store
+                .claim(&e.id, "host:3:c", Duration::from_secs(30))
+                .expect("claim"),
+            Claim::TakenOver { previous: None }
+        ));
+        // Ended: no more heartbeats.
+        store
+            .finish_execution(&e.id, ExecutionStatus::Succeeded, None)
+            .expect("finish");
+        assert!(!store.heartbeat(&e.id, "host:3:c", ttl).expect("beat"));
+    }
+
+    #[test]
+    fn files_that_are_not_bowline_stores_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let refused = |path: &Path, reason: &str| {
+            let before = std::fs::read(path).expect("read");
+            let err = match SqliteStore::open(path) {
+                Err(e @ StoreError::NotAStore { .. }) => e.to_string(),
+                Err(e) => panic!("{}: expected NotAStore, got {e}", path.display()),
+                Ok(_) => panic!("{}: opened", path.display()),
+            };
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(reason), "{err}");
+            assert!(
+                std::fs::read(path).expect("read") == before,
+                "{}: changed",
+                path.display()
+            );
+        };
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        refused(&empty, "empty (0 bytes)");
+        let text = dir.path().join("notes.db");
+        std::fs::write(&text, b"these are my notes\n").expect("write");
+        refused(&text, "not an SQLite database");
+        let alien = dir.path().join("alien.db");
+        Connection::open(&alien)
+            .and_then(|c| c.execute_batch("CREATE TABLE songs (title TEXT);"))
+            .expect("alien");
+        refused(&alien, "without bowline's schema");
+        let versioned = dir.path().join("versioned.db");
+        Connection::open(&versioned)
+            .and_then(|c| {
+                c.execute_batch("CREATE TABLE songs (title TEXT); PRAGMA user_version = 7;")
+            })
+            .expect("versioned");
+        refused(&versioned, "another program");
+        // A missing file is created, and opens again.
+        let fresh = dir.path().join("fresh.db");
+        SqliteStore::open(&fresh).expect("created");
+        SqliteStore::open(&fresh).expect("reopened");
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".new"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn processes_creating_one_store_at_once_share_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let store = SqliteStore::open(&path).expect("open");
+                    store
+                        .create_execution(new(&format!("app{i}"), &["staging"]))
+                        .expect("create");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let store = SqliteStore::open(&path).expect("open");
+        assert_eq!(
+            store
+                .executions(&ExecutionFilter::default())
+                .expect("list")
+                .len(),
+            4
+        );
+    }
+
+    #[test]
+    fn upgrading_supersedes_duplicate_active_executions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        // A store as the version before ownership left it, with the same revision active
+        // three times.
+        let mine = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("executions_one_active_per_revision"))
+            .expect("the ownership migration");
+        {
+            let mut conn = Connection::open(&path).expect("open");
+            Migrations::new(MIGRATIONS[..mine].iter().map(|sql| M::up(sql)).collect())
+                .to_latest(&mut conn)
+                .expect("older schema");
+            for (id, status) in [("01A", "QUEUED"), ("01B", "RUNNING"), ("01C", "RUNNING")] {
+                conn.execute(
+                    "INSERT INTO executions (id, app, environments, revision, pipeline, status, trigger, created_at, updated_at)
+                     VALUES (?1, 'web', '[\"staging\"]', 'abc', 'p', ?2, '{}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+                    params![id, status],
+                )
+                .expect("insert");
+            }
+        }
+        let store = SqliteStore::open(&path).expect("upgraded");
+        let status = |id: &str| store.execution(id).expect("execution").status;
+        assert_eq!(status("01A"), ExecutionStatus::Superseded);
+        assert_eq!(
+            status("01B"),
+            ExecutionStatus::Running,
+            "the oldest running one stays"
+        );
+        assert_eq!(status("01C"), ExecutionStatus::Superseded);
+        assert!(store.execution("01B").expect("kept").owner.is_none());
+        // Left by an older version without an owner: resumable at once.
+        assert!(store.try_start("01B").expect("resume"));
     }
 }

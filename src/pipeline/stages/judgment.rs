@@ -29,7 +29,10 @@ pub(super) async fn judgment(run: &mut StageRun, stage: ManualJudgmentStage) -> 
             format!(" (choices: {})", stage.inputs.join(", "))
         }
     );
-    if run.state.status != StageStatus::Waiting {
+    // Resumed while already waiting for this judgment: nothing to announce again.
+    let waiting = run.state.status == StageStatus::Waiting
+        && run.state.outputs.get("waitingFor").and_then(|v| v.as_str()) == Some("judgment");
+    if !waiting {
         run.commit(StageUpdate {
             status: Some(StageStatus::Waiting),
             outputs: Some(

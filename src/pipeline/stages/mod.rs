@@ -61,7 +61,16 @@ impl StageRun {
         let mut delay = self.engine.services.retry_delay;
         let mut last_error = String::new();
         for attempt in 0..attempts {
-            if attempt > 0 || !self.resumed || self.state.status != StageStatus::Running {
+            // A stage interrupted within an attempt (running, or waiting for a judgment)
+            // resumes that attempt; anything else starts a new one.
+            let interrupted_attempt = attempt == 0
+                && self.resumed
+                && self.state.attempts > 0
+                && matches!(
+                    self.state.status,
+                    StageStatus::Running | StageStatus::Waiting
+                );
+            if !interrupted_attempt {
                 let event = if attempt == 0 {
                     "started".to_string()
                 } else {
@@ -124,10 +133,20 @@ impl StageRun {
         }
     }
 
-    /// Time left before the stage's timeout, counted from its first start.
+    /// Time left before the stage's timeout, counted from its first start, or from when its
+    /// execution window opened if it waited for one later (time spent waiting for a window
+    /// never counts).
     fn remaining(&self) -> Option<Duration> {
         let timeout = self.stage.timeout?.0;
-        let started = self.state.started_at.unwrap_or_else(Utc::now);
+        let window_opened = self
+            .state
+            .outputs
+            .get("windowOpenedAt")
+            .and_then(|v| serde_json::from_value::<chrono::DateTime<Utc>>(v.clone()).ok());
+        let started = match (self.state.started_at, window_opened) {
+            (Some(s), Some(w)) => s.max(w),
+            (s, w) => s.or(w).unwrap_or_else(Utc::now),
+        };
         let spent = (Utc::now() - started).to_std().unwrap_or_default();
         Some(timeout.saturating_sub(spent))
     }
@@ -139,6 +158,9 @@ impl StageRun {
             let next = window::next_opening(&self.snapshot.windows, env.as_deref(), Utc::now())
                 .map_err(|e| e.to_string())?;
             let Some(opens) = next else {
+                if announced {
+                    self.checkpoint(json!({"windowOpenedAt": Utc::now()}))?;
+                }
                 return Ok(());
             };
             if !announced {
@@ -168,6 +190,10 @@ impl StageRun {
 
     /// Commits a stage update; the returned state replaces the local copy.
     fn commit(&mut self, update: StageUpdate) -> Result<(), String> {
+        let update = StageUpdate {
+            owner: Some(self.engine.services.owner.clone()),
+            ..update
+        };
         let state = self
             .engine
             .store

@@ -48,7 +48,9 @@ pub(super) async fn preconditions(
         .store
         .stages(&run.execution)
         .map_err(|e| e.to_string())?;
-    let ctx = run.snapshot.expr_context(&run.stage, &states);
+    let ctx = run
+        .snapshot
+        .expr_context(&run.execution, &run.revision, &run.stage, &states);
     let http = run.engine.services.http.clone();
     let allow_link_local = run.engine.services.allow_link_local_egress;
     let handle = tokio::runtime::Handle::current();

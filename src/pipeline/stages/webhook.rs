@@ -1,5 +1,7 @@
 //! `webhook`: a templated HTTP call (e.g. a Grafana annotation), with expected status codes
-//! and its own retries. Secret values never appear in outputs or logs.
+//! and its own retries. Secret values never appear in outputs or logs. Every send carries an
+//! `Idempotency-Key` header, the same for every resend of the stage of an execution: delivery
+//! is at least once, and receivers de-duplicate on the key.
 
 use std::time::Duration;
 
@@ -10,13 +12,32 @@ use crate::config::WebhookStage;
 use crate::pipeline::StageResult;
 use crate::pipeline::expr;
 
+/// Header naming a webhook delivery for de-duplication.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The idempotency key of stage `stage` of execution `execution`: `<execution>:<stage>`, or
+/// `<execution>:sha256-<hex>` when the stage name is not plain visible ASCII.
+fn idempotency_key(execution: &str, stage: &str) -> String {
+    if !stage.is_empty() && stage.bytes().all(|b| b.is_ascii_graphic()) {
+        format!("{execution}:{stage}")
+    } else {
+        use sha2::Digest;
+        format!(
+            "{execution}:sha256-{}",
+            hex::encode(sha2::Sha256::digest(stage.as_bytes()))
+        )
+    }
+}
+
 pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageResult {
     let states = run
         .engine
         .store
         .stages(&run.execution)
         .map_err(|e| e.to_string())?;
-    let mut ctx = run.snapshot.expr_context(&run.stage, &states);
+    let mut ctx = run
+        .snapshot
+        .expr_context(&run.execution, &run.revision, &run.stage, &states);
     ctx.secrets = run.engine.services.secrets.clone();
     let redact = |text: &str| {
         ctx.secrets
@@ -46,6 +67,13 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
     } else {
         stage.expect_status.clone()
     };
+    // The same key on every send of this stage of this execution (retries, resumes after a
+    // crash), so receivers can de-duplicate: delivery is at least once. A key set in
+    // `headers` wins.
+    let key = idempotency_key(&run.execution, &run.stage.name);
+    let own_key = headers
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case(IDEMPOTENCY_KEY)));
     let mut delay = Duration::from_millis(500);
     let mut last = String::new();
     for attempt in 0..=stage.retries {
@@ -54,6 +82,9 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
             delay = (delay * 2).min(Duration::from_secs(30));
         }
         let mut request = run.engine.services.http.request(method.clone(), &url);
+        if !own_key {
+            request = request.header(IDEMPOTENCY_KEY, &key);
+        }
         if let Some(map) = headers.as_object() {
             for (k, v) in map {
                 request = request.header(k, v.as_str().unwrap_or_default());
@@ -89,4 +120,24 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idempotency_key;
+
+    #[test]
+    fn idempotency_keys_name_the_execution_and_stage() {
+        assert_eq!(
+            idempotency_key("01J0EXEC", "notify-grafana"),
+            "01J0EXEC:notify-grafana"
+        );
+        assert_eq!(
+            idempotency_key("01J0EXEC", "notify-grafana"),
+            idempotency_key("01J0EXEC", "notify-grafana")
+        );
+        let odd = idempotency_key("01J0EXEC", "notify grafana");
+        assert!(odd.starts_with("01J0EXEC:sha256-"), "{odd}");
+        assert!(odd.bytes().all(|b| b.is_ascii_graphic()));
+    }
 }
