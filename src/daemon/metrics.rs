@@ -39,7 +39,7 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     /// Age of the oldest undelivered outbox entry (0 when none).
     pub outbox_oldest_seconds: Gauge,
-    /// Failed outbox deliveries to GitHub by kind (`server_error`, `rate_limited`,
+    /// Failed GitHub requests (each attempt) by kind (`server_error`, `rate_limited`,
     /// `client_error`, `network`).
     pub github_failures: IntCounterVec,
 }
@@ -88,7 +88,7 @@ impl Metrics {
         )?;
         let github_failures = counter(
             "bowline_github_failures_total",
-            "Failed deliveries of statuses and comments to GitHub by kind (server_error, rate_limited, client_error, network).",
+            "Failed GitHub requests, each attempt, by kind (server_error, rate_limited, client_error, network).",
             &["kind"],
         )?;
         let fetch_seconds = histogram(

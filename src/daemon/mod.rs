@@ -289,6 +289,13 @@ impl Daemon {
         let cursor = store.meta(CURSOR_KEY)?;
         let plans = pull_request::PlanQueue::new(config.max_concurrent_plans);
         let outbox = outbox::Outbox::new(store.clone(), github.is_some());
+        let metrics = Metrics::new()?;
+        let failures = metrics.github_failures.clone();
+        let github = github.map(|g| {
+            g.with_failure_hook(Arc::new(move |failure: crate::forge::client::Failure| {
+                failures.with_label_values(&[failure.label()]).inc();
+            }))
+        });
         let daemon = Arc::new(Daemon {
             state: Mutex::new(SourceState {
                 github_repo: config.github_repo.clone(),
@@ -299,7 +306,7 @@ impl Daemon {
             store,
             services,
             github,
-            metrics: Metrics::new()?,
+            metrics,
             webhook_secret,
             drift: Mutex::new(BTreeMap::new()),
             merged: Mutex::new(HashMap::new()),

@@ -259,13 +259,9 @@ impl Daemon {
         }
     }
 
-    /// What to do after GitHub refused or failed an entry; counts and logs the failure.
+    /// What to do after GitHub refused or failed an entry (the client counted the failure).
     fn outcome_of(&self, entry: &OutboxEntry, e: &ForgeError) -> OutboxOutcome {
         let failure = e.failure();
-        self.metrics
-            .github_failures
-            .with_label_values(&[failure.label()])
-            .inc();
         let error = e.to_string();
         match failure {
             Failure::RateLimited { retry_after } => {

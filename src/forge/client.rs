@@ -240,7 +240,11 @@ pub struct GitHub {
     base: Url,
     http: reqwest::Client,
     retry: RetryPolicy,
+    on_failure: Option<FailureHook>,
 }
+
+/// Called with every failed request (each attempt), e.g. to count failures in metrics.
+pub type FailureHook = std::sync::Arc<dyn Fn(Failure) + Send + Sync>;
 
 impl std::fmt::Debug for GitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -461,7 +465,18 @@ impl GitHub {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ForgeError::Client(e.to_string()))?;
-        Ok(GitHub { base, http, retry })
+        Ok(GitHub {
+            base,
+            http,
+            retry,
+            on_failure: None,
+        })
+    }
+
+    /// The same client, calling `hook` with every failed request (each attempt).
+    pub fn with_failure_hook(mut self, hook: FailureHook) -> GitHub {
+        self.on_failure = Some(hook);
+        self
     }
 
     /// The API base URL, without a trailing slash.
@@ -730,6 +745,9 @@ impl GitHub {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,
             };
+            if let Some(hook) = &self.on_failure {
+                hook(error.failure());
+            }
             let wait = match error.retry_hint() {
                 Some(Some(wait)) if rate_limit_waits < self.retry.max_rate_limit_retries => {
                     rate_limit_waits += 1;
