@@ -860,6 +860,11 @@ async fn a_commit_that_changes_no_app_starts_nothing_and_a_bad_commit_is_refused
             .expect("list")
             .is_empty()
     );
+    // The status goes through the outbox: it arrives shortly after.
+    eventually("the failure status", Duration::from_secs(10), || {
+        !w.github.statuses(REPO, &bad).is_empty()
+    })
+    .await;
     let failure = w.github.statuses(REPO, &bad);
     assert_eq!(failure.len(), 1, "{failure:?}");
     assert_eq!(
