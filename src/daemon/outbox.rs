@@ -182,6 +182,8 @@ impl Daemon {
         if let Some(left) = self.paused_for() {
             return left;
         }
+        // Each version is tried once per round, even if the store cannot settle it.
+        let mut tried = std::collections::HashSet::new();
         loop {
             let due = match self.store.outbox_due(Utc::now(), BATCH) {
                 Ok(due) => due,
@@ -190,6 +192,10 @@ impl Daemon {
                     return poll;
                 }
             };
+            let due: Vec<OutboxEntry> = due
+                .into_iter()
+                .filter(|e| tried.insert((e.id, e.version)))
+                .collect();
             if due.is_empty() {
                 break;
             }
