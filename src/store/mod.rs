@@ -526,7 +526,8 @@ pub trait Store: Send + Sync {
     /// Records the desired state `payload` of `key` as a new pending version, superseding any
     /// earlier one (an unsent older version is never sent). Returns the entry.
     fn record_outbox(&self, key: &OutboxKey, payload: &str) -> Result<OutboxEntry, StoreError>;
-    /// Pending entries due at `now` (their next attempt has come), oldest due first.
+    /// Pending entries due at `now` (their next attempt has come), oldest due first; entries
+    /// due at the same time in the order they were recorded.
     fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     /// When the next pending entry falls due, if any is pending.
     fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;

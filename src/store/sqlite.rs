@@ -106,6 +106,7 @@ CREATE TABLE outbox (
     name TEXT NOT NULL,
     payload TEXT NOT NULL,
     version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TEXT NOT NULL,
@@ -965,11 +966,13 @@ impl Store for SqliteStore {
         .map_err(|e| self.err(e))?;
         // One row per key: a newer desired state replaces the older one, whatever its state.
         tx.execute(
-            "INSERT INTO outbox (kind, repo, subject, name, payload, version, state, attempts,
-                                 next_attempt_at, last_error, recorded_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1, 'pending', 0, ?6, NULL, ?6, ?6)
+            "INSERT INTO outbox (kind, repo, subject, name, payload, version, seq, state,
+                                 attempts, next_attempt_at, last_error, recorded_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox),
+                     'pending', 0, ?6, NULL, ?6, ?6)
              ON CONFLICT (kind, repo, subject, name) DO UPDATE SET
-                payload = excluded.payload, version = version + 1, state = 'pending',
+                payload = excluded.payload, version = version + 1, seq = excluded.seq,
+                state = 'pending',
                 attempts = 0, next_attempt_at = excluded.next_attempt_at, last_error = NULL,
                 recorded_at = excluded.recorded_at, updated_at = excluded.updated_at",
             params![
@@ -1002,7 +1005,7 @@ impl Store for SqliteStore {
             .prepare(&format!(
                 "SELECT {OUTBOX_COLUMNS} FROM outbox
                  WHERE state = 'pending' AND next_attempt_at <= ?1
-                 ORDER BY next_attempt_at, id LIMIT ?2"
+                 ORDER BY next_attempt_at, seq LIMIT ?2"
             ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -1461,9 +1464,12 @@ mod tests {
         assert_eq!(second.id, first.id, "one row per key");
         assert_eq!(second.version, first.version + 1);
         let due = store.outbox_due(now(), 10).expect("due");
-        let mut payloads: Vec<&str> = due.iter().map(|e| e.payload.as_str()).collect();
-        payloads.sort_unstable();
-        assert_eq!(payloads, ["success", "x"], "the superseded one is gone");
+        let payloads: Vec<&str> = due.iter().map(|e| e.payload.as_str()).collect();
+        assert_eq!(
+            payloads,
+            ["x", "success"],
+            "the superseded one is gone; the others in the order recorded"
+        );
         assert_eq!(store.outbox_stats().expect("stats").pending, 2);
         // Durable: still pending after reopening.
         drop(store);
