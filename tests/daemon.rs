@@ -1113,9 +1113,10 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
     // Four deliveries in a burst: one plan runs, the others coalesce into one more.
     let planned = |result: &str| w.daemon.metrics.plans.with_label_values(&[result]).get();
     let (ok_before, error_before) = (planned("ok"), planned("error"));
-    // The first plan waits out a rate limit, so the burst arrives while it runs.
+    // The first plan waits out a rate limit (reading the author's permission; statuses go
+    // through the outbox), so the burst arrives while it runs.
     w.github.rate_limit_next(
-        "/statuses/",
+        "/permission",
         RateLimit::TooMany {
             retry_after_secs: 1,
         },
