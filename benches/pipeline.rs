@@ -17,7 +17,8 @@ use bowline::cluster::ConnectOptions;
 use bowline::pipeline::{Engine, Services};
 use bowline::store::{
     AppliedRevision, Claim, Durability, Event, Execution, ExecutionFilter, ExecutionStatus,
-    Judgment, NewExecution, NewStage, SqliteStore, StageState, StageUpdate, Store, StoreError,
+    Judgment, NewExecution, NewStage, OutboxEntry, OutboxKey, OutboxOutcome, OutboxStats,
+    SqliteStore, StageState, StageUpdate, Store, StoreError,
 };
 use serde_json::json;
 
@@ -119,6 +120,33 @@ impl Store for Timed {
         cluster: &str,
     ) -> Result<Option<AppliedRevision>, StoreError> {
         self.inner.last_applied(app, environment, cluster)
+    }
+    fn record_outbox(&self, key: &OutboxKey, payload: &str) -> Result<OutboxEntry, StoreError> {
+        self.inner.record_outbox(key, payload)
+    }
+    fn outbox_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_due(now, limit)
+    }
+    fn outbox_next_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        self.inner.outbox_next_due()
+    }
+    fn settle_outbox(
+        &self,
+        id: i64,
+        version: i64,
+        outcome: &OutboxOutcome,
+    ) -> Result<bool, StoreError> {
+        self.inner.settle_outbox(id, version, outcome)
+    }
+    fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.inner.outbox_stats()
+    }
+    fn outbox_entry(&self, key: &OutboxKey) -> Result<Option<OutboxEntry>, StoreError> {
+        self.inner.outbox_entry(key)
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bowline::cluster::ConnectOptions;
-use bowline::daemon::{CURSOR_KEY, Daemon, DaemonConfig, Reconciled, deploy_context};
+use bowline::daemon::{CURSOR_KEY, Daemon, DaemonConfig, OutboxConfig, Reconciled, deploy_context};
 use bowline::forge::GitHub;
 use bowline::forge::client::RetryPolicy;
 use bowline::forge::webhook::sign;
@@ -20,8 +20,8 @@ use bowline::pipeline::Services;
 use bowline::server::{self, ApiTokens, ServerLimits};
 use bowline::source::git::{GitAuth, GitSource};
 use bowline::store::{
-    ExecutionFilter, ExecutionStatus, NewExecution, NewStage, SqliteStore, StageStatus,
-    StageUpdate, Store,
+    ExecutionFilter, ExecutionStatus, NewExecution, NewStage, OutboxKey, OutboxKind, OutboxState,
+    SqliteStore, StageStatus, StageUpdate, Store,
 };
 use git2::{Repository, Signature};
 use github_api_test_server::{PullRequestSeed, RateLimit, TestServer as GitHubServer};
@@ -301,6 +301,12 @@ fn daemon_over(state: &Path, remote: &str, github: &GitHubServer) -> Arc<Daemon>
         drift_interval: None,
         public_url: Some("https://bowline.example.com".into()),
         connect,
+        // Short delays, so what an outage held back arrives soon after it.
+        outbox: OutboxConfig {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            poll: Duration::from_secs(1),
+        },
         ..DaemonConfig::default()
     };
     Daemon::new(
@@ -854,6 +860,11 @@ async fn a_commit_that_changes_no_app_starts_nothing_and_a_bad_commit_is_refused
             .expect("list")
             .is_empty()
     );
+    // The status goes through the outbox: it arrives shortly after.
+    eventually("the failure status", Duration::from_secs(10), || {
+        !w.github.statuses(REPO, &bad).is_empty()
+    })
+    .await;
     let failure = w.github.statuses(REPO, &bad);
     assert_eq!(failure.len(), 1, "{failure:?}");
     assert_eq!(
@@ -1102,9 +1113,10 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
     // Four deliveries in a burst: one plan runs, the others coalesce into one more.
     let planned = |result: &str| w.daemon.metrics.plans.with_label_values(&[result]).get();
     let (ok_before, error_before) = (planned("ok"), planned("error"));
-    // The first plan waits out a rate limit, so the burst arrives while it runs.
+    // The first plan waits out a rate limit (reading the author's permission; statuses go
+    // through the outbox), so the burst arrives while it runs.
     w.github.rate_limit_next(
-        "/statuses/",
+        "/permission",
         RateLimit::TooMany {
             retry_after_secs: 1,
         },
@@ -1940,4 +1952,227 @@ async fn a_removed_app_without_prune_is_left_running() {
     let Reconciled::Unchanged = w.daemon.reconcile_branch().await.expect("reconcile") else {
         panic!("reconciled again");
     };
+}
+
+/// The value of an unlabelled metric (or a labelled one, `name{labels}`) in `/metrics` text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// GitHub down for 60 s while a pull request is planned and a deploy runs to its end: nothing
+/// is lost. Once GitHub is back, the sticky comment, the final plan status and the final
+/// deploy status arrive, and none of the deploy's superseded progress statuses is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_and_comments_survive_a_github_outage() {
+    let (w, first) = start().await;
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let began = Instant::now();
+    w.github.outage(Some(502));
+
+    // A pull request planned during the outage.
+    std::fs::write(w.work.path().join("NOTES.md"), "notes\n").expect("write");
+    let head = commit_all(&w.git, "refs/pull/7/head", "notes", Some(&first));
+    let (code, _) = w
+        .deliver("pull_request", "o-open", &w.pull_request("opened", &head))
+        .await;
+    assert_eq!(code, 202);
+    let store = w.store();
+    let plan_key = OutboxKey {
+        kind: OutboxKind::Status,
+        repo: REPO.into(),
+        subject: head.clone(),
+        name: "bowline/plan".into(),
+    };
+    eventually("the plan recorded", Duration::from_secs(30), || {
+        store
+            .outbox_entry(&plan_key)
+            .expect("outbox")
+            .is_some_and(|e| e.payload.contains("\"success\""))
+    })
+    .await;
+
+    // A deploy that runs to its end during the outage.
+    let deployed = deploy_worker(&w, &first).await;
+    assert!(began.elapsed() < OUTAGE, "the deploy took the whole outage");
+    let deploy_statuses = || -> Vec<(String, String)> {
+        w.github
+            .statuses(REPO, &deployed)
+            .into_iter()
+            .filter(|s| s.context == deploy_context("inventory-worker"))
+            .map(|s| (s.state, s.description.unwrap_or_default()))
+            .collect()
+    };
+    assert!(deploy_statuses().is_empty());
+    assert!(w.github.comments(REPO, PR).is_empty());
+    let text = metrics(&w).await;
+    assert!(
+        metric(&text, "bowline_outbox_depth").is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert!(metric(&text, "bowline_outbox_oldest_seconds").is_some_and(|s| s > 0.0));
+    assert!(
+        metric(
+            &text,
+            "bowline_github_failures_total{kind=\"server_error\"}"
+        )
+        .is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+
+    tokio::time::sleep(OUTAGE.saturating_sub(began.elapsed())).await;
+    w.github.outage(None);
+    let back = Instant::now();
+    eventually("the deploy status", Duration::from_secs(30), || {
+        !deploy_statuses().is_empty()
+    })
+    .await;
+    eventually("the plan", Duration::from_secs(30), || {
+        w.github.comments(REPO, PR).len() == 1
+            && w.plan_statuses(&head)
+                .last()
+                .is_some_and(|s| s.0 == "success")
+    })
+    .await;
+    let caught_up = back.elapsed();
+    // Only the newest desired state of each key is sent: the deploy's progress statuses were
+    // superseded while GitHub was down.
+    assert_eq!(
+        deploy_statuses(),
+        [("success".to_string(), "deployed".to_string())]
+    );
+    assert_eq!(
+        w.plan_statuses(&head).len(),
+        1,
+        "{:?}",
+        w.plan_statuses(&head)
+    );
+    let comment = &w.github.comments(REPO, PR)[0].body;
+    assert!(comment.starts_with("<!-- bowline:plan -->"), "{comment}");
+    eventually("an empty outbox", Duration::from_secs(10), || {
+        store.outbox_stats().expect("stats").pending == 0
+    })
+    .await;
+    println!("outbox caught up {caught_up:?} after a {OUTAGE:?} outage");
+}
+
+/// Three 502 answers then two primary rate limits while a pull request is planned: the rate
+/// limits do not use up the retries of the server errors, and the plan is not abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_then_rate_limits_do_not_abandon_a_plan() {
+    let (w, first) = start().await;
+    std::fs::write(w.work.path().join("NOTES.md"), "notes\n").expect("write");
+    let head = commit_all(&w.git, "refs/pull/7/head", "notes", Some(&first));
+    let errors_before = w.daemon.metrics.plans.with_label_values(&["error"]).get();
+    w.github.fail_next(None, "/repos/acme/shop-config/", 502, 3);
+    w.github.rate_limit_next(
+        "/repos/acme/shop-config/",
+        RateLimit::Primary { reset_in_secs: 1 },
+        2,
+    );
+    let started = Instant::now();
+    let (comment, status, _) =
+        plan_once(&w, &head, "b-open", w.pull_request("opened", &head)).await;
+    let took = started.elapsed();
+    assert!(comment.starts_with("<!-- bowline:plan -->"), "{comment}");
+    assert_eq!(status.0, "success", "{status:?}");
+    assert_eq!(w.github.comments(REPO, PR).len(), 1, "one sticky comment");
+    assert_eq!(
+        w.daemon.metrics.plans.with_label_values(&["error"]).get(),
+        errors_before
+    );
+    let answered: Vec<u16> = w.github.calls().iter().map(|c| c.status).collect();
+    assert_eq!(
+        answered.iter().filter(|s| **s == 502).count(),
+        3,
+        "{answered:?}"
+    );
+    assert_eq!(
+        answered.iter().filter(|s| **s == 403).count(),
+        2,
+        "{answered:?}"
+    );
+    let failed = |kind: &str| {
+        w.daemon
+            .metrics
+            .github_failures
+            .with_label_values(&[kind])
+            .get()
+    };
+    assert_eq!(failed("server_error"), 3);
+    assert_eq!(failed("rate_limited"), 2);
+    println!("plan delivered {took:?} after 3×502 and 2 rate limits");
+}
+
+/// A status and a comment recorded, and not delivered, before a restart are delivered by the
+/// next daemon as soon as it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_entries_are_delivered_after_a_restart() {
+    let work = tempfile::tempdir().expect("work dir");
+    prepare_repo(work.path());
+    let git = Repository::init(work.path()).expect("init");
+    git.set_head("refs/heads/main").expect("head");
+    let sha = commit_all(&git, "refs/heads/main", "initial", None);
+    let state = tempfile::tempdir().expect("state dir");
+    let github = GitHubServer::start();
+
+    // What the daemon before the restart recorded, still pending.
+    let store = SqliteStore::open(&state.path().join("bowline.db")).expect("store");
+    let status = OutboxKey {
+        kind: OutboxKind::Status,
+        repo: REPO.into(),
+        subject: sha.clone(),
+        name: deploy_context("inventory-worker"),
+    };
+    store
+        .record_outbox(
+            &status,
+            r#"{"type":"status","state":"pending","description":"deploy-staging: running","targetUrl":null}"#,
+        )
+        .expect("record");
+    store
+        .record_outbox(
+            &status,
+            r#"{"type":"status","state":"success","description":"deployed","targetUrl":null}"#,
+        )
+        .expect("record");
+    let comment = OutboxKey {
+        kind: OutboxKind::Comment,
+        repo: REPO.into(),
+        subject: PR.to_string(),
+        name: "<!-- bowline:plan -->".into(),
+    };
+    store
+        .record_outbox(&comment, r#"{"type":"comment","body":"the plan"}"#)
+        .expect("record");
+
+    let remote = work.path().to_str().expect("utf-8").to_string();
+    let _daemon = daemon_over(state.path(), &remote, &github);
+    eventually("the deliveries", Duration::from_secs(10), || {
+        !github.statuses(REPO, &sha).is_empty() && !github.comments(REPO, PR).is_empty()
+    })
+    .await;
+    let statuses: Vec<(String, Option<String>)> = github
+        .statuses(REPO, &sha)
+        .into_iter()
+        .map(|s| (s.state, s.description))
+        .collect();
+    assert_eq!(statuses, [("success".into(), Some("deployed".into()))]);
+    let comments = github.comments(REPO, PR);
+    assert_eq!(comments.len(), 1);
+    assert_eq!(comments[0].body, "<!-- bowline:plan -->\nthe plan");
+    eventually("delivered", Duration::from_secs(5), || {
+        [&status, &comment].iter().all(|k| {
+            store
+                .outbox_entry(k)
+                .expect("outbox")
+                .is_some_and(|e| e.state == OutboxState::Delivered)
+        })
+    })
+    .await;
 }

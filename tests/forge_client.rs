@@ -16,6 +16,7 @@ const TOKEN: &str = "ghs_test_token_never_printed";
 fn fast() -> RetryPolicy {
     RetryPolicy {
         max_retries: 3,
+        max_rate_limit_retries: 3,
         min_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(20),
         max_rate_limit_wait: Duration::from_millis(300),
@@ -382,6 +383,35 @@ async fn server_errors_are_retried_with_backoff() {
     );
     assert!(text.contains("503"), "{text}");
     assert!(!text.contains(TOKEN), "{text}");
+}
+
+/// Rate-limit waits have their own budget: three 502 answers and then two rate limits still
+/// end in a delivered status with three retries for server errors.
+#[tokio::test]
+async fn rate_limits_do_not_use_up_the_server_error_retries() {
+    let server = TestServer::start();
+    let gh = client(&server);
+    server.fail_next(Some("POST"), "/statuses/", 502, 3);
+    server.rate_limit_next(
+        "/statuses/",
+        RateLimit::TooMany {
+            retry_after_secs: 0,
+        },
+        2,
+    );
+    gh.set_status(
+        &repo(),
+        "abc",
+        &status("bowline/plan", CommitState::Success),
+    )
+    .await
+    .unwrap();
+    let calls: Vec<u16> = server
+        .calls_to("repos/create-commit-status")
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(calls, [502, 502, 502, 429, 429, 201]);
 }
 
 #[tokio::test]

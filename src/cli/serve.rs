@@ -187,6 +187,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
                 .context("the secret-mask key kept with the state")?,
         ),
         max_concurrent_plans: usize::from(args.max_concurrent_plans),
+        outbox: bowline::daemon::OutboxConfig::default(),
     };
     let daemon = Daemon::new(config, source, store, services, github, webhook_secret)?;
     let resumed = daemon.resume()?;

@@ -35,6 +35,13 @@ pub struct Metrics {
     pub drift_objects: IntGaugeVec,
     /// When the last drift check ended (unix seconds).
     pub drift_checked: Gauge,
+    /// Outbox entries not yet delivered to GitHub.
+    pub outbox_depth: IntGauge,
+    /// Age of the oldest undelivered outbox entry (0 when none).
+    pub outbox_oldest_seconds: Gauge,
+    /// Failed GitHub requests (each attempt) by kind (`server_error`, `rate_limited`,
+    /// `client_error`, `network`).
+    pub github_failures: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -79,6 +86,11 @@ impl Metrics {
             "Refused authentications to the JSON API by reason (missing, unknown, throttled).",
             &["reason"],
         )?;
+        let github_failures = counter(
+            "bowline_github_failures_total",
+            "Failed GitHub requests, each attempt, by kind (server_error, rate_limited, client_error, network).",
+            &["kind"],
+        )?;
         let fetch_seconds = histogram(
             "bowline_git_fetch_duration_seconds",
             "Duration of fetches of the config repository.",
@@ -118,6 +130,16 @@ impl Metrics {
             "When the last drift check ended.",
         )?;
         registry.register(Box::new(drift_checked.clone()))?;
+        let outbox_depth = IntGauge::new(
+            "bowline_outbox_depth",
+            "Statuses and comments recorded for GitHub and not delivered yet.",
+        )?;
+        registry.register(Box::new(outbox_depth.clone()))?;
+        let outbox_oldest_seconds = Gauge::new(
+            "bowline_outbox_oldest_seconds",
+            "Age of the oldest status or comment not delivered to GitHub yet (0 when none).",
+        )?;
+        registry.register(Box::new(outbox_oldest_seconds.clone()))?;
         Ok(Metrics {
             registry,
             webhooks,
@@ -132,6 +154,9 @@ impl Metrics {
             canary_score,
             drift_objects,
             drift_checked,
+            outbox_depth,
+            outbox_oldest_seconds,
+            github_failures,
         })
     }
 
@@ -148,6 +173,7 @@ impl Daemon {
     /// Sets the execution gauges from the store (before each scrape): one counting query, not
     /// a read of every execution.
     pub fn refresh_metrics(&self) {
+        self.refresh_outbox_metrics();
         let counts = match self.store.execution_counts() {
             Ok(counts) => counts,
             Err(e) => {

@@ -11,6 +11,7 @@ mod chatops;
 mod drift;
 mod identity;
 mod metrics;
+mod outbox;
 mod pull_request;
 mod push;
 mod removal;
@@ -38,6 +39,7 @@ pub use chatops::ChatOpsOutcome;
 pub use drift::TargetDrift;
 pub use identity::ConfigRepository;
 pub use metrics::Metrics;
+pub use outbox::OutboxConfig;
 pub use pull_request::{PlanComment, PlanQueued, PlanRequest, Platform, pr_comment};
 pub use push::Reconciled;
 
@@ -182,6 +184,8 @@ pub struct DaemonConfig {
     pub masker: crate::diff::Masker,
     /// Pull-request plans running at once, at most (each renders and diffs a whole change).
     pub max_concurrent_plans: usize,
+    /// How statuses and comments are retried until GitHub has them.
+    pub outbox: OutboxConfig,
 }
 
 impl Default for DaemonConfig {
@@ -195,6 +199,7 @@ impl Default for DaemonConfig {
             connect: ConnectOptions::default(),
             masker: crate::diff::Masker::default(),
             max_concurrent_plans: 2,
+            outbox: OutboxConfig::default(),
         }
     }
 }
@@ -252,6 +257,10 @@ pub struct Daemon {
     plans: pull_request::PlanQueue,
     /// The config repository's GitHub id, learnt once.
     repo_id: Mutex<identity::RepositoryId>,
+    /// What bowline means GitHub to show, recorded before it is sent.
+    outbox: outbox::Outbox,
+    /// Set while GitHub rate-limits the outbox.
+    outbox_pause: outbox::Pause,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -271,7 +280,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Daemon {
     /// A daemon over `source` and `store`, running stages with `services`, writing to GitHub
     /// when `github` is given and accepting webhooks signed with `webhook_secret`. The last
-    /// reconciled commit is read back from the store.
+    /// reconciled commit is read back from the store. Inside a tokio runtime, the outbox
+    /// sender starts at once (it delivers what an earlier process left pending) and stops
+    /// when the daemon is dropped.
     pub fn new(
         config: DaemonConfig,
         source: GitSource,
@@ -282,6 +293,14 @@ impl Daemon {
     ) -> Result<Arc<Daemon>, DaemonError> {
         let cursor = store.meta(CURSOR_KEY)?;
         let plans = pull_request::PlanQueue::new(config.max_concurrent_plans);
+        let outbox = outbox::Outbox::new(store.clone(), github.is_some());
+        let metrics = Metrics::new()?;
+        let failures = metrics.github_failures.clone();
+        let github = github.map(|g| {
+            g.with_failure_hook(Arc::new(move |failure: crate::forge::client::Failure| {
+                failures.with_label_values(&[failure.label()]).inc();
+            }))
+        });
         let daemon = Arc::new(Daemon {
             state: Mutex::new(SourceState {
                 github_repo: config.github_repo.clone(),
@@ -292,7 +311,7 @@ impl Daemon {
             store,
             services,
             github,
-            metrics: Metrics::new()?,
+            metrics,
             webhook_secret,
             drift: Mutex::new(BTreeMap::new()),
             merged: Mutex::new(HashMap::new()),
@@ -305,7 +324,15 @@ impl Daemon {
             reconcile_lock: tokio::sync::Mutex::new(()),
             plans,
             repo_id: Mutex::new(identity::RepositoryId::default()),
+            outbox,
+            outbox_pause: Mutex::new(None),
         });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(outbox::run(
+                Arc::downgrade(&daemon),
+                daemon.outbox.wake_handle(),
+            ));
+        }
         if let Some(sha) = cursor {
             // The digests of the last reconciled commit; when it is gone from the mirror (a new
             // cache directory), the next commit is compared with nothing known and every app
@@ -356,8 +383,36 @@ impl Daemon {
     /// Runs `execution` in the background, reporting its progress as the
     /// `bowline/deploy/<app>` status of its revision.
     pub(crate) fn spawn_execution(self: &Arc<Self>, execution: Execution) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(CommitState, String)>();
-        let progress_tx = tx.clone();
+        let target_url = self.config.public_url.as_ref().map(|u| {
+            format!(
+                "{}/api/v1/executions/{}",
+                u.trim_end_matches('/'),
+                execution.id
+            )
+        });
+        let repo_ref = lock(&self.state).github_repo.clone();
+        let removal = execution.pipeline == crate::pipeline::snapshot::REMOVAL_PIPELINE;
+        let context = if removal {
+            removal_context(&execution.app)
+        } else {
+            deploy_context(&execution.app)
+        };
+        let sha = execution.revision.clone();
+        // Each update is recorded in the outbox, which sends the newest one per context.
+        let outbox = self.outbox.clone();
+        let report = Arc::new(move |state: CommitState, description: String| {
+            let Some(repo_ref) = &repo_ref else {
+                return;
+            };
+            let status = CommitStatus {
+                context: context.clone(),
+                state,
+                description,
+                target_url: target_url.clone(),
+            };
+            outbox.status_or_log(repo_ref, &sha, &status);
+        });
+        let progress_report = report.clone();
         let services = Services {
             progress: Arc::new(move |p: &Progress| {
                 let update = match p {
@@ -390,50 +445,18 @@ impl Daemon {
                     _ => None,
                 };
                 if let Some(description) = update {
-                    let _ = progress_tx.send((CommitState::Pending, description));
+                    progress_report(CommitState::Pending, description);
                 }
             }),
             ..self.services.clone()
         };
         let engine = Engine::new(self.store.clone(), services);
-        let target_url = self.config.public_url.as_ref().map(|u| {
-            format!(
-                "{}/api/v1/executions/{}",
-                u.trim_end_matches('/'),
-                execution.id
-            )
-        });
-        let repo_ref = lock(&self.state).github_repo.clone();
-        let github = self.github.clone();
-        let removal = execution.pipeline == crate::pipeline::snapshot::REMOVAL_PIPELINE;
-        let context = if removal {
-            removal_context(&execution.app)
-        } else {
-            deploy_context(&execution.app)
-        };
-        let sha = execution.revision.clone();
-        let reporter = async move {
-            while let Some((state, description)) = rx.recv().await {
-                let (Some(github), Some(repo_ref)) = (&github, &repo_ref) else {
-                    continue;
-                };
-                let status = CommitStatus {
-                    context: context.clone(),
-                    state,
-                    description,
-                    target_url: target_url.clone(),
-                };
-                if let Err(e) = github.set_status(repo_ref, &sha, &status).await {
-                    tracing::warn!(error = %e, context = %status.context, "could not set the deploy status");
-                }
-            }
-        };
         let id = execution.id.clone();
         let app = execution.app.clone();
         let daemon = Arc::downgrade(self);
         let store = self.store.clone();
         let runner = async move {
-            let _ = tx.send((CommitState::Pending, format!("execution {id} started")));
+            report(CommitState::Pending, format!("execution {id} started"));
             let outcome = engine.run(&id).await;
             let (state, description) = match &outcome {
                 Ok(ExecutionStatus::Succeeded) if removal => (
@@ -469,13 +492,11 @@ impl Daemon {
             if let Some(daemon) = daemon.upgrade() {
                 daemon.record_canary_score(&id);
             }
-            let _ = tx.send((state, description));
+            report(state, description);
         };
         let mut tasks = lock(&self.tasks);
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            tokio::join!(runner, reporter);
-        });
+        tasks.spawn(runner);
     }
 
     fn record_canary_score(&self, id: &str) {

@@ -183,8 +183,9 @@ impl Daemon {
         PlanQueued::Started
     }
 
-    /// Plans a pull request and posts the result: a pending `bowline/plan` status at once,
-    /// then the sticky comment (created or updated in place) and the final status.
+    /// Plans a pull request and records the result in the outbox: a pending `bowline/plan`
+    /// status at once, then the sticky comment (created or updated in place) and the final
+    /// status.
     #[tracing::instrument(level = "info", skip(self, request), fields(pr = request.pr.number, head = %request.pr.head_sha, live_requested_by = request.live_requested_by.as_deref()))]
     pub async fn plan_pull_request(&self, request: &PlanRequest) -> Result<(), DaemonError> {
         let pr = &request.pr;
@@ -193,7 +194,7 @@ impl Daemon {
             .plans
             .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
             .inc();
-        if let (Err(e), Ok(github)) = (&result, self.github()) {
+        if let (Err(e), Ok(_)) = (&result, self.github()) {
             // Tell the author instead of leaving the status pending forever.
             let status = CommitStatus {
                 context: PLAN_CONTEXT.into(),
@@ -201,9 +202,7 @@ impl Daemon {
                 description: format!("plan failed: {e}"),
                 target_url: None,
             };
-            if let Err(e) = github.set_status(&pr.repo, &pr.head_sha, &status).await {
-                tracing::warn!(error = %e, "could not set the plan status");
-            }
+            self.outbox.status_or_log(&pr.repo, &pr.head_sha, &status);
         }
         result
     }
@@ -228,7 +227,7 @@ impl Daemon {
             description: "validating, rendering and diffing".into(),
             target_url: None,
         };
-        github.set_status(&pr.repo, &pr.head_sha, &pending).await?;
+        self.outbox.status(&pr.repo, &pr.head_sha, &pending)?;
         let sha = self
             .fetch(Some(&format!("refs/pull/{}/head", pr.number)))
             .await?;
@@ -386,9 +385,8 @@ impl Daemon {
             platform: &platform,
             removed: &removed,
         });
-        github
-            .upsert_sticky_comment(&pr.repo, pr.number, &sticky_marker(COMMENT_KEY), &body)
-            .await?;
+        self.outbox
+            .comment(&pr.repo, pr.number, &sticky_marker(COMMENT_KEY), &body)?;
         let errors = diagnostic::error_count(&diagnostics);
         let (state, description) = if errors > 0 {
             (
@@ -413,18 +411,16 @@ impl Daemon {
         } else {
             (CommitState::Success, live.totals.to_string())
         };
-        github
-            .set_status(
-                &pr.repo,
-                &pr.head_sha,
-                &CommitStatus {
-                    context: PLAN_CONTEXT.into(),
-                    state,
-                    description,
-                    target_url: None,
-                },
-            )
-            .await?;
+        self.outbox.status(
+            &pr.repo,
+            &pr.head_sha,
+            &CommitStatus {
+                context: PLAN_CONTEXT.into(),
+                state,
+                description,
+                target_url: None,
+            },
+        )?;
         Ok(())
     }
 

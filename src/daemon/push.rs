@@ -161,7 +161,7 @@ impl Daemon {
                 .find(|d| d.severity == diagnostic::Severity::Error)
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            if let (Ok(github), Some(repo_ref)) = (self.github(), &github_repo) {
+            if let Some(repo_ref) = &github_repo {
                 let status = CommitStatus {
                     context: PLAN_CONTEXT.into(),
                     state: CommitState::Failure,
@@ -171,9 +171,7 @@ impl Daemon {
                     ),
                     target_url: None,
                 };
-                if let Err(e) = github.set_status(repo_ref, &sha, &status).await {
-                    tracing::warn!(error = %e, "could not set the plan status");
-                }
+                self.outbox.status_or_log(repo_ref, &sha, &status);
             }
             return Err(DaemonError::Invalid {
                 commit: sha,

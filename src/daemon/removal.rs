@@ -101,8 +101,7 @@ impl Daemon {
                     sha,
                     CommitState::Success,
                     "removed from the repository; its objects are left running (prune is off)",
-                )
-                .await;
+                );
                 continue;
             }
             pruned.push((app, deployed));
@@ -182,9 +181,9 @@ impl Daemon {
         Ok(())
     }
 
-    async fn report_removal(&self, app: &str, sha: &str, state: CommitState, description: &str) {
+    fn report_removal(&self, app: &str, sha: &str, state: CommitState, description: &str) {
         let repo_ref = lock(&self.state).github_repo.clone();
-        let (Ok(github), Some(repo_ref)) = (self.github(), repo_ref) else {
+        let Some(repo_ref) = repo_ref else {
             return;
         };
         let status = CommitStatus {
@@ -193,9 +192,7 @@ impl Daemon {
             description: description.to_string(),
             target_url: None,
         };
-        if let Err(e) = github.set_status(&repo_ref, sha, &status).await {
-            tracing::warn!(error = %e, context = %status.context, "could not set the removal status");
-        }
+        self.outbox.status_or_log(&repo_ref, sha, &status);
     }
 }
 

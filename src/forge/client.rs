@@ -5,12 +5,14 @@
 //! Rate limits are honoured: a `403` with `x-ratelimit-remaining: 0` waits until
 //! `x-ratelimit-reset`, a `429` or a secondary rate limit waits `retry-after` (both capped by
 //! [`RetryPolicy::max_rate_limit_wait`]); `5xx` answers and connection failures are retried with
-//! exponential backoff; other `4xx` answers are not retried. Errors name the endpoint and the
-//! status, never the token.
+//! exponential backoff; other `4xx` answers are not retried. The two have separate budgets, so
+//! a rate limit after a few `5xx` answers is still waited out. Retries within a call are kept
+//! modest: what bowline shows on GitHub goes through the daemon's outbox, which retries for as
+//! long as it takes. Errors name the endpoint and the status, never the token.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -96,6 +98,20 @@ impl ForgeError {
         }
     }
 
+    /// What kind of failure this is, for callers that retry later (the outbox) and metrics.
+    pub fn failure(&self) -> Failure {
+        match self {
+            ForgeError::RateLimited { retry_after, .. } => Failure::RateLimited {
+                retry_after: *retry_after,
+            },
+            ForgeError::Status { status, .. } if *status >= 500 => Failure::ServerError,
+            // A garbled answer is GitHub's fault and may not happen again.
+            ForgeError::Decode { .. } => Failure::ServerError,
+            ForgeError::Transport { .. } => Failure::Network,
+            _ => Failure::ClientError,
+        }
+    }
+
     /// How long to wait before the next attempt, when the error is worth retrying.
     fn retry_hint(&self) -> Option<Option<Duration>> {
         match self {
@@ -103,6 +119,35 @@ impl ForgeError {
             ForgeError::Transport { .. } => Some(None),
             ForgeError::Status { status, .. } if *status >= 500 => Some(None),
             _ => None,
+        }
+    }
+}
+
+/// The kinds of failed GitHub calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A rate limit: not a failure of the request, try again after `retry_after`.
+    RateLimited {
+        /// How long GitHub asked to wait.
+        retry_after: Duration,
+    },
+    /// A `5xx` answer (or a garbled one): try again later.
+    ServerError,
+    /// No answer (connection refused, timeout, …): try again later.
+    Network,
+    /// A `4xx` answer other than a rate limit, or a request bowline cannot make: the same
+    /// request will not succeed.
+    ClientError,
+}
+
+impl Failure {
+    /// The `kind` label of `bowline_github_failures_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::RateLimited { .. } => "rate_limited",
+            Failure::ServerError => "server_error",
+            Failure::Network => "network",
+            Failure::ClientError => "client_error",
         }
     }
 }
@@ -158,8 +203,10 @@ impl CommentOutcome {
 /// How requests are retried.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Retries after the first attempt (default 4).
+    /// Retries of 5xx answers and connection failures after the first attempt (default 3).
     pub max_retries: usize,
+    /// Rate-limit waits within one call (default 3); they do not use up `max_retries`.
+    pub max_rate_limit_retries: usize,
     /// The first backoff delay for 5xx and connection failures (default 500 ms).
     pub min_backoff: Duration,
     /// The longest backoff delay (default 10 s).
@@ -173,7 +220,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_retries: 4,
+            max_retries: 3,
+            max_rate_limit_retries: 3,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
             max_rate_limit_wait: Duration::from_secs(60),
@@ -192,7 +240,11 @@ pub struct GitHub {
     base: Url,
     http: reqwest::Client,
     retry: RetryPolicy,
+    on_failure: Option<FailureHook>,
 }
+
+/// Called with every failed request (each attempt), e.g. to count failures in metrics.
+pub type FailureHook = std::sync::Arc<dyn Fn(Failure) + Send + Sync>;
 
 impl std::fmt::Debug for GitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -413,7 +465,18 @@ impl GitHub {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ForgeError::Client(e.to_string()))?;
-        Ok(GitHub { base, http, retry })
+        Ok(GitHub {
+            base,
+            http,
+            retry,
+            on_failure: None,
+        })
+    }
+
+    /// The same client, calling `hook` with every failed request (each attempt).
+    pub fn with_failure_hook(mut self, hook: FailureHook) -> GitHub {
+        self.on_failure = Some(hook);
+        self
     }
 
     /// The API base URL, without a trailing slash.
@@ -667,28 +730,38 @@ impl GitHub {
             url: endpoint.clone(),
             message: e.to_string(),
         })?;
-        let backoff = ExponentialBuilder::default()
+        let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_backoff)
             .with_max_delay(self.retry.max_backoff)
             .with_max_times(self.retry.max_retries)
-            .with_jitter();
+            .with_jitter()
+            .build();
         let cap = self.retry.max_rate_limit_wait;
-        let attempt = || self.attempt(&method, &url, &endpoint, body.clone());
-        attempt
-            .retry(backoff)
-            .when(|e: &ForgeError| e.retry_hint().is_some())
-            .adjust(move |e: &ForgeError, proposed: Option<Duration>| {
-                // `None` means the retries are used up: keep it so.
-                proposed?;
-                match e.retry_hint() {
-                    Some(Some(wait)) => Some(wait.min(cap)),
-                    _ => proposed,
+        // Two budgets: rate-limit waits are not failures and do not use up the retries of
+        // 5xx answers and connection failures.
+        let mut rate_limit_waits = 0;
+        loop {
+            let error = match self.attempt(&method, &url, &endpoint, body.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            };
+            if let Some(hook) = &self.on_failure {
+                hook(error.failure());
+            }
+            let wait = match error.retry_hint() {
+                Some(Some(wait)) if rate_limit_waits < self.retry.max_rate_limit_retries => {
+                    rate_limit_waits += 1;
+                    wait.min(cap)
                 }
-            })
-            .notify(|e: &ForgeError, wait: Duration| {
-                tracing::warn!(error = %e, ?wait, "retrying GitHub request");
-            })
-            .await
+                Some(None) => match backoff.next() {
+                    Some(wait) => wait,
+                    None => return Err(error),
+                },
+                _ => return Err(error),
+            };
+            tracing::warn!(error = %error, ?wait, "retrying GitHub request");
+            tokio::time::sleep(wait).await;
+        }
     }
 
     async fn attempt(

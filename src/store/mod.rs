@@ -439,6 +439,106 @@ pub struct ExecutionFilter {
     pub limit: Option<usize>,
 }
 
+/// What an outbox entry makes GitHub show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxKind {
+    /// A commit status: the subject is the commit, the name its context.
+    Status,
+    /// A sticky comment: the subject is the pull request number, the name its marker.
+    Comment,
+}
+
+text_enum!(OutboxKind {
+    Status => "status",
+    Comment => "comment",
+});
+
+/// The key of one thing bowline shows on GitHub; a newer desired state of the same key
+/// supersedes the older one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OutboxKey {
+    /// Status or comment.
+    pub kind: OutboxKind,
+    /// `owner/name` of the repository.
+    pub repo: String,
+    /// The commit (statuses) or the pull request number (comments).
+    pub subject: String,
+    /// The context (statuses) or the marker (comments).
+    pub name: String,
+}
+
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxState {
+    /// Not delivered yet.
+    Pending,
+    /// GitHub accepted this version.
+    Delivered,
+    /// GitHub refused this version for good (a 4xx other than a rate limit).
+    Failed,
+}
+
+text_enum!(OutboxState {
+    Pending => "pending",
+    Delivered => "delivered",
+    Failed => "failed",
+});
+
+/// The newest desired state of one key, as the outbox holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// Row id.
+    pub id: i64,
+    /// The key.
+    pub key: OutboxKey,
+    /// What to send (JSON the sender understands).
+    pub payload: String,
+    /// Bumped by every recording; a delivery only counts for the version it sent.
+    pub version: i64,
+    /// Where it stands.
+    pub state: OutboxState,
+    /// Failed attempts of this version (rate limits not counted).
+    pub attempts: u32,
+    /// Not sent before this time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last error of this version.
+    pub last_error: Option<String>,
+    /// When this version was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// What became of an attempt to deliver an outbox entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxOutcome {
+    /// GitHub accepted it.
+    Delivered,
+    /// Try again at `at`; `failure` counts the attempt (a rate limit does not).
+    Retry {
+        /// When to try again.
+        at: DateTime<Utc>,
+        /// Why it did not go through.
+        error: String,
+        /// Whether this counts as a failed attempt.
+        failure: bool,
+    },
+    /// GitHub refused this version for good.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Pending outbox entries, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// How many.
+    pub pending: u64,
+    /// When the oldest of them was recorded.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 /// Durable state of executions. Every method is atomic.
 pub trait Store: Send + Sync {
     /// Creates a queued execution with its stages; queued executions of the same app covering
@@ -525,6 +625,26 @@ pub trait Store: Send + Sync {
         cluster: &str,
         before_execution: Option<&str>,
     ) -> Result<Option<AppliedRevision>, StoreError>;
+    /// Records the desired state `payload` of `key` as a new pending version, superseding any
+    /// earlier one (an unsent older version is never sent). Returns the entry.
+    fn record_outbox(&self, key: &OutboxKey, payload: &str) -> Result<OutboxEntry, StoreError>;
+    /// Pending entries due at `now` (their next attempt has come), oldest due first; entries
+    /// due at the same time in the order they were recorded.
+    fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// When the next pending entry falls due, if any is pending.
+    fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Settles an attempt at version `version` of entry `id`; returns `false` (and changes
+    /// nothing) when a newer version was recorded meanwhile.
+    fn settle_outbox(
+        &self,
+        id: i64,
+        version: i64,
+        outcome: &OutboxOutcome,
+    ) -> Result<bool, StoreError>;
+    /// How many entries are pending, and the oldest.
+    fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+    /// The entry of `key`, if any was recorded.
+    fn outbox_entry(&self, key: &OutboxKey) -> Result<Option<OutboxEntry>, StoreError>;
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::{
     AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
-    NewExecution, StageState, StageStatus, StageUpdate, Store, StoreError,
+    NewExecution, OutboxEntry, OutboxKey, OutboxKind, OutboxOutcome, OutboxState, OutboxStats,
+    StageState, StageStatus, StageUpdate, Store, StoreError,
 };
 
 /// Schema versions, oldest first. Never edit a released migration; add a new one.
@@ -115,6 +116,26 @@ WHERE status IN ('QUEUED', 'RUNNING') AND EXISTS (
 CREATE UNIQUE INDEX executions_one_active_per_revision ON executions (app, revision)
     WHERE status IN ('QUEUED', 'RUNNING');
 "#,
+    r#"
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error TEXT,
+    recorded_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (kind, repo, subject, name)
+);
+CREATE INDEX outbox_by_state ON outbox (state, next_attempt_at);
+"#,
 ];
 
 /// The first bytes of every SQLite database file.
@@ -126,6 +147,65 @@ pub const DELIVERY_RETENTION: std::time::Duration = std::time::Duration::from_se
 
 /// At most this many delivery ids are remembered by default; the oldest go first.
 pub const DELIVERY_CAP: usize = 100_000;
+
+/// How long delivered or refused outbox entries are kept (for `last_error` and to skip
+/// nothing still wanted); pending ones are kept until delivered.
+const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+const OUTBOX_COLUMNS: &str = "id, kind, repo, subject, name, payload, version, state, attempts, next_attempt_at, last_error, recorded_at";
+
+type OutboxRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    String,
+    Option<String>,
+    String,
+);
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
+fn to_outbox(row: OutboxRow) -> Result<OutboxEntry, StoreError> {
+    let (id, kind, repo, subject, name, payload, version, state, attempts, next, error, recorded) =
+        row;
+    Ok(OutboxEntry {
+        id,
+        key: OutboxKey {
+            kind: OutboxKind::parse(&kind).ok_or_else(|| corrupt("outbox kind", &kind))?,
+            repo,
+            subject,
+            name,
+        },
+        payload,
+        version,
+        state: OutboxState::parse(&state).ok_or_else(|| corrupt("outbox state", &state))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at: parse_time(&next)?,
+        last_error: error,
+        recorded_at: parse_time(&recorded)?,
+    })
+}
 
 /// How hard each commit is pushed to disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1122,6 +1202,151 @@ impl Store for SqliteStore {
     ) -> Result<Option<AppliedRevision>, StoreError> {
         self.applied_where(app, environment, cluster, true, before_execution)
     }
+
+    fn record_outbox(&self, key: &OutboxKey, payload: &str) -> Result<OutboxEntry, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let at = now();
+        tx.execute(
+            "DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?1",
+            params![ts(at
+                .checked_sub_signed(OUTBOX_RETENTION)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC))],
+        )
+        .map_err(|e| self.err(e))?;
+        // One row per key: a newer desired state replaces the older one, whatever its state.
+        tx.execute(
+            "INSERT INTO outbox (kind, repo, subject, name, payload, version, seq, state,
+                                 attempts, next_attempt_at, last_error, recorded_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox),
+                     'pending', 0, ?6, NULL, ?6, ?6)
+             ON CONFLICT (kind, repo, subject, name) DO UPDATE SET
+                payload = excluded.payload, version = version + 1, seq = excluded.seq,
+                state = 'pending',
+                attempts = 0, next_attempt_at = excluded.next_attempt_at, last_error = NULL,
+                recorded_at = excluded.recorded_at, updated_at = excluded.updated_at",
+            params![
+                key.kind.as_str(),
+                key.repo,
+                key.subject,
+                key.name,
+                payload,
+                ts(at)
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        let row = tx
+            .query_row(
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox
+                     WHERE kind = ?1 AND repo = ?2 AND subject = ?3 AND name = ?4"
+                ),
+                params![key.kind.as_str(), key.repo, key.subject, key.name],
+                outbox_row,
+            )
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        to_outbox(row)
+    }
+
+    fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox
+                 WHERE state = 'pending' AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at, seq LIMIT ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![ts(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+                outbox_row,
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<OutboxRow> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        rows.into_iter().map(to_outbox).collect()
+    }
+
+    fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let conn = self.lock();
+        let next: Option<String> = conn
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        next.as_deref().map(parse_time).transpose()
+    }
+
+    fn settle_outbox(
+        &self,
+        id: i64,
+        version: i64,
+        outcome: &OutboxOutcome,
+    ) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let at = ts(now());
+        let changed = match outcome {
+            OutboxOutcome::Delivered => conn.execute(
+                "UPDATE outbox SET state = 'delivered', updated_at = ?3
+                 WHERE id = ?1 AND version = ?2 AND state = 'pending'",
+                params![id, version, at],
+            ),
+            OutboxOutcome::Retry {
+                at: next,
+                error,
+                failure,
+            } => conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?3, last_error = ?4,
+                    attempts = attempts + ?5, updated_at = ?6
+                 WHERE id = ?1 AND version = ?2 AND state = 'pending'",
+                params![id, version, ts(*next), error, i64::from(*failure), at],
+            ),
+            OutboxOutcome::Failed { error } => conn.execute(
+                "UPDATE outbox SET state = 'failed', last_error = ?3, attempts = attempts + 1,
+                    updated_at = ?4
+                 WHERE id = ?1 AND version = ?2 AND state = 'pending'",
+                params![id, version, error, at],
+            ),
+        }
+        .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+
+    fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let conn = self.lock();
+        let (pending, oldest): (i64, Option<String>) = conn
+            .query_row(
+                "SELECT count(*), MIN(recorded_at) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(OutboxStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest: oldest.as_deref().map(parse_time).transpose()?,
+        })
+    }
+
+    fn outbox_entry(&self, key: &OutboxKey) -> Result<Option<OutboxEntry>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox
+                     WHERE kind = ?1 AND repo = ?2 AND subject = ?3 AND name = ?4"
+                ),
+                params![key.kind.as_str(), key.repo, key.subject, key.name],
+                outbox_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(to_outbox).transpose()
+    }
 }
 
 impl SqliteStore {
@@ -1738,5 +1963,138 @@ mod tests {
         assert!(store.execution("01B").expect("kept").owner.is_none());
         // Left by an older version without an owner: resumable at once.
         assert!(store.try_start("01B").expect("resume"));
+    }
+
+    fn key(context: &str) -> OutboxKey {
+        OutboxKey {
+            kind: OutboxKind::Status,
+            repo: "acme/config".into(),
+            subject: "abc123".into(),
+            name: context.into(),
+        }
+    }
+
+    #[test]
+    fn a_newer_desired_state_supersedes_the_older_one() {
+        let (dir, store) = open();
+        let first = store
+            .record_outbox(&key("bowline/plan"), "pending")
+            .expect("record");
+        let other = store
+            .record_outbox(&key("bowline/deploy/web"), "x")
+            .expect("record");
+        let second = store
+            .record_outbox(&key("bowline/plan"), "success")
+            .expect("record");
+        assert_eq!(second.id, first.id, "one row per key");
+        assert_eq!(second.version, first.version + 1);
+        let due = store.outbox_due(now(), 10).expect("due");
+        let payloads: Vec<&str> = due.iter().map(|e| e.payload.as_str()).collect();
+        assert_eq!(
+            payloads,
+            ["x", "success"],
+            "the superseded one is gone; the others in the order recorded"
+        );
+        assert_eq!(store.outbox_stats().expect("stats").pending, 2);
+        // Durable: still pending after reopening.
+        drop(store);
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("reopen");
+        assert_eq!(store.outbox_stats().expect("stats").pending, 2);
+        assert!(
+            store
+                .settle_outbox(other.id, other.version, &OutboxOutcome::Delivered)
+                .expect("settle")
+        );
+        let entry = store
+            .outbox_entry(&key("bowline/deploy/web"))
+            .expect("read");
+        assert_eq!(entry.map(|e| e.state), Some(OutboxState::Delivered));
+        // Recording again after delivery makes it pending again.
+        let again = store
+            .record_outbox(&key("bowline/deploy/web"), "y")
+            .expect("record");
+        assert_eq!(again.state, OutboxState::Pending);
+        assert_eq!(again.version, other.version + 1);
+    }
+
+    #[test]
+    fn only_the_version_sent_is_settled() {
+        let (_dir, store) = open();
+        let sent = store
+            .record_outbox(&key("bowline/plan"), "pending")
+            .expect("record");
+        // A newer version arrives while the older one is on its way.
+        let newer = store
+            .record_outbox(&key("bowline/plan"), "success")
+            .expect("record");
+        assert!(
+            !store
+                .settle_outbox(sent.id, sent.version, &OutboxOutcome::Delivered)
+                .expect("settle"),
+            "a stale delivery changes nothing"
+        );
+        let entry = store
+            .outbox_entry(&key("bowline/plan"))
+            .expect("read")
+            .expect("entry");
+        assert_eq!(
+            (entry.state, entry.payload.as_str()),
+            (OutboxState::Pending, "success")
+        );
+
+        // A rate limit postpones without counting; a server error counts.
+        let later = now() + chrono::TimeDelta::seconds(30);
+        for failure in [false, true] {
+            assert!(
+                store
+                    .settle_outbox(
+                        newer.id,
+                        newer.version,
+                        &OutboxOutcome::Retry {
+                            at: later,
+                            error: "502".into(),
+                            failure,
+                        },
+                    )
+                    .expect("settle")
+            );
+        }
+        let entry = store
+            .outbox_entry(&key("bowline/plan"))
+            .expect("read")
+            .expect("entry");
+        assert_eq!(entry.attempts, 1);
+        assert_eq!(entry.last_error.as_deref(), Some("502"));
+        assert!(store.outbox_due(now(), 10).expect("due").is_empty());
+        assert_eq!(
+            store
+                .outbox_next_due()
+                .expect("next")
+                .map(|t| t.timestamp_millis()),
+            Some(later.timestamp_millis())
+        );
+        let stats = store.outbox_stats().expect("stats");
+        assert_eq!(stats.pending, 1);
+        assert!(stats.oldest.is_some());
+
+        // A refusal is terminal for this version.
+        assert!(
+            store
+                .settle_outbox(
+                    newer.id,
+                    newer.version,
+                    &OutboxOutcome::Failed {
+                        error: "422".into()
+                    }
+                )
+                .expect("settle")
+        );
+        let entry = store
+            .outbox_entry(&key("bowline/plan"))
+            .expect("read")
+            .expect("entry");
+        assert_eq!(entry.state, OutboxState::Failed);
+        assert_eq!(store.outbox_stats().expect("stats"), OutboxStats::default());
+        assert_eq!(store.outbox_next_due().expect("next"), None);
     }
 }

@@ -123,6 +123,9 @@ async fn handle(
                 );
             }
         }
+        if let Some(status) = outage_status(&shared) {
+            break 'reply fault_reply(FaultKind::Status(status));
+        }
         if let Some(fault) = take_fault(&shared, method.as_str(), &full_path) {
             break 'reply fault_reply(fault);
         }
@@ -195,6 +198,17 @@ fn permission_route(method: &Method, path: &str) -> Option<HashMap<String, Strin
         ])),
         _ => None,
     }
+}
+
+/// The status every request gets during an outage, if one is on.
+fn outage_status(shared: &Shared) -> Option<u16> {
+    let mut state = shared.lock();
+    let (status, until) = state.outage?;
+    if until.is_some_and(|t| std::time::Instant::now() >= t) {
+        state.outage = None;
+        return None;
+    }
+    Some(status)
 }
 
 fn take_fault(shared: &Shared, method: &str, path: &str) -> Option<FaultKind> {

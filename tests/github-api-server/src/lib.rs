@@ -46,6 +46,7 @@
 //! [`TestServer::fail_next`] (any status, e.g. `502`) and [`TestServer::rate_limit_next`]
 //! (primary limit: `403` with `x-ratelimit-remaining: 0` and `x-ratelimit-reset`; secondary:
 //! `403` with `retry-after` and GitHub's message; or `429` with `retry-after`).
+//! [`TestServer::outage`] and [`TestServer::fail_for`] fail every request for a while.
 
 #![warn(missing_docs)]
 
@@ -241,6 +242,8 @@ pub(crate) struct State {
     /// Team memberships by lower-cased (org, team, user): (role, state).
     pub memberships: HashMap<(String, String, String), (String, String)>,
     pub faults: Vec<Fault>,
+    /// During an outage every request fails with this status, until the instant if given.
+    pub outage: Option<(u16, Option<std::time::Instant>)>,
     pub next_id: u64,
     pub used: u64,
 }
@@ -511,6 +514,17 @@ impl TestServer {
             kind: FaultKind::Status(status),
             remaining: count,
         });
+    }
+
+    /// Starts (`Some(status)`, e.g. `502`) or ends (`None`) an outage: meanwhile every
+    /// request fails with that status, whatever its path.
+    pub fn outage(&self, status: Option<u16>) {
+        self.shared().lock().outage = status.map(|s| (s, None));
+    }
+
+    /// An outage of `duration` from now: every request fails with `status` until it ends.
+    pub fn fail_for(&self, status: u16, duration: std::time::Duration) {
+        self.shared().lock().outage = Some((status, Some(std::time::Instant::now() + duration)));
     }
 
     /// The next `count` requests whose path contains `path_contains` are rate limited.
