@@ -16,6 +16,7 @@ pub mod destination;
 pub mod diagnostic;
 pub mod diff;
 pub mod forge;
+pub mod object;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;

@@ -73,7 +73,7 @@ fn rendered_objects_are_ordered_and_labelled() {
         let objects = r.result.expect("renders");
         let ranks: Vec<usize> = objects
             .iter()
-            .map(|o| render::order::kind_rank(&o.kind))
+            .map(|o| bowline::object::kind_rank(&o.kind))
             .collect();
         assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
         for o in &objects {

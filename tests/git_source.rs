@@ -7,8 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use bowline::config;
+use bowline::config::inputs::{changed_apps, digests};
 use bowline::source::Limits;
-use bowline::source::git::{GitAuth, GitError, GitSource, changed_apps};
+use bowline::source::git::{GitAuth, GitError, GitSource};
 use git2::{Repository, Signature};
 
 /// Commits every file of `dir` on `main` of the repository at `dir`; returns the commit id.
@@ -82,7 +83,7 @@ fn fetch_snapshot_and_changed_apps() {
     );
     let (loaded, errors) = config::load(&snapshot);
     assert!(errors.is_empty(), "{errors:?}");
-    let before = source.input_ids(&first, &loaded).expect("ids");
+    let before = digests(&loaded, &source.tree_ids(&first).expect("ids"), None);
     assert_eq!(before.len(), 3);
 
     // Touch one app: only it changes. Touch a shared pipeline: the apps using it change.
@@ -100,7 +101,7 @@ fn fetch_snapshot_and_changed_apps() {
         .snapshot(&second, &Limits::default())
         .expect("snapshot");
     let (loaded, _) = config::load(&snapshot);
-    let after = source.input_ids(&second, &loaded).expect("ids");
+    let after = digests(&loaded, &source.tree_ids(&second).expect("ids"), None);
     assert_eq!(
         changed_apps(&before, &after),
         vec!["storefront-web".to_string()]
@@ -120,7 +121,7 @@ fn fetch_snapshot_and_changed_apps() {
         .snapshot(&third, &Limits::default())
         .expect("snapshot");
     let (loaded, _) = config::load(&snapshot);
-    let later = source.input_ids(&third, &loaded).expect("ids");
+    let later = digests(&loaded, &source.tree_ids(&third).expect("ids"), None);
     assert_eq!(
         changed_apps(&after, &later),
         vec!["inventory-worker".to_string()]

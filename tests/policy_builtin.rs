@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use bowline::config::yaml::parse_stream;
 use bowline::config::{Application, Environment, Stage};
+use bowline::object as order;
 use bowline::policy::{PolicyReport, PolicySet, PolicySeverity, PolicySource, Target};
-use bowline::render::{RenderedObject, order};
+use bowline::render::RenderedObject;
 use serde_json::{Value, json};
 
 fn builtin_dir() -> PathBuf {

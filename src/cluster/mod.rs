@@ -24,7 +24,7 @@ use kube::{Client, Config, Discovery};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::diff::ObjectKey;
+use crate::object::ObjectKey;
 pub use health::Health;
 pub use pool::ClusterPool;
 pub use retry::RetryPolicy;

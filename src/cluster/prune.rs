@@ -10,9 +10,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use crate::diff::ObjectKey;
-use crate::render::order::kind_rank;
-use crate::render::{APP_KEY, ENV_KEY, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::object::{APP_KEY, ENV_KEY, MANAGED_BY, MANAGED_BY_LABEL, ObjectKey, kind_rank};
 
 /// The label selector that finds candidates on the server (refined by [`is_ours`]).
 pub fn selector(app: &str) -> String {

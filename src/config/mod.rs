@@ -5,6 +5,7 @@
 //! check → JSON Schema → typed deserialization. Then [`validate::check`] runs the rules that
 //! span documents. Positions are computed lazily, only for documents that have a problem.
 
+pub mod inputs;
 pub mod instantiate;
 mod locate;
 pub mod model;

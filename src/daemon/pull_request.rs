@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use super::{Daemon, DaemonError, PLAN_CONTEXT, lock};
 use crate::config::ConfigRepo;
+use crate::config::inputs::{self, changed_apps};
 use crate::diagnostic::{self, Diagnostic};
 use crate::diff::Action;
 use crate::forge::{
@@ -26,7 +27,6 @@ use crate::forge::{
 };
 use crate::plan::LiveDiff;
 use crate::policy::PolicyReport;
-use crate::source::git::changed_apps;
 use crate::source::{Snapshot, is_platform_path};
 use crate::sync::{self, LiveState};
 
@@ -261,10 +261,8 @@ impl Daemon {
             .first()
             .cloned()
             .filter(|_| trusted.is_some());
-        let head_inputs = tokio::task::block_in_place(|| {
-            self.source
-                .input_ids_with_root(&sha, &repo, root.as_deref())
-        })?;
+        let head_inputs = tokio::task::block_in_place(|| self.source.tree_ids(&sha))
+            .map(|ids| inputs::digests(&repo, &ids, root.as_deref()))?;
         let base_inputs = self.base_inputs(&pr.base_ref).await;
         let affected = match &base_inputs {
             Some(base) => changed_apps(base, &head_inputs),
@@ -440,11 +438,9 @@ impl Daemon {
         let (snapshot, _) = self.snapshot(&sha).ok()?;
         let (repo, _) = crate::config::load(&snapshot);
         let root = lock(&self.state).roots.first().cloned();
-        tokio::task::block_in_place(|| {
-            self.source
-                .input_ids_with_root(&sha, &repo, root.as_deref())
-        })
-        .ok()
+        tokio::task::block_in_place(|| self.source.tree_ids(&sha))
+            .ok()
+            .map(|ids| inputs::digests(&repo, &ids, root.as_deref()))
     }
 }
 

@@ -8,11 +8,11 @@ use chrono::Utc;
 
 use super::{CURSOR_KEY, Daemon, DaemonError, PLAN_CONTEXT, lock};
 use crate::config::ConfigRepo;
+use crate::config::inputs::{self, changed_apps};
 use crate::diagnostic;
 use crate::forge::{CommitState, CommitStatus, RepoRef, merged_pull_request};
 use crate::pipeline;
 use crate::source::Snapshot;
-use crate::source::git::changed_apps;
 use crate::store::{Execution, ExecutionFilter};
 
 /// What one reconcile of the tracked branch did.
@@ -85,7 +85,7 @@ impl Daemon {
         let roots = self.source.input_roots(sha)?;
         let (snapshot, _) = self.source.snapshot(sha, &self.config.limits)?;
         let (repo, _) = crate::config::load(&snapshot);
-        let inputs = self.source.input_ids(sha, &repo)?;
+        let inputs = inputs::digests(&repo, &self.source.tree_ids(sha)?, None);
         let mut state = lock(&self.state);
         state.last_good = Some(sha.to_string());
         state.roots = roots;
@@ -180,7 +180,8 @@ impl Daemon {
                 kept: last_good.unwrap_or_else(|| "nothing".into()),
             });
         }
-        let inputs = tokio::task::block_in_place(|| self.source.input_ids(&sha, &repo))?;
+        let inputs = tokio::task::block_in_place(|| self.source.tree_ids(&sha))
+            .map(|ids| inputs::digests(&repo, &ids, None))?;
         let previous = lock(&self.state).inputs.clone();
         let changed = changed_apps(&previous, &inputs);
         tracing::info!(commit = %sha, changed = changed.len(), apps = ?changed, "new commit on the tracked branch");

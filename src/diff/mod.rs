@@ -21,48 +21,7 @@ pub use ignore::FieldPath;
 pub use mask::Masker;
 pub use normalize::normalize;
 
-/// Which object a diff is about.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectKey {
-    /// `apiVersion`, e.g. `apps/v1`.
-    pub api_version: String,
-    /// `kind`.
-    pub kind: String,
-    /// Namespace; absent for cluster-scoped objects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// `metadata.name`.
-    pub name: String,
-}
-
-impl ObjectKey {
-    /// The key of `object` (empty strings where fields are missing).
-    pub fn of(object: &Value) -> ObjectKey {
-        let text = |p: &str| object.pointer(p).and_then(Value::as_str);
-        ObjectKey {
-            api_version: text("/apiVersion").unwrap_or_default().to_string(),
-            kind: text("/kind").unwrap_or_default().to_string(),
-            namespace: text("/metadata/namespace").map(str::to_string),
-            name: text("/metadata/name").unwrap_or_default().to_string(),
-        }
-    }
-
-    /// The API group (empty for the core group).
-    pub fn group(&self) -> &str {
-        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    /// `apps/v1 Deployment shop/checkout-api`, or `v1 Namespace shop` when cluster-scoped.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{} {} {ns}/{}", self.api_version, self.kind, self.name),
-            None => write!(f, "{} {} {}", self.api_version, self.kind, self.name),
-        }
-    }
-}
+pub use crate::object::ObjectKey;
 
 /// What applying the desired state would do to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

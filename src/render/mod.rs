@@ -7,8 +7,6 @@
 //! they name none, and objects are sorted by [`order`]. The output is deterministic byte for
 //! byte: keys are sorted and so are objects.
 
-pub mod order;
-
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
@@ -19,15 +17,7 @@ use crate::config::{Application, ConfigRepo, Document, Environment, yaml};
 use crate::diagnostic::Diagnostic;
 use crate::template;
 
-/// Label on every object bowline manages.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY: &str = "bowline";
-/// Label and annotation naming the application an object belongs to (pruning deletes only
-/// objects carrying it for that app).
-pub const APP_KEY: &str = "bowline.dev/app";
-/// Label and annotation naming the environment.
-pub const ENV_KEY: &str = "bowline.dev/environment";
+pub use crate::object::{APP_KEY, ENV_KEY, MANAGED_BY, MANAGED_BY_LABEL};
 
 /// One rendered Kubernetes object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -278,14 +268,14 @@ impl<'r> AppRenderer<'r> {
         }
         objects.sort_by(|a, b| {
             (
-                order::kind_rank(&a.kind),
+                crate::object::kind_rank(&a.kind),
                 &a.kind,
                 &a.namespace,
                 &a.name,
                 &a.api_version,
             )
                 .cmp(&(
-                    order::kind_rank(&b.kind),
+                    crate::object::kind_rank(&b.kind),
                     &b.kind,
                     &b.namespace,
                     &b.name,
@@ -335,7 +325,7 @@ impl<'r> AppRenderer<'r> {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => return Err(fail(format!("{kind} has no metadata.name"))),
         };
-        let namespace = if order::is_cluster_scoped(&kind) {
+        let namespace = if crate::object::is_cluster_scoped(&kind) {
             None
         } else {
             match metadata.get("namespace") {

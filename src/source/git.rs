@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use git2::{Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
-use sha2::{Digest, Sha256};
 
 use super::snapshot::{READ_DIRS, READ_EXTENSIONS};
 use super::{Limits, ROOT_FILE, Snapshot};
-use crate::config::ConfigRepo;
 use crate::diagnostic::Diagnostic;
 
 /// Why a Git operation failed. Messages never contain credentials.
@@ -287,58 +285,64 @@ impl GitSource {
         Ok((Snapshot::from_parts(files, refused), diagnostics))
     }
 
-    /// A digest per application of the Git ids of everything its output depends on: its
-    /// directory, `bowline.yaml`, its pipeline template file and its canary config file.
-    /// Equal digests between two commits mean the app is unchanged.
-    pub fn input_ids(
-        &self,
-        sha: &str,
-        config: &ConfigRepo,
-    ) -> Result<BTreeMap<String, String>, GitError> {
-        self.input_ids_with_root(sha, config, None)
-    }
-
-    /// [`GitSource::input_ids`] with the Git id of `bowline.yaml` taken as `root` when given:
-    /// a pull request planned under the tracked branch's settings counts an app as changed only
-    /// when its own inputs changed.
-    pub fn input_ids_with_root(
-        &self,
-        sha: &str,
-        config: &ConfigRepo,
-        root: Option<&str>,
-    ) -> Result<BTreeMap<String, String>, GitError> {
+    /// The Git ids of commit `sha` that application inputs are digested from (see
+    /// [`crate::config::inputs`]): `bowline.yaml`, each entry of `apps/`, and every file under
+    /// `pipelines/` and `canary/`. One walk of those trees, so the cost grows with the
+    /// repository, never with apps × apps.
+    pub fn tree_ids(&self, sha: &str) -> Result<TreeIds, GitError> {
         let repo = self.repo()?;
         let tree =
             commit_tree(&repo, sha).map_err(|e| self.error("read", e.message().to_string()))?;
-        let id_of = |path: &str| -> String {
-            tree.get_path(Path::new(path))
-                .map(|e| e.id().to_string())
-                .unwrap_or_else(|_| "-".to_string())
-        };
-        let root = root.map_or_else(|| id_of(ROOT_FILE), str::to_string);
-        let mut out = BTreeMap::new();
-        for (name, app) in &config.apps {
-            let mut hasher = Sha256::new();
-            hasher.update(root.as_bytes());
-            hasher.update(id_of(&format!("apps/{name}")).as_bytes());
-            if let Some(template) = config
-                .pipeline_of(&app.doc)
-                .and_then(|t| config.pipelines.get(t))
-            {
-                hasher.update(id_of(&template.file).as_bytes());
-            }
-            if let Some(canary) = app
-                .doc
-                .spec
-                .canary
-                .as_ref()
-                .and_then(|c| config.canaries.get(&c.config))
-            {
-                hasher.update(id_of(&canary.file).as_bytes());
-            }
-            out.insert(name.clone(), hex::encode(&hasher.finalize()[..12]));
+        let mut ids = std::collections::HashMap::new();
+        if let Ok(root) = tree.get_path(Path::new(ROOT_FILE)) {
+            ids.insert(ROOT_FILE.to_string(), root.id().to_string());
         }
-        Ok(out)
+        if let Some(apps) = tree
+            .get_path(Path::new("apps"))
+            .ok()
+            .and_then(|e| e.to_object(&repo).ok())
+            .and_then(|o| o.into_tree().ok())
+        {
+            for entry in apps.iter() {
+                if let Ok(name) = entry.name() {
+                    ids.insert(format!("apps/{name}"), entry.id().to_string());
+                }
+            }
+        }
+        for dir in ["pipelines", "canary"] {
+            let Some(sub) = tree
+                .get_path(Path::new(dir))
+                .ok()
+                .and_then(|e| e.to_object(&repo).ok())
+                .and_then(|o| o.into_tree().ok())
+            else {
+                continue;
+            };
+            sub.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+                if entry.kind() == Some(ObjectType::Blob)
+                    && let Ok(name) = entry.name()
+                {
+                    ids.insert(format!("{dir}/{parent}{name}"), entry.id().to_string());
+                }
+                git2::TreeWalkResult::Ok
+            })
+            .map_err(|e| self.error("read", e.message().to_string()))?;
+        }
+        Ok(TreeIds { ids })
+    }
+}
+
+/// Git ids of the paths application inputs are made of, in one commit (see
+/// [`GitSource::tree_ids`]).
+#[derive(Debug, Clone, Default)]
+pub struct TreeIds {
+    ids: std::collections::HashMap<String, String>,
+}
+
+impl TreeIds {
+    /// The Git id at `path`, `-` when the commit has nothing there.
+    pub fn id(&self, path: &str) -> &str {
+        self.ids.get(path).map_or("-", String::as_str)
     }
 }
 
@@ -374,15 +378,6 @@ fn commit_tree<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Tree<'r>, gi
     repo.find_commit(Oid::from_str(sha)?)?.tree()
 }
 
-/// Applications whose input digest differs between `old` and `new` (new apps included,
-/// removed apps excluded), sorted.
-pub fn changed_apps(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<String> {
-    new.iter()
-        .filter(|(app, id)| old.get(*app) != Some(id))
-        .map(|(app, _)| app.clone())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,25 +394,5 @@ mod tests {
             ssh_key: None,
         };
         assert!(!format!("{auth:?}").contains("ghp_secret"));
-    }
-
-    #[test]
-    fn changed_apps_compares_digests() {
-        let old: BTreeMap<String, String> = [
-            ("a".into(), "1".into()),
-            ("b".into(), "2".into()),
-            ("gone".into(), "3".into()),
-        ]
-        .into();
-        let new: BTreeMap<String, String> = [
-            ("a".into(), "1".into()),
-            ("b".into(), "9".into()),
-            ("new".into(), "4".into()),
-        ]
-        .into();
-        assert_eq!(
-            changed_apps(&old, &new),
-            vec!["b".to_string(), "new".to_string()]
-        );
     }
 }
