@@ -1688,6 +1688,33 @@ async fn a_rejected_judgment_reads_rejected_everywhere() {
             .any(|l| l.starts_with("bowline_executions{status=\"REJECTED\"} 1")),
         "{text}"
     );
+
+    // Retried through the API: a new execution of the same revision, once at a time.
+    let (code, body) = w
+        .api_post(&format!("/api/v1/executions/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let retry = body["execution"].as_str().expect("new id").to_string();
+    assert_ne!(retry, id);
+    assert_eq!(store.execution(&retry).expect("retry").revision, commit);
+    let (code, body) = w
+        .api_post(&format!("/api/v1/executions/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(code, 409, "a second retry while the first runs: {body}");
+    let (code, body) = w
+        .api_post(&format!("/api/v1/executions/{retry}/rollback"), json!({}))
+        .await;
+    assert_eq!(code, 409, "a running execution is not rolled back: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("only a finished execution")),
+        "{body}"
+    );
+    let (code, _) = w
+        .api_post(&format!("/api/v1/executions/{retry}/cancel"), json!({}))
+        .await;
+    assert_eq!(code, 202);
 }
 
 /// The objects of inventory-worker in a cluster.
