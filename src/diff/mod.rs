@@ -218,6 +218,21 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
         .or(live)
         .map(|o| options.ignored_paths(o, live))
         .unwrap_or_default();
+    // The equal path without copies: no ignored fields and no Secret (whose values fold
+    // `stringData` into `data` before they compare) — what most objects of a plan are.
+    if let (Some(l), Some(d)) = (live, desired)
+        && ignored.is_empty()
+        && !mask::is_secret(l)
+        && !mask::is_secret(d)
+        && normalize::equal_normalized(l, d)
+    {
+        return ObjectDiff {
+            key,
+            action: Action::Unchanged,
+            changed: Vec::new(),
+            unified: String::new(),
+        };
+    }
     let prepare = |object: &Value| {
         let mut object = normalize::normalized(object);
         options.masker.mask(&mut object);

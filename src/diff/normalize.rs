@@ -87,6 +87,67 @@ pub fn normalized(object: &Value) -> Value {
     Value::Object(out)
 }
 
+/// Whether [`normalized`] would make `a` and `b` equal, without copying either: the equal
+/// path of a plan (most objects), where building both normalized copies is most of the cost.
+pub fn equal_normalized(a: &Value, b: &Value) -> bool {
+    let (Some(ma), Some(mb)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let body = |k: &String| k != "status" && k != "metadata";
+    let same_body = ma.iter().filter(|(k, _)| body(k)).count()
+        == mb.iter().filter(|(k, _)| body(k)).count()
+        && ma
+            .iter()
+            .filter(|(k, _)| body(k))
+            .all(|(k, v)| mb.get(k) == Some(v));
+    same_body
+        && match (ma.get("metadata"), mb.get("metadata")) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => metadata_equal(x, y),
+            (x, y) => x == y,
+        }
+}
+
+/// `metadata` maps equal once normalized: server fields ignored, generated annotations
+/// ignored, empty or null `labels`/`annotations` the same as none.
+fn metadata_equal(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    let kept =
+        |k: &String| !SERVER_METADATA.contains(&k.as_str()) && k != "labels" && k != "annotations";
+    let count = |m: &Map<String, Value>| m.keys().filter(|k| kept(k)).count();
+    count(a) == count(b)
+        && a.iter()
+            .filter(|(k, _)| kept(k))
+            .all(|(k, v)| b.get(k) == Some(v))
+        && map_equal(a.get("labels"), b.get("labels"), &[])
+        && map_equal(
+            a.get("annotations"),
+            b.get("annotations"),
+            GENERATED_ANNOTATIONS,
+        )
+}
+
+/// Two `labels`/`annotations` values equal once `skipped` keys are left out and an empty map
+/// or null counts as none.
+fn map_equal(a: Option<&Value>, b: Option<&Value>, skipped: &[&str]) -> bool {
+    match (entries(a, skipped), entries(b, skipped)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The entries of a `labels`/`annotations` value without `skipped` keys (none for null or
+/// absent), or `None` when it is not a map.
+fn entries<'v>(v: Option<&'v Value>, skipped: &[&str]) -> Option<Vec<(&'v String, &'v Value)>> {
+    match v {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Object(m)) => Some(
+            m.iter()
+                .filter(|(k, _)| !skipped.contains(&k.as_str()))
+                .collect(),
+        ),
+        Some(_) => None,
+    }
+}
+
 fn drop_if_empty(map: &mut Map<String, Value>, key: &str) {
     let empty = match map.get(key) {
         Some(Value::Object(m)) => m.is_empty(),
@@ -141,6 +202,64 @@ mod tests {
         normalize(&mut in_place);
         assert_eq!(normalized(&live), in_place);
         assert_eq!(normalized(&json!("x")), json!("x"));
+    }
+
+    /// The fast comparison agrees with comparing the normalized copies, on variants that
+    /// differ only where normalization looks (and where it does not).
+    #[test]
+    fn equal_normalized_agrees_with_normalized_copies() {
+        let base = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "a", "namespace": "ns", "labels": {"x": "y"},
+                         "annotations": {"note": "n"}},
+            "spec": {"replicas": 1}
+        });
+        let variants: Vec<Value> = vec![
+            base.clone(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "namespace": "ns", "labels": {"x": "y"},
+                             "annotations": {"note": "n", "deployment.kubernetes.io/revision": "4"},
+                             "uid": "u", "resourceVersion": "9", "managedFields": []},
+                "spec": {"replicas": 1}, "status": {"replicas": 1}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "namespace": "ns", "labels": {"x": "z"},
+                             "annotations": {"note": "n"}},
+                "spec": {"replicas": 1}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "namespace": "ns", "labels": {"x": "y"}},
+                "spec": {"replicas": 1}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "namespace": "ns", "labels": {"x": "y"},
+                             "annotations": {"note": "n"}},
+                "spec": {"replicas": 2}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "namespace": "ns", "labels": {"x": "y"},
+                             "annotations": {"note": "n"}},
+                "spec": {"replicas": 1}, "extra": true}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "namespace": "ns", "labels": {}, "annotations": null},
+                "spec": {"replicas": 1}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "a", "namespace": "ns",
+                             "annotations": {"kubectl.kubernetes.io/restartedAt": "now"}},
+                "spec": {"replicas": 1}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "b", "namespace": "ns", "labels": {"x": "y"},
+                             "annotations": {"note": "n"}},
+                "spec": {"replicas": 1}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": "odd",
+                "spec": {"replicas": 1}}),
+            json!("scalar"),
+        ];
+        for a in &variants {
+            for b in &variants {
+                assert_eq!(
+                    equal_normalized(a, b),
+                    normalized(a) == normalized(b),
+                    "{a}\n{b}"
+                );
+            }
+        }
     }
 
     #[test]
