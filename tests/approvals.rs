@@ -559,3 +559,36 @@ async fn failed_authentications_are_counted_and_throttled() {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }
+
+/// Two executions of one pull request wait, and the commenter may decide only one of them:
+/// nothing is recorded for either, and the reply says why (every target is checked before
+/// anything is written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_of_one_of_two_waiting_executions_judges_neither() {
+    let w = world();
+    // Newest first is how they are found: the one dana may decide comes first.
+    let first = waiting(&w.store, "checkout-api", 9, &["maria"], json!({}));
+    let second = waiting(&w.store, "inventory-worker", 9, &["dana"], json!({}));
+    for command in ["/bowline approve", "/bowline reject"] {
+        let refused = comment(&w, 9, AUTHOR, "dana", command).await;
+        assert!(
+            matches!(&refused, ChatOpsOutcome::Refused(m) if m.starts_with("you are not allowed")),
+            "{refused:?}"
+        );
+        assert_eq!(judged_by(&w.store, &first), None, "{command}");
+        assert_eq!(judged_by(&w.store, &second), None, "{command}");
+    }
+    // Listed for both, the judgment covers both.
+    let third = waiting(
+        &w.store,
+        "storefront-web",
+        10,
+        &["dana", "maria"],
+        json!({}),
+    );
+    let fourth = waiting(&w.store, "search-api", 10, &["dana"], json!({}));
+    let done = comment(&w, 10, AUTHOR, "dana", "/bowline approve").await;
+    assert!(matches!(done, ChatOpsOutcome::Done(_)), "{done:?}");
+    assert_eq!(judged_by(&w.store, &third).as_deref(), Some("dana"));
+    assert_eq!(judged_by(&w.store, &fourth).as_deref(), Some("dana"));
+}
