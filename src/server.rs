@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Enqueued};
 use crate::forge::{Event, PrAction, delivery_repository, parse_event, verify_signature};
 use crate::pipeline::operations::{self, OperationError};
 use crate::store::{Decision, Execution, ExecutionFilter, ExecutionStatus, StoreError};
@@ -345,8 +345,7 @@ async fn webhook(State(state): State<Arc<AppState>>, request: Request) -> Respon
         };
         if ours.id.is_none() {
             tracing::info!(repo = %ours.full_name, "config repository id not known yet: matching the delivery by full name only");
-            let d = daemon.clone();
-            tokio::spawn(async move { d.learn_repository_id().await });
+            daemon.request_repository_id();
         }
         if !from.is(&ours.full_name, ours.id) {
             count("foreign_repository");
@@ -374,8 +373,10 @@ async fn webhook(State(state): State<Arc<AppState>>, request: Request) -> Respon
         Event::Ping { .. } => text(StatusCode::OK, "pong"),
         Event::Push(push) => {
             if push.branch() == Some(daemon.branch()) && !push.deleted {
-                daemon.fetch_now.notify_one();
-                text(StatusCode::ACCEPTED, "fetching")
+                match daemon.request_reconcile() {
+                    Enqueued::Refused => shutting_down(),
+                    _ => text(StatusCode::ACCEPTED, "fetching"),
+                }
             } else {
                 text(StatusCode::OK, "not the tracked branch")
             }
@@ -392,28 +393,34 @@ async fn webhook(State(state): State<Arc<AppState>>, request: Request) -> Respon
                         StatusCode::ACCEPTED,
                         "planning after the plan already running for this pull request",
                     ),
+                    crate::daemon::PlanQueued::Refused => shutting_down(),
                 }
             }
             PrAction::Closed { merged: true } if pr.base_ref == daemon.branch() => {
                 if let Some(sha) = &pr.merge_commit_sha {
                     daemon.note_merge(sha, pr.number, &pr.author);
                 }
-                daemon.fetch_now.notify_one();
-                text(StatusCode::ACCEPTED, "merged: fetching")
+                match daemon.request_reconcile() {
+                    Enqueued::Refused => shutting_down(),
+                    _ => text(StatusCode::ACCEPTED, "merged: fetching"),
+                }
             }
             _ => text(StatusCode::OK, "ignored"),
         },
-        Event::IssueComment(comment) => {
-            let d = daemon.clone();
-            tokio::spawn(async move {
-                if let Err(e) = d.handle_comment(&comment).await {
-                    tracing::warn!(error = %e, "ChatOps command failed");
-                }
-            });
-            text(StatusCode::ACCEPTED, "comment received")
-        }
+        Event::IssueComment(comment) => match daemon.request_comment(comment) {
+            Enqueued::Refused => shutting_down(),
+            _ => text(StatusCode::ACCEPTED, "comment received"),
+        },
         Event::Other(_) => text(StatusCode::OK, "ignored"),
     }
+}
+
+/// The answer to a delivery arriving while the daemon shuts down: GitHub may redeliver it.
+fn shutting_down() -> Response {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting down; deliver again later",
+    )
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -88,10 +88,11 @@ pub struct ServeArgs {
     /// resume on the next start).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "BOWLINE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
-    /// Pull-request plans running at once, at most; more wait their turn (plans of one pull
-    /// request are coalesced: the newest push wins).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..), env = "BOWLINE_MAX_CONCURRENT_PLANS")]
-    pub max_concurrent_plans: u16,
+    /// Jobs of the daemon's work queue running at once, at most (reconciles, pull-request
+    /// plans, ChatOps commands, drift checks); more wait their turn. One key (the branch, a
+    /// pull request) never runs twice at once, and requests for a busy key coalesce.
+    #[arg(long, alias = "max-concurrent-plans", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), env = "BOWLINE_MAX_CONCURRENT_WORK")]
+    pub max_concurrent_work: u16,
     /// Let webhook stages and `http_ok` reach link-local and cloud metadata addresses
     /// (169.254.0.0/16, fe80::/10, fd00:ec2::254), refused by default.
     #[arg(long, env = "BOWLINE_ALLOW_LINK_LOCAL_EGRESS")]
@@ -186,7 +187,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
             bowline::store::files::mask_key(&args.state.state)
                 .context("the secret-mask key kept with the state")?,
         ),
-        max_concurrent_plans: usize::from(args.max_concurrent_plans),
+        max_concurrent_work: usize::from(args.max_concurrent_work),
         outbox: bowline::daemon::OutboxConfig::default(),
     };
     let daemon = Daemon::new(config, source, store, services, github, webhook_secret)?;

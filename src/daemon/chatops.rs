@@ -314,6 +314,11 @@ impl Daemon {
         let when = match queued {
             PlanQueued::Started => "planning…",
             PlanQueued::Coalesced => "planning after the plan already running…",
+            PlanQueued::Refused => {
+                return Ok(ChatOpsOutcome::Refused(
+                    "bowline is shutting down, so no plan was started; try again shortly".into(),
+                ));
+            }
         };
         Ok(ChatOpsOutcome::Done(format!(
             "live plan requested by @{}: {when}",

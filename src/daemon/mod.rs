@@ -14,9 +14,12 @@ mod metrics;
 mod outbox;
 mod pull_request;
 mod push;
+pub mod queue;
 mod removal;
 pub mod watch;
+mod work;
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +45,7 @@ pub use metrics::Metrics;
 pub use outbox::OutboxConfig;
 pub use pull_request::{PlanComment, PlanQueued, PlanRequest, Platform, pr_comment};
 pub use push::Reconciled;
+pub use queue::Enqueued;
 
 /// Status context of pull-request plans.
 pub const PLAN_CONTEXT: &str = "bowline/plan";
@@ -162,6 +166,12 @@ pub enum DaemonError {
     /// The metrics registry refused a metric (a defect of bowline).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The daemon is shutting down: the work was not done.
+    #[error("the daemon is shutting down")]
+    Stopped,
+    /// The error of a run that several callers waited for.
+    #[error(transparent)]
+    Shared(Arc<DaemonError>),
 }
 
 /// How the daemon runs.
@@ -182,8 +192,9 @@ pub struct DaemonConfig {
     pub connect: ConnectOptions,
     /// How Secret values are masked in PR comments.
     pub masker: crate::diff::Masker,
-    /// Pull-request plans running at once, at most (each renders and diffs a whole change).
-    pub max_concurrent_plans: usize,
+    /// Jobs of the work queue running at once, at most (reconciles, pull-request plans,
+    /// ChatOps commands, drift checks; each key runs one at a time).
+    pub max_concurrent_work: usize,
     /// How statuses and comments are retried until GitHub has them.
     pub outbox: OutboxConfig,
 }
@@ -198,7 +209,7 @@ impl Default for DaemonConfig {
             limits: Limits::default(),
             connect: ConnectOptions::default(),
             masker: crate::diff::Masker::default(),
-            max_concurrent_plans: 2,
+            max_concurrent_work: 4,
             outbox: OutboxConfig::default(),
         }
     }
@@ -247,14 +258,14 @@ pub struct Daemon {
     merged: Mutex<HashMap<String, push::MergedPullRequest>>,
     /// Recent team membership answers, for `@org/team` approvers.
     teams: approvals::TeamCache,
-    /// Wakes the poll loop for an immediate fetch.
-    pub fetch_now: tokio::sync::Notify,
+    /// Every reconcile, plan, ChatOps command and drift check, by key.
+    queue: queue::WorkQueue<work::Work>,
     /// Running execution tasks (awaited on shutdown).
-    tasks: Mutex<JoinSet<()>>,
-    /// Serializes reconciles of the tracked branch (poll loop and webhooks).
-    reconcile_lock: tokio::sync::Mutex<()>,
-    /// Pull-request plans, coalesced per pull request and limited in number.
-    plans: pull_request::PlanQueue,
+    tasks: Mutex<ExecutionTasks>,
+    /// Set once shutdown starts: the timers stop enqueueing.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// The outbox sender, stopped on shutdown.
+    outbox_task: Mutex<Option<tokio::task::AbortHandle>>,
     /// The config repository's GitHub id, learnt once.
     repo_id: Mutex<identity::RepositoryId>,
     /// What bowline means GitHub to show, recorded before it is sent.
@@ -292,7 +303,7 @@ impl Daemon {
         webhook_secret: Option<Vec<u8>>,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let cursor = store.meta(CURSOR_KEY)?;
-        let plans = pull_request::PlanQueue::new(config.max_concurrent_plans);
+        let max_concurrent_work = config.max_concurrent_work;
         let outbox = outbox::Outbox::new(store.clone(), github.is_some());
         let metrics = Metrics::new()?;
         let failures = metrics.github_failures.clone();
@@ -301,7 +312,7 @@ impl Daemon {
                 failures.with_label_values(&[failure.label()]).inc();
             }))
         });
-        let daemon = Arc::new(Daemon {
+        let daemon = Arc::new_cyclic(|weak| Daemon {
             state: Mutex::new(SourceState {
                 github_repo: config.github_repo.clone(),
                 ..SourceState::default()
@@ -319,19 +330,20 @@ impl Daemon {
                 approvals::TEAM_CACHE_TTL,
                 approvals::TEAM_CACHE_CAPACITY,
             ),
-            fetch_now: tokio::sync::Notify::new(),
-            tasks: Mutex::new(JoinSet::new()),
-            reconcile_lock: tokio::sync::Mutex::new(()),
-            plans,
+            queue: queue::WorkQueue::new(max_concurrent_work, work::handler(weak.clone())),
+            tasks: Mutex::new(ExecutionTasks::default()),
+            stopping: tokio::sync::watch::Sender::new(false),
+            outbox_task: Mutex::new(None),
             repo_id: Mutex::new(identity::RepositoryId::default()),
             outbox,
             outbox_pause: Mutex::new(None),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(outbox::run(
+            let sender = runtime.spawn(outbox::run(
                 Arc::downgrade(&daemon),
                 daemon.outbox.wake_handle(),
             ));
+            *lock(&daemon.outbox_task) = Some(sender.abort_handle());
         }
         if let Some(sha) = cursor {
             // The digests of the last reconciled commit; when it is gone from the mirror (a new
@@ -495,8 +507,9 @@ impl Daemon {
             report(state, description);
         };
         let mut tasks = lock(&self.tasks);
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(runner);
+        tasks.reap();
+        let handle = tasks.set.spawn(runner);
+        tasks.ids.insert(handle.id(), (execution.id, handle));
     }
 
     fn record_canary_score(&self, id: &str) {
@@ -523,64 +536,169 @@ impl Daemon {
     /// Executions still running in this process.
     pub fn running_tasks(&self) -> usize {
         let mut tasks = lock(&self.tasks);
-        while tasks.try_join_next().is_some() {}
-        tasks.len()
+        tasks.reap();
+        tasks.set.len()
     }
 
-    /// Lets running executions reach their end for up to `grace`, then stops them. Every
-    /// stage transition is already committed, so a stopped execution resumes where it was on
-    /// the next start.
+    /// Stops the daemon: the timers stop enqueueing; queued work (reconciles, plans, ChatOps
+    /// commands, drift checks) gets up to `grace` to finish and is cancelled after it;
+    /// executions actively running stages get up to `grace` too, while executions that are
+    /// only waiting (for a judgment, an execution window, a `wait` stage, or their turn) are
+    /// stopped at once — every stage transition is committed, so a stopped execution resumes
+    /// where it was on the next start, and its ownership is released as it stops. Returns how
+    /// many executions were stopped (left to resume).
     pub async fn shutdown(&self, grace: Duration) -> usize {
-        self.plans.stop().await;
-        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        let left = tasks.len();
-        if drained.is_err() {
-            tracing::info!(
-                executions = left,
-                "stopping executions still running; they resume on the next start"
-            );
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        let (work, stopped) =
+            tokio::join!(self.queue.shutdown(grace), self.stop_executions(deadline));
+        if let Some(sender) = lock(&self.outbox_task).take() {
+            // What it has not sent yet stays in the store for the next start.
+            sender.abort();
         }
-        left
+        tracing::info!(
+            cancelled_work = work,
+            executions = stopped,
+            "daemon stopped; stopped executions resume on the next start"
+        );
+        stopped
     }
 
-    /// Follows the tracked branch until the task is dropped: reconcile, then sleep the poll
-    /// interval (with jitter; doubled per failure in a row, up to 16 times) or until a webhook
-    /// asks for a fetch.
+    /// Lets executions run until `deadline`, stopping each one as soon as all it does is wait
+    /// durably; stops the rest at `deadline`. Returns how many were stopped.
+    async fn stop_executions(&self, deadline: tokio::time::Instant) -> usize {
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        let mut parked = HashSet::new();
+        loop {
+            tasks.reap();
+            if tasks.set.is_empty() {
+                break;
+            }
+            for (task, (execution, handle)) in &tasks.ids {
+                if !parked.contains(task) && self.durably_waiting(execution) {
+                    tracing::info!(execution = %execution, "stopping an execution that only waits");
+                    handle.abort();
+                    parked.insert(*task);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    executions = tasks.set.len(),
+                    "grace period over: stopping the executions still running"
+                );
+                parked.extend(tasks.ids.keys().copied());
+                tasks.set.abort_all();
+                while tasks.set.join_next().await.is_some() {}
+                break;
+            }
+            let next_look = (tokio::time::Instant::now() + SHUTDOWN_POLL).min(deadline);
+            tokio::select! {
+                done = tasks.set.join_next_with_id() => {
+                    if let Some(done) = done {
+                        tasks.forget(done);
+                    }
+                }
+                _ = tokio::time::sleep_until(next_look) => {}
+            }
+        }
+        parked.len()
+    }
+
+    /// Whether execution `id` only waits in a way the store keeps across a restart: queued
+    /// (for its turn), or every started stage waiting (for a judgment or an execution window)
+    /// or in a `wait` stage whose end is recorded.
+    fn durably_waiting(&self, id: &str) -> bool {
+        let Ok(execution) = self.store.execution(id) else {
+            return false;
+        };
+        match execution.status {
+            ExecutionStatus::Queued => return true,
+            ExecutionStatus::Running => {}
+            _ => return false,
+        }
+        let Ok(stages) = self.store.stages(id) else {
+            return false;
+        };
+        let mut active = stages
+            .iter()
+            .filter(|s| matches!(s.status, StageStatus::Running | StageStatus::Waiting))
+            .peekable();
+        active.peek().is_some()
+            && active.all(|s| {
+                s.status == StageStatus::Waiting
+                    || (s.stage_type == "wait" && s.outputs.get("until").is_some())
+            })
+    }
+
+    /// Resolves once shutdown has started.
+    async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        // The sender lives as long as the daemon, so this fails only if it were gone.
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// The poll timer: asks for a reconcile of the tracked branch, then sleeps the poll
+    /// interval (with jitter; doubled per failure in a row, up to 16 times); until shutdown
+    /// or the task is dropped.
     pub async fn poll_loop(self: Arc<Self>) {
         loop {
-            if let Err(e) = self.reconcile_branch().await {
-                tracing::warn!(error = %e, "reconcile failed; keeping the last good commit");
-            }
-            // In the background: GitHub being slow must not hold up the next fetch.
-            let daemon = Arc::clone(&self);
-            tokio::spawn(async move { daemon.learn_repository_id().await });
+            self.request_reconcile();
             let failures = lock(&self.state).failures;
             let base = self.config.poll_interval * 2u32.pow(failures.min(4));
             let jitter = base.mul_f64(rand_fraction() / 10.0);
             tokio::select! {
                 _ = tokio::time::sleep(base + jitter) => {}
-                _ = self.fetch_now.notified() => {}
+                _ = self.stopped() => return,
             }
         }
     }
 
-    /// Checks drift every `drift_interval` until the task is dropped.
+    /// The drift timer: asks for a drift check every `drift_interval`, until shutdown or the
+    /// task is dropped.
     pub async fn drift_loop(self: Arc<Self>) {
         let Some(interval) = self.config.drift_interval else {
             return;
         };
         loop {
-            tokio::time::sleep(interval + interval.mul_f64(rand_fraction() / 10.0)).await;
-            self.check_drift().await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval + interval.mul_f64(rand_fraction() / 10.0)) => {}
+                _ = self.stopped() => return,
+            }
+            self.queue.enqueue(work::Work::Drift);
         }
     }
 
     fn github(&self) -> Result<&GitHub, DaemonError> {
         self.github.as_ref().ok_or(DaemonError::NoGitHub)
+    }
+}
+
+/// How often shutdown looks whether the executions left only wait.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// Execution tasks of this process, with the execution each one runs.
+#[derive(Default)]
+struct ExecutionTasks {
+    set: JoinSet<()>,
+    /// The execution of each task, and how to stop it alone.
+    ids: HashMap<tokio::task::Id, (String, tokio::task::AbortHandle)>,
+}
+
+impl ExecutionTasks {
+    /// Forgets the tasks that ended.
+    fn reap(&mut self) {
+        while let Some(done) = self.set.try_join_next_with_id() {
+            self.forget(done);
+        }
+    }
+
+    /// Forgets the task that ended with `done`.
+    fn forget(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => e.id(),
+        };
+        self.ids.remove(&id);
     }
 }
 

@@ -7,15 +7,13 @@
 //! change whose author has write access (and that does not come from a fork, unless the
 //! repository opts in) — or one a write collaborator asked for with `/bowline plan` — is
 //! compared with the live clusters; every other one is planned against an empty cluster.
-//! Plans are coalesced per pull request (the newest request wins) and at most
-//! `DaemonConfig::max_concurrent_plans` run at once.
+//! Plans run on the daemon's work queue under the key `pr/<n>`: coalesced per pull request
+//! (the newest request wins) and within `DaemonConfig::max_concurrent_work`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
+use super::queue::Enqueued;
+use super::work::Work;
 use super::{Daemon, DaemonError, PLAN_CONTEXT, lock};
 use crate::config::ConfigRepo;
 use crate::config::inputs::{self, changed_apps};
@@ -48,40 +46,16 @@ pub struct PlanRequest {
 pub enum PlanQueued {
     /// A plan of the pull request starts (at once, or when a plan slot frees up).
     Started,
-    /// A plan of the pull request is running; this request replaces any one waiting behind it.
+    /// A plan of the pull request is running or waiting; this request is merged into the one
+    /// waiting behind it.
     Coalesced,
-}
-
-/// Pull-request plans: one at a time per pull request (the newest waiting request wins), at
-/// most a fixed number at once overall.
-pub(super) struct PlanQueue {
-    /// Pull requests with a plan running, each with the request waiting behind it.
-    slots: Mutex<HashMap<u64, Option<PlanRequest>>>,
-    permits: Arc<Semaphore>,
-    tasks: Mutex<JoinSet<()>>,
-}
-
-impl PlanQueue {
-    pub(super) fn new(max_concurrent: usize) -> PlanQueue {
-        PlanQueue {
-            slots: Mutex::new(HashMap::new()),
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            tasks: Mutex::new(JoinSet::new()),
-        }
-    }
-
-    /// Stops every plan still running or waiting (a plan holds nothing that must survive).
-    pub(super) async fn stop(&self) {
-        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-        lock(&self.slots).clear();
-    }
+    /// The daemon is shutting down: no plan.
+    Refused,
 }
 
 /// Merges a new request into the one waiting for the same pull request: the newest head
 /// wins; for the same head, a live request is kept.
-fn coalesce(waiting: Option<PlanRequest>, new: PlanRequest) -> PlanRequest {
+pub(super) fn coalesce(waiting: Option<PlanRequest>, new: PlanRequest) -> PlanRequest {
     match waiting {
         Some(old) if old.pr.head_sha == new.pr.head_sha && new.live_requested_by.is_none() => {
             PlanRequest {
@@ -147,40 +121,18 @@ pub struct Platform {
 }
 
 impl Daemon {
-    /// Queues a plan of a pull request: it starts at once unless the pull request already has
-    /// one running, in which case it waits behind it, replacing any request already waiting.
-    pub fn request_plan(self: &Arc<Self>, request: PlanRequest) -> PlanQueued {
-        let number = request.pr.number;
-        let mut slots = lock(&self.plans.slots);
-        if let Some(waiting) = slots.get_mut(&number) {
-            *waiting = Some(coalesce(waiting.take(), request));
-            self.metrics.plans.with_label_values(&["coalesced"]).inc();
-            return PlanQueued::Coalesced;
-        }
-        slots.insert(number, None);
-        drop(slots);
-        let daemon = Arc::clone(self);
-        let permits = Arc::clone(&self.plans.permits);
-        let mut tasks = lock(&self.plans.tasks);
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            let mut next = Some(request);
-            while let Some(request) = next {
-                // The semaphore is never closed, so acquiring fails only if it were.
-                let Ok(_permit) = permits.acquire().await else {
-                    break;
-                };
-                if let Err(e) = daemon.plan_pull_request(&request).await {
-                    tracing::warn!(error = %e, pr = number, "pull request plan failed");
-                }
-                let mut slots = lock(&daemon.plans.slots);
-                next = slots.get_mut(&number).and_then(Option::take);
-                if next.is_none() {
-                    slots.remove(&number);
-                }
+    /// Queues a plan of a pull request (key `pr/<n>` of the work queue): it starts at once
+    /// unless the pull request already has one running, in which case it waits behind it,
+    /// merged with any request already waiting (the newest head wins).
+    pub fn request_plan(&self, request: PlanRequest) -> PlanQueued {
+        match self.queue.enqueue(Work::Plan(request)) {
+            Enqueued::Started => PlanQueued::Started,
+            Enqueued::Coalesced => {
+                self.metrics.plans.with_label_values(&["coalesced"]).inc();
+                PlanQueued::Coalesced
             }
-        });
-        PlanQueued::Started
+            Enqueued::Refused => PlanQueued::Refused,
+        }
     }
 
     /// Plans a pull request and records the result in the outbox: a pending `bowline/plan`

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 
+use super::queue::Enqueued;
+use super::work::Work;
 use super::{CURSOR_KEY, Daemon, DaemonError, PLAN_CONTEXT, lock};
 use crate::config::ConfigRepo;
 use crate::config::inputs::{self, changed_apps};
@@ -100,9 +102,27 @@ impl Daemon {
     /// the apps whose inputs changed (when their sync policy is automated). A commit that does
     /// not validate is refused as a whole (and gets a failing `bowline/plan` status); the last
     /// good commit stays in use.
-    #[tracing::instrument(level = "info", skip(self), fields(branch = %self.branch()))]
+    ///
+    /// It runs as a job of the `branch` key of the work queue: after the reconcile already
+    /// running, if any, and shared with every other request waiting for the same run.
     pub async fn reconcile_branch(self: &Arc<Self>) -> Result<Reconciled, DaemonError> {
-        let _one_at_a_time = self.reconcile_lock.lock().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.queue.enqueue(Work::Reconcile(vec![tx])) == Enqueued::Refused {
+            return Err(DaemonError::Stopped);
+        }
+        match rx.await {
+            Ok(result) => {
+                result.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(DaemonError::Shared))
+            }
+            // The run was cancelled by a shutdown.
+            Err(_) => Err(DaemonError::Stopped),
+        }
+    }
+
+    /// One reconcile of the tracked branch (see [`Daemon::reconcile_branch`]); only the work
+    /// queue calls it, so two never run at once.
+    #[tracing::instrument(level = "info", skip(self), fields(branch = %self.branch()))]
+    pub(super) async fn reconcile_branch_now(self: &Arc<Self>) -> Result<Reconciled, DaemonError> {
         let started = Instant::now();
         let result = self.reconcile_branch_inner().await;
         self.metrics

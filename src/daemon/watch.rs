@@ -9,8 +9,8 @@ use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::Daemon;
 
-/// Watches `path` recursively; every change wakes the daemon's poll loop (bursts of events
-/// collapse into one fetch). Keep the returned watcher alive for as long as watching should
+/// Watches `path` recursively; every change asks for a reconcile of the tracked branch on
+/// the work queue (bursts of events coalesce into at most one more fetch). Keep the returned watcher alive for as long as watching should
 /// go on.
 pub fn watch(path: &Path, daemon: &Arc<Daemon>) -> notify::Result<notify::RecommendedWatcher> {
     let daemon: Weak<Daemon> = Arc::downgrade(daemon);
@@ -19,7 +19,7 @@ pub fn watch(path: &Path, daemon: &Arc<Daemon>) -> notify::Result<notify::Recomm
             Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {
                 if let Some(daemon) = daemon.upgrade() {
                     tracing::debug!(paths = ?event.paths, "working copy changed");
-                    daemon.fetch_now.notify_one();
+                    daemon.request_reconcile();
                 }
             }
             Ok(_) => {}
