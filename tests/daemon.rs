@@ -1110,7 +1110,7 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
     std::fs::remove_file(root.join("apps/inventory-worker/manifests/deep.yaml")).expect("rm");
     let head = commit_all(&w.git, "refs/pull/7/head", "unnest", Some(&head));
 
-    // Four deliveries in a burst: one plan runs, the others coalesce into one more.
+    // Six deliveries in a burst: one plan runs, the others coalesce into one more.
     let planned = |result: &str| w.daemon.metrics.plans.with_label_values(&[result]).get();
     let (ok_before, error_before) = (planned("ok"), planned("error"));
     // The first plan waits out a rate limit (reading the author's permission; statuses go
@@ -1123,7 +1123,7 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
         1,
     );
     let mut answers = Vec::new();
-    for i in 0..4 {
+    for i in 0..6 {
         let payload = w.pull_request("synchronize", &head);
         answers.push(
             w.deliver("pull_request", &format!("d-burst-{i}"), &payload)
@@ -1137,7 +1137,7 @@ async fn untrusted_pull_requests_plan_under_the_branch_settings_against_an_empty
             .all(|a| a.1.starts_with("planning after the plan already running")),
         "{answers:?}"
     );
-    assert_eq!(planned("coalesced"), 3);
+    assert_eq!(planned("coalesced"), 5);
     eventually("the coalesced plans", Duration::from_secs(30), || {
         planned("ok") + planned("error") - ok_before - error_before >= 2
     })
@@ -2202,4 +2202,116 @@ async fn pending_entries_are_delivered_after_a_restart() {
         })
     })
     .await;
+}
+
+/// Shutdown while the only execution waits for a judgment returns at once (the wait is kept in
+/// the store), and a new daemon over the same state takes the execution up where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_judgment_and_the_execution_resumes() {
+    let (mut w, first) = start().await;
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.31.5\"",
+    );
+    commit_all(&w.git, "refs/heads/main", "bump worker", Some(&first));
+    w.daemon.reconcile_branch().await.expect("reconcile");
+    let store = w.store();
+    eventually(
+        "the execution to wait for approval",
+        Duration::from_secs(60),
+        || waiting_at(&store, "approve-production").is_some(),
+    )
+    .await;
+    let id = waiting_at(&store, "approve-production").expect("waiting");
+    assert_eq!(w.daemon.running_tasks(), 1);
+
+    let started = Instant::now();
+    let stopped = w.daemon.shutdown(Duration::from_secs(20)).await;
+    let took = started.elapsed();
+    eprintln!("shutdown with a waiting judgment took {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(stopped, 1);
+    assert_eq!(w.daemon.running_tasks(), 0);
+    // Still running in the store, waiting, and no longer owned: the next start resumes it.
+    let execution = store.execution(&id).expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Running);
+    assert_eq!(execution.owner, None);
+    assert_eq!(waiting_at(&store, "approve-production"), Some(id.clone()));
+    // A stopped daemon takes no more work.
+    assert!(w.daemon.reconcile_branch().await.is_err());
+
+    let remote = w.work.path().to_str().expect("utf-8").to_string();
+    w.daemon = daemon_over(w.state.path(), &remote, &w.github);
+    assert_eq!(w.daemon.resume().expect("resume"), 1);
+    w.url = serve(&w.daemon, ServerLimits::default()).await;
+    let (code, body) = w
+        .api_post(
+            &format!("/api/v1/executions/{id}/judgment"),
+            json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually(
+        "the judgment to be taken up",
+        Duration::from_secs(30),
+        || {
+            store
+                .stages(&id)
+                .expect("stages")
+                .iter()
+                .any(|s| s.name == "approve-production" && s.status == StageStatus::Succeeded)
+        },
+    )
+    .await;
+    let execution = store.execution(&id).expect("execution");
+    assert!(
+        execution.owner.is_some() || execution.status.is_final(),
+        "{execution:?}"
+    );
+}
+
+/// Plans of two pull requests do not wait for each other: the second one ends while the
+/// first still waits out a rate limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pull_requests_plan_concurrently() {
+    let (w, first) = start().await;
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.31.6\"",
+    );
+    let slow = commit_all(&w.git, "refs/pull/7/head", "slow", Some(&first));
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.6\"",
+        "tag: \"0.31.7\"",
+    );
+    let fast = commit_all(&w.git, "refs/pull/8/head", "fast", Some(&first));
+    // The first plan reads its author's permission through rate limits for a few seconds.
+    w.github.rate_limit_next(
+        &format!("/collaborators/{AUTHOR}/permission"),
+        RateLimit::TooMany {
+            retry_after_secs: 2,
+        },
+        3,
+    );
+    let (code, _) = w
+        .deliver("pull_request", "d-slow", &w.pull_request("opened", &slow))
+        .await;
+    assert_eq!(code, 202);
+    let mut other = w.pull_request("opened", &fast);
+    other["number"] = 8.into();
+    other["pull_request"]["number"] = 8.into();
+    other["pull_request"]["user"]["login"] = "maria".into();
+    let (code, body) = w.deliver("pull_request", "d-fast", &other).await;
+    assert_eq!((code, body.as_str()), (202, "planning\n"));
+    let done = |sha: &str| {
+        w.plan_statuses(sha)
+            .last()
+            .is_some_and(|(state, _)| state != "pending")
+    };
+    eventually("the second plan", Duration::from_secs(30), || done(&fast)).await;
+    assert!(!done(&slow), "{:?}", w.plan_statuses(&slow));
+    eventually("the first plan", Duration::from_secs(30), || done(&slow)).await;
 }
