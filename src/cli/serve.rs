@@ -84,8 +84,9 @@ pub struct ServeArgs {
     /// How often running stages look at the world (health, judgments, cancellation).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, env = "BOWLINE_STAGE_POLL")]
     pub stage_poll: Duration,
-    /// Longest wait on shutdown for running executions before they are stopped (they
-    /// resume on the next start).
+    /// Longest wait on shutdown for executions actively running stages and for running
+    /// queue jobs before they are stopped; executions that only wait (a judgment, a window, a
+    /// `wait` stage) stop at once. Stopped executions resume on the next start.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "BOWLINE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
     /// Jobs of the daemon's work queue running at once, at most (reconciles, pull-request
