@@ -125,7 +125,7 @@ impl Daemon {
     /// unless the pull request already has one running, in which case it waits behind it,
     /// merged with any request already waiting (the newest head wins).
     pub fn request_plan(&self, request: PlanRequest) -> PlanQueued {
-        match self.queue.enqueue(Work::Plan(request)) {
+        match self.queue.enqueue(Work::Plan(Box::new(request))) {
             Enqueued::Started => PlanQueued::Started,
             Enqueued::Coalesced => {
                 self.metrics.plans.with_label_values(&["coalesced"]).inc();

@@ -19,7 +19,7 @@ pub(super) enum Work {
     /// whoever asked to hear the outcome is told.
     Reconcile(Vec<oneshot::Sender<Shared>>),
     /// Plan a pull request (its webhook, `/bowline plan`).
-    Plan(PlanRequest),
+    Plan(Box<PlanRequest>),
     /// Handle ChatOps comments of one pull request, in the order they came.
     Comments(u64, Vec<IssueCommentEvent>),
     /// Compare the live clusters with what was deployed (drift timer).
@@ -77,7 +77,7 @@ impl Job for Work {
                 Work::Reconcile(waiters)
             }
             (Work::Plan(old), Work::Plan(new)) => {
-                Work::Plan(pull_request::coalesce(Some(old), new))
+                Work::Plan(Box::new(pull_request::coalesce(Some(*old), *new)))
             }
             (Work::Comments(n, mut comments), Work::Comments(_, more)) => {
                 comments.extend(more);
