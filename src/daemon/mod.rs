@@ -4,6 +4,11 @@
 //! requests with a plan (one sticky comment, a `bowline/plan` status), resolves manual
 //! judgments from ChatOps commands, and compares the live clusters with what was deployed.
 //!
+//! Triggers (the poll and drift timers, webhooks, ChatOps comments, the file watch) only
+//! enqueue jobs on one keyed work queue ([`queue`], with the jobs in `work.rs`): one run per
+//! key at a time, coalesced while it runs, bounded in number, drained on shutdown. Executions
+//! run beside it on the engine; shutdown stops at once those that only wait.
+//!
 //! The HTTP surface is in [`crate::server`]; this module holds the behaviour behind it.
 
 mod approvals;

@@ -104,13 +104,17 @@ pub(super) fn handler(daemon: Weak<Daemon>) -> Handler<Work> {
 impl Daemon {
     async fn run_work(self: &Arc<Self>, work: Work) {
         match work {
-            Work::Reconcile(waiters) => {
+            Work::Reconcile(mut waiters) => {
                 let result = self.reconcile_branch_now().await.map_err(Arc::new);
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "reconcile failed; keeping the last good commit");
                 }
-                for waiter in waiters {
-                    let _ = waiter.send(result.clone());
+                // The last waiter gets the result itself, the others a copy.
+                if let Some(last) = waiters.pop() {
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
+                    let _ = last.send(result);
                 }
                 // GitHub being slow must not hold up the next fetch.
                 self.queue.enqueue(Work::RepositoryId);
@@ -152,5 +156,87 @@ impl Daemon {
     pub fn request_comment(&self, comment: IssueCommentEvent) -> Enqueued {
         let number = comment.issue_number;
         self.queue.enqueue(Work::Comments(number, vec![comment]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forge::{CommentAction, PrAction, PullRequestEvent, RepoRef};
+
+    fn plan(head: &str, live: Option<&str>) -> Work {
+        Work::Plan(Box::new(PlanRequest {
+            pr: PullRequestEvent {
+                action: PrAction::Synchronize,
+                repo: RepoRef::new("acme", "config"),
+                number: 7,
+                head_sha: head.into(),
+                head_ref: "feature".into(),
+                head_repo: None,
+                base_ref: "main".into(),
+                merge_commit_sha: None,
+                sender: "dev".into(),
+                author: "dev".into(),
+            },
+            live_requested_by: live.map(str::to_string),
+        }))
+    }
+
+    fn comment(id: u64) -> IssueCommentEvent {
+        IssueCommentEvent {
+            action: CommentAction::Created,
+            repo: RepoRef::new("acme", "config"),
+            issue_number: 7,
+            is_pull_request: true,
+            comment_id: id,
+            body: "/bowline approve".into(),
+            author: "maria".into(),
+            author_association: "MEMBER".into(),
+            issue_author: "dev".into(),
+        }
+    }
+
+    #[test]
+    fn keys_name_what_is_serialized() {
+        assert_eq!(plan("a", None).key().to_string(), "pr/7");
+        assert_eq!(Work::Reconcile(Vec::new()).key().to_string(), "branch");
+        assert_eq!(
+            Work::Comments(7, Vec::new()).key().to_string(),
+            "comments/7"
+        );
+        assert_eq!(Work::Drift.key().to_string(), "drift");
+    }
+
+    #[test]
+    fn plans_keep_the_newest_head_and_a_live_request_for_the_same_head() {
+        let Work::Plan(same) = plan("a", Some("maintainer")).merge(plan("a", None)) else {
+            panic!("not a plan");
+        };
+        assert_eq!(same.live_requested_by.as_deref(), Some("maintainer"));
+        let Work::Plan(newer) = plan("a", Some("maintainer")).merge(plan("b", None)) else {
+            panic!("not a plan");
+        };
+        assert_eq!(
+            (newer.pr.head_sha.as_str(), newer.live_requested_by),
+            ("b", None)
+        );
+    }
+
+    #[test]
+    fn comments_and_reconcile_waiters_are_all_kept() {
+        let Work::Comments(7, comments) =
+            Work::Comments(7, vec![comment(1)]).merge(Work::Comments(7, vec![comment(2)]))
+        else {
+            panic!("not comments");
+        };
+        let ids: Vec<u64> = comments.iter().map(|c| c.comment_id).collect();
+        assert_eq!(ids, vec![1, 2]);
+        let (a, _ra) = oneshot::channel();
+        let (b, _rb) = oneshot::channel();
+        let Work::Reconcile(waiters) = Work::Reconcile(vec![a]).merge(Work::Reconcile(vec![b]))
+        else {
+            panic!("not a reconcile");
+        };
+        assert_eq!(waiters.len(), 2);
     }
 }
