@@ -609,30 +609,9 @@ impl Daemon {
         parked.len()
     }
 
-    /// Whether execution `id` only waits in a way the store keeps across a restart: queued
-    /// (for its turn), or every started stage waiting (for a judgment or an execution window)
-    /// or in a `wait` stage whose end is recorded.
+    /// Whether execution `id` only waits durably (see [`only_waits`]).
     fn durably_waiting(&self, id: &str) -> bool {
-        let Ok(execution) = self.store.execution(id) else {
-            return false;
-        };
-        match execution.status {
-            ExecutionStatus::Queued => return true,
-            ExecutionStatus::Running => {}
-            _ => return false,
-        }
-        let Ok(stages) = self.store.stages(id) else {
-            return false;
-        };
-        let mut active = stages
-            .iter()
-            .filter(|s| matches!(s.status, StageStatus::Running | StageStatus::Waiting))
-            .peekable();
-        active.peek().is_some()
-            && active.all(|s| {
-                s.status == StageStatus::Waiting
-                    || (s.stage_type == "wait" && s.outputs.get("until").is_some())
-            })
+        only_waits(self.store.as_ref(), id)
     }
 
     /// Resolves once shutdown has started.
@@ -675,6 +654,118 @@ impl Daemon {
 
     fn github(&self) -> Result<&GitHub, DaemonError> {
         self.github.as_ref().ok_or(DaemonError::NoGitHub)
+    }
+}
+
+/// Whether execution `id` only waits in a way the store keeps across a restart: queued (for
+/// its turn), or every started stage waiting (for a judgment or an execution window) or in a
+/// `wait` stage whose end is recorded. A store error counts as not waiting.
+fn only_waits(store: &dyn Store, id: &str) -> bool {
+    let Ok(execution) = store.execution(id) else {
+        return false;
+    };
+    match execution.status {
+        ExecutionStatus::Queued => return true,
+        ExecutionStatus::Running => {}
+        _ => return false,
+    }
+    let Ok(stages) = store.stages(id) else {
+        return false;
+    };
+    let mut active = stages
+        .iter()
+        .filter(|s| matches!(s.status, StageStatus::Running | StageStatus::Waiting))
+        .peekable();
+    active.peek().is_some()
+        && active.all(|s| {
+            s.status == StageStatus::Waiting
+                || (s.stage_type == "wait" && s.outputs.get("until").is_some())
+        })
+}
+
+#[cfg(test)]
+mod shutdown_tests {
+    use super::*;
+    use crate::store::{NewExecution, NewStage, SqliteStore, StageUpdate};
+    use serde_json::json;
+
+    fn stage(name: &str, stage_type: &str) -> NewStage {
+        NewStage {
+            name: name.into(),
+            stage_type: stage_type.into(),
+            environment: None,
+            inputs: json!({"name": name, "type": stage_type}),
+        }
+    }
+
+    fn set(
+        store: &SqliteStore,
+        id: &str,
+        name: &str,
+        status: StageStatus,
+        outputs: serde_json::Value,
+    ) {
+        store
+            .update_stage(
+                id,
+                name,
+                StageUpdate {
+                    status: Some(status),
+                    outputs: Some(outputs),
+                    ..StageUpdate::default()
+                },
+            )
+            .expect("update");
+    }
+
+    #[test]
+    fn only_durable_waits_count_as_waiting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("store");
+        let execution = store
+            .create_execution(NewExecution {
+                app: "a".into(),
+                environments: vec!["production".into()],
+                revision: "0123456789abcdef0123456789abcdef01234567".into(),
+                pipeline: "p".into(),
+                trigger: json!({}),
+                stages: vec![
+                    stage("deploy", "deploy"),
+                    stage("approve", "manualJudgment"),
+                    stage("soak", "wait"),
+                ],
+            })
+            .expect("execution");
+        let id = execution.id.as_str();
+        // Queued: waiting for its turn.
+        assert!(only_waits(&store, id));
+        assert!(store.try_start(id).expect("start"));
+        // Running, nothing started yet: between stages, not a wait.
+        assert!(!only_waits(&store, id));
+        set(
+            &store,
+            id,
+            "approve",
+            StageStatus::Waiting,
+            json!({"waitingFor": "judgment"}),
+        );
+        assert!(only_waits(&store, id));
+        set(&store, id, "soak", StageStatus::Running, json!({}));
+        assert!(
+            !only_waits(&store, id),
+            "a wait stage whose end is not recorded yet"
+        );
+        set(
+            &store,
+            id,
+            "soak",
+            StageStatus::Running,
+            json!({"until": "2030-01-01T00:00:00Z"}),
+        );
+        assert!(only_waits(&store, id));
+        set(&store, id, "deploy", StageStatus::Running, json!({}));
+        assert!(!only_waits(&store, id), "a deploy is applying");
+        assert!(!only_waits(&store, "no-such-execution"));
     }
 }
 
