@@ -512,6 +512,11 @@ impl Daemon {
             report(state, description);
         };
         let mut tasks = lock(&self.tasks);
+        if tasks.closed {
+            // Shutting down: the execution is in the store and starts on the next start.
+            tracing::info!(execution = %execution.id, "shutting down: execution left for the next start");
+            return;
+        }
         tasks.reap();
         let handle = tasks.set.spawn(runner);
         tasks.ids.insert(handle.id(), (execution.id, handle));
@@ -572,7 +577,12 @@ impl Daemon {
     /// Lets executions run until `deadline`, stopping each one as soon as all it does is wait
     /// durably; stops the rest at `deadline`. Returns how many were stopped.
     async fn stop_executions(&self, deadline: tokio::time::Instant) -> usize {
-        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        let mut tasks = {
+            let mut tasks = lock(&self.tasks);
+            let running = std::mem::take(&mut *tasks);
+            tasks.closed = true;
+            running
+        };
         let mut parked = HashSet::new();
         loop {
             tasks.reap();
@@ -778,6 +788,8 @@ struct ExecutionTasks {
     set: JoinSet<()>,
     /// The execution of each task, and how to stop it alone.
     ids: HashMap<tokio::task::Id, (String, tokio::task::AbortHandle)>,
+    /// Set on shutdown: no execution starts any more in this process.
+    closed: bool,
 }
 
 impl ExecutionTasks {
