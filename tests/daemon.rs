@@ -1905,7 +1905,7 @@ async fn a_removed_app_is_deleted_after_the_guard() {
     let execution = store.execution(&id).expect("execution");
     assert_eq!(execution.pipeline, "removal");
     assert_eq!(execution.revision, merged);
-    eventually("the removal status", Duration::from_secs(10), || {
+    eventually("the removal status", Duration::from_secs(30), || {
         w.github.statuses(REPO, &merged).iter().any(|s| {
             s.context == context
                 && s.state == "success"
