@@ -1346,57 +1346,67 @@ fn a_terminal_failure_is_not_retried() {
     );
 }
 
-/// A rolling deploy allowed one retry.
-const RETRIED_DEPLOY: &str = "apiVersion: bowline/v1
+/// A precondition that does not hold (yet) is worth retrying: what it checks may change.
+const RETRIED_PRECONDITION: &str = "apiVersion: bowline/v1
 kind: PipelineTemplate
 metadata:
-  name: retried-deploy
+  name: retried-precondition
 spec:
   stages:
-    - name: deploy-staging
-      type: deploy
+    - name: verify
+      type: checkPreconditions
       environment: staging
-      strategy: rolling
-      retries: 1
+      retries: 2
+      preconditions:
+        - expression: \"false\"
+          message: error budget burnt
 ";
 
 #[test]
-fn a_transient_failure_is_retried_and_the_next_attempt_succeeds() {
+fn a_transient_failure_is_retried_as_often_as_allowed() {
     let world = World::new(Duration::from_millis(50));
-    world.write("pipelines/retried-deploy.yaml", RETRIED_DEPLOY);
+    world.write("pipelines/retried-precondition.yaml", RETRIED_PRECONDITION);
     world.edit(
         "apps/inventory-worker/app.yaml",
         "template: rolling-release",
-        "template: retried-deploy",
+        "template: retried-precondition",
     );
-    // One apply of the Deployment fails with 503 through all of the client's own retries
-    // (the first request and four more): the attempt fails transiently.
-    world
-        .staging
-        .fail_next(Some("PATCH"), "/deployments/", 503, 5);
     let out = world.run("inventory-worker");
-    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let id = world.latest();
     let stages = world.store().stages(&id).expect("stages");
-    let deploy = stages
+    let verify = stages
         .iter()
-        .find(|s| s.name == "deploy-staging")
-        .expect("deploy stage");
-    assert_eq!(deploy.status, StageStatus::Succeeded, "{deploy:?}");
-    assert_eq!(deploy.attempts, 2, "retried once: {deploy:?}");
+        .find(|s| s.name == "verify")
+        .expect("verify stage");
+    assert_eq!(verify.status, StageStatus::Failed, "{verify:?}");
+    assert_eq!(
+        verify.attempts, 3,
+        "the first attempt and two retries: {verify:?}"
+    );
+    assert_eq!(
+        verify.error.as_deref(),
+        Some("precondition failed: error budget burnt")
+    );
     let events: Vec<String> = world
         .store()
         .events(&id)
         .expect("events")
         .into_iter()
-        .filter(|e| e.stage.as_deref() == Some("deploy-staging"))
+        .filter(|e| e.stage.as_deref() == Some("verify"))
         .map(|e| e.message)
         .collect();
+    for attempt in [2, 3] {
+        assert!(
+            events.iter().any(|m| m
+                == &format!(
+                    "retrying (attempt {attempt}) after: precondition failed: error budget burnt"
+                )),
+            "{events:?}"
+        );
+    }
     assert!(
-        events
-            .iter()
-            .any(|m| m.starts_with("retrying (attempt 2) after: ") && m.contains("503")),
+        !events.iter().any(|m| m.starts_with("not retried")),
         "{events:?}"
     );
-    assert!(!events.iter().any(|m| m.starts_with("not retried")), "{events:?}");
 }

@@ -538,9 +538,13 @@ impl Engine {
                     message: None,
                 });
             }
-            (Err(error), _) => {
-                self.transition(id, stage, StageStatus::Failed, Some(error.to_string()), None)?
-            }
+            (Err(error), _) => self.transition(
+                id,
+                stage,
+                StageStatus::Failed,
+                Some(error.to_string()),
+                None,
+            )?,
         }
         Ok(())
     }

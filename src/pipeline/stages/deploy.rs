@@ -32,8 +32,8 @@ use crate::cluster::{Cluster, health};
 use crate::config::{CanaryAnalysisStage, DeployStage, IntOrPercent, StageType, Strategy};
 use crate::desired::{self, is_deployment, is_preview, is_service};
 use crate::diff::{DiffOptions, ObjectKey};
-use crate::pipeline::{StageError, StageResult};
 use crate::pipeline::snapshot::EnvSnapshot;
+use crate::pipeline::{StageError, StageResult};
 use crate::render::RenderedObject;
 use crate::store::{AppliedRevision, StageStatus};
 use crate::sync::{self, AppTarget, SyncEvent, SyncOptions};
@@ -154,17 +154,15 @@ async fn sync_env_in(
             ));
         }
         if record {
-            run.engine
-                .store
-                .save_applied(&AppliedRevision {
-                    app: app.clone(),
-                    environment: env_name.clone(),
-                    cluster: cluster.name.clone(),
-                    revision: run.revision.clone(),
-                    objects: objects.to_vec(),
-                    execution: run.execution.clone(),
-                    applied_at: Utc::now(),
-                })?;
+            run.engine.store.save_applied(&AppliedRevision {
+                app: app.clone(),
+                environment: env_name.clone(),
+                cluster: cluster.name.clone(),
+                revision: run.revision.clone(),
+                objects: objects.to_vec(),
+                execution: run.execution.clone(),
+                applied_at: Utc::now(),
+            })?;
         }
         let mut done: ClustersCheckpoint = run.outputs_as()?;
         done.clusters.insert(cluster.name.clone(), HEALTHY.into());
@@ -859,15 +857,9 @@ async fn rollback_revision(run: &mut StageRun, env_name: &str, env: &EnvSnapshot
 }
 
 pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> StageResult {
-    let mut config = run
-        .snapshot
-        .canary
-        .clone()
-        .ok_or_else(|| {
-            StageError::terminal(
-                "canaryAnalysis needs a canary config (spec.canary.config of the app)",
-            )
-        })?;
+    let mut config = run.snapshot.canary.clone().ok_or_else(|| {
+        StageError::terminal("canaryAnalysis needs a canary config (spec.canary.config of the app)")
+    })?;
     if let Some(lifetime) = stage.lifetime {
         config.spec.analysis.lifetime = lifetime;
     }

@@ -48,11 +48,7 @@ pub(super) async fn judgment(run: &mut StageRun, stage: ManualJudgmentStage) -> 
         .remaining()
         .map(|left| tokio::time::Instant::now() + left);
     loop {
-        if let Some(j) = run
-            .engine
-            .store
-            .judgment(&run.execution, &run.stage.name)?
-        {
+        if let Some(j) = run.engine.store.judgment(&run.execution, &run.stage.name)? {
             if let Some(input) = &j.input
                 && !stage.inputs.is_empty()
                 && !stage.inputs.contains(input)

@@ -282,10 +282,17 @@ mod tests {
         let bg = blue_green.blue_green.expect("blue/green");
         assert_eq!(bg.revision, "abc1234");
         assert!(bg.switched && bg.settings.auto_promote);
-        assert_eq!(bg.previous, Some(None), "switched, with no previous revision");
+        assert_eq!(
+            bg.previous,
+            Some(None),
+            "switched, with no previous revision"
+        );
         assert_eq!(bg.delay(), 60);
-        assert!(blue_green.applied.is_some_and(|a| a["staging-eu-west-1"]
-            == Applied::Revision("abc1234".into())));
+        assert!(
+            blue_green
+                .applied
+                .is_some_and(|a| a["staging-eu-west-1"] == Applied::Revision("abc1234".into()))
+        );
 
         let not_switched: DeployOutputs = same(json!({
             "strategy": "blueGreen",
@@ -335,7 +342,10 @@ mod tests {
             canary_workloads: Some(vec![]),
             ..DeployOutputs::default()
         };
-        assert_eq!(to_value(&canary).expect("json"), json!({"canaryWorkloads": []}));
+        assert_eq!(
+            to_value(&canary).expect("json"),
+            json!({"canaryWorkloads": []})
+        );
         let mut clusters = ClustersCheckpoint::default();
         clusters.clusters.insert("a".into(), HEALTHY.into());
         assert_eq!(
@@ -353,6 +363,10 @@ mod tests {
         let err = read::<DeployOutputs>("deploy-staging", &json!({"strategy": 3}))
             .expect_err("not a strategy");
         assert!(!err.is_transient());
-        assert!(err.message().starts_with("stage deploy-staging: stored outputs:"), "{err}");
+        assert!(
+            err.message()
+                .starts_with("stage deploy-staging: stored outputs:"),
+            "{err}"
+        );
     }
 }

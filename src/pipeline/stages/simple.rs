@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::StageRun;
 use crate::config::{CheckPreconditionsStage, WaitStage};
-use crate::pipeline::{StageError, StageResult};
 use crate::pipeline::egress;
 use crate::pipeline::expr::{self, HttpCheck};
+use crate::pipeline::{StageError, StageResult};
 
 /// Waits for the duration, counted from the stage's first start, so a restart does not make
 /// the wait longer.

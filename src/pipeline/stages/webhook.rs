@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::StageRun;
 use crate::config::WebhookStage;
-use crate::pipeline::{StageError, StageResult};
 use crate::pipeline::expr;
+use crate::pipeline::{StageError, StageResult};
 
 /// Header naming a webhook delivery for de-duplication.
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
