@@ -1410,3 +1410,61 @@ fn a_transient_failure_is_retried_as_often_as_allowed() {
         "{events:?}"
     );
 }
+
+/// A rolling deploy allowed one retry.
+const RETRIED_DEPLOY: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: retried-deploy
+spec:
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: rolling
+      retries: 1
+";
+
+#[test]
+fn a_server_error_is_retried_and_the_next_attempt_succeeds() {
+    let world = World::new(Duration::from_millis(50));
+    world.write("pipelines/retried-deploy.yaml", RETRIED_DEPLOY);
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: retried-deploy",
+    );
+    // One apply of the Deployment fails with 500 through all of the client's own retries
+    // (the first request and four more): the attempt fails transiently, the next succeeds.
+    world
+        .staging
+        .fail_next(Some("PATCH"), "/deployments/", 500, 5);
+    let out = world.run("inventory-worker");
+    assert!(out.status.success(), "{}", text(&out));
+    let id = world.latest();
+    let stages = world.store().stages(&id).expect("stages");
+    let deploy = stages
+        .iter()
+        .find(|s| s.name == "deploy-staging")
+        .expect("deploy stage");
+    assert_eq!(deploy.status, StageStatus::Succeeded, "{deploy:?}");
+    assert_eq!(deploy.attempts, 2, "retried once: {deploy:?}");
+    let events: Vec<String> = world
+        .store()
+        .events(&id)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.stage.as_deref() == Some("deploy-staging"))
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|m| m.starts_with("retrying (attempt 2) after: cluster staging-eu-west-1: ")),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|m| m.starts_with("not retried")),
+        "{events:?}"
+    );
+}
