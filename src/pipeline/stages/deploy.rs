@@ -470,12 +470,11 @@ fn deploy_stage_of(run: &StageRun) -> Result<Option<DeployOutputs>, StageError> 
     let states = run.engine.store.stages(&run.execution)?;
     states
         .into_iter()
-        .filter(|s| {
+        .rfind(|s| {
             s.kind() == Some(StageType::Deploy)
                 && s.environment == env
                 && s.status == StageStatus::Succeeded
         })
-        .next_back()
         .map(|s| super::outputs::read(&s.name, &s.outputs))
         .transpose()
 }
