@@ -81,9 +81,21 @@ impl From<Refused> for StageError {
 }
 
 impl From<StoreError> for StageError {
-    /// The store is local state: a failure (busy, locked, a lost connection) may pass.
+    /// A failing database (busy, locked, a lost connection) may recover; an execution owned
+    /// by another process, or stored data this version cannot use, stays so.
     fn from(e: StoreError) -> StageError {
-        StageError::Transient(e.to_string())
+        match e {
+            StoreError::Sqlite { .. } | StoreError::File(_) | StoreError::Migration { .. } => {
+                StageError::Transient(e.to_string())
+            }
+            StoreError::NotOwner { .. }
+            | StoreError::NoExecution(_)
+            | StoreError::NoStage { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Conflict(_)
+            | StoreError::NotAStore { .. }
+            | StoreError::Duplicate { .. } => StageError::Terminal(e.to_string()),
+        }
     }
 }
 
@@ -181,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn store_errors_are_transient_and_messages_are_kept() {
+    fn database_failures_are_transient_and_messages_are_kept() {
         let busy = || StoreError::Sqlite {
             path: "state.db".into(),
             source: rusqlite::Error::SqliteFailure(
@@ -192,6 +204,11 @@ mod tests {
         let e = StageError::from(busy());
         assert!(e.is_transient());
         assert_eq!(e.to_string(), busy().to_string());
+        let taken = StageError::from(StoreError::NotOwner {
+            execution: "01J".into(),
+            owner: "host:1:a".into(),
+        });
+        assert!(!taken.is_transient(), "another process owns it now");
         let prefixed = StageError::terminal("refused").map(|m| format!("staging: {m}"));
         assert_eq!(prefixed, StageError::Terminal("staging: refused".into()));
         assert_eq!(prefixed.message(), "staging: refused");
