@@ -569,6 +569,23 @@ pub enum SyncError {
     },
 }
 
+impl SyncError {
+    /// True when another sync may succeed: the cluster could not be reached or failed the
+    /// request ([`ClusterError::is_transient`]), or a workload was still progressing when the
+    /// wait ended. Refused destinations, objects not managed by the app, a missing namespace
+    /// and a failed rollout need a change first.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Cluster(e) => e.is_transient(),
+            SyncError::Timeout { .. } => true,
+            SyncError::Refused(_)
+            | SyncError::NotManaged { .. }
+            | SyncError::NamespaceMissing { .. }
+            | SyncError::RolloutFailed { .. } => false,
+        }
+    }
+}
+
 /// Syncs `target` to `cluster`: creates missing namespaces (unless
 /// `options.create_namespace` is false, then fails naming them), applies what changed
 /// (server-side apply), prunes what is no longer desired when `target.prune` is set, then waits

@@ -432,6 +432,12 @@ fn a_healthy_canary_is_promoted_in_every_production_cluster() {
 #[test]
 fn a_latency_regression_fails_the_canary_and_leaves_production_untouched() {
     let world = World::new(Some(SLOW));
+    // A verdict is terminal: retries do not ask the same metrics again.
+    edit(
+        &world.repo.path().join("pipelines/canary-release.yaml"),
+        "      lifetime: \"{{ parameters.analysisLifetime }}\"\n",
+        "      lifetime: \"{{ parameters.analysisLifetime }}\"\n      retries: 3\n",
+    );
     let (id, out) = world.release();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     for server in [&world.prod_eu, &world.prod_us] {
@@ -463,6 +469,25 @@ fn a_latency_regression_fails_the_canary_and_leaves_production_untouched() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("canary fail"), "{stdout}");
     assert!(world.grafana.requests.lock().expect("lock").is_empty());
+    let analysis = world
+        .store()
+        .stages(&id)
+        .expect("stages")
+        .into_iter()
+        .find(|s| s.name == "analyse-production")
+        .expect("analysis stage");
+    assert_eq!(analysis.attempts, 1, "a Fail verdict is not retried");
+    assert_eq!(analysis.inputs["retries"], 3, "{:#}", analysis.inputs);
+    let events = world.store().events(&id).expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.stage.as_deref() == Some("analyse-production")
+                && e.message
+                    .starts_with("not retried: the failure is terminal")
+                && e.message.contains("canary fail")),
+        "{events:?}"
+    );
 }
 
 /// While the analysis runs, the canary tracks are the strategy's: a plan (prune on) neither

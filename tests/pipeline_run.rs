@@ -1290,3 +1290,181 @@ fn an_empty_or_foreign_state_file_is_refused() {
     );
     assert_eq!(deployment_writes(&world.staging), 0);
 }
+
+/// A promote with no deploy stage before it: nothing to promote, on every attempt.
+const NOTHING_TO_PROMOTE: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: nothing-to-promote
+spec:
+  stages:
+    - name: promote-staging
+      type: promote
+      environment: staging
+      retries: 3
+";
+
+#[test]
+fn a_terminal_failure_is_not_retried() {
+    let world = World::new(Duration::from_millis(50));
+    world.write("pipelines/nothing-to-promote.yaml", NOTHING_TO_PROMOTE);
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: nothing-to-promote",
+    );
+    let out = world.run("inventory-worker");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let id = world.latest();
+    let stages = world.store().stages(&id).expect("stages");
+    let promote = stages
+        .iter()
+        .find(|s| s.name == "promote-staging")
+        .expect("promote stage");
+    assert_eq!(promote.status, StageStatus::Failed, "{promote:?}");
+    assert_eq!(promote.attempts, 1, "not retried: {promote:?}");
+    assert_eq!(
+        promote.error.as_deref(),
+        Some("nothing to promote: no successful deploy stage for this environment")
+    );
+    let events: Vec<String> = world
+        .store()
+        .events(&id)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.stage.as_deref() == Some("promote-staging"))
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events.iter().any(|m| m
+            == "not retried: the failure is terminal (another attempt would fail the same way): nothing to promote: no successful deploy stage for this environment"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|m| m.starts_with("retrying")),
+        "{events:?}"
+    );
+}
+
+/// A precondition that does not hold (yet) is worth retrying: what it checks may change.
+const RETRIED_PRECONDITION: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: retried-precondition
+spec:
+  stages:
+    - name: verify
+      type: checkPreconditions
+      environment: staging
+      retries: 2
+      preconditions:
+        - expression: \"false\"
+          message: error budget burnt
+";
+
+#[test]
+fn a_transient_failure_is_retried_as_often_as_allowed() {
+    let world = World::new(Duration::from_millis(50));
+    world.write("pipelines/retried-precondition.yaml", RETRIED_PRECONDITION);
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: retried-precondition",
+    );
+    let out = world.run("inventory-worker");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let id = world.latest();
+    let stages = world.store().stages(&id).expect("stages");
+    let verify = stages
+        .iter()
+        .find(|s| s.name == "verify")
+        .expect("verify stage");
+    assert_eq!(verify.status, StageStatus::Failed, "{verify:?}");
+    assert_eq!(
+        verify.attempts, 3,
+        "the first attempt and two retries: {verify:?}"
+    );
+    assert_eq!(
+        verify.error.as_deref(),
+        Some("precondition failed: error budget burnt")
+    );
+    let events: Vec<String> = world
+        .store()
+        .events(&id)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.stage.as_deref() == Some("verify"))
+        .map(|e| e.message)
+        .collect();
+    for attempt in [2, 3] {
+        assert!(
+            events.iter().any(|m| m
+                == &format!(
+                    "retrying (attempt {attempt}) after: precondition failed: error budget burnt"
+                )),
+            "{events:?}"
+        );
+    }
+    assert!(
+        !events.iter().any(|m| m.starts_with("not retried")),
+        "{events:?}"
+    );
+}
+
+/// A rolling deploy allowed one retry.
+const RETRIED_DEPLOY: &str = "apiVersion: bowline/v1
+kind: PipelineTemplate
+metadata:
+  name: retried-deploy
+spec:
+  stages:
+    - name: deploy-staging
+      type: deploy
+      environment: staging
+      strategy: rolling
+      retries: 1
+";
+
+#[test]
+fn a_server_error_is_retried_and_the_next_attempt_succeeds() {
+    let world = World::new(Duration::from_millis(50));
+    world.write("pipelines/retried-deploy.yaml", RETRIED_DEPLOY);
+    world.edit(
+        "apps/inventory-worker/app.yaml",
+        "template: rolling-release",
+        "template: retried-deploy",
+    );
+    // One apply of the Deployment fails with 500 through all of the client's own retries
+    // (the first request and four more): the attempt fails transiently, the next succeeds.
+    world
+        .staging
+        .fail_next(Some("PATCH"), "/deployments/", 500, 5);
+    let out = world.run("inventory-worker");
+    assert!(out.status.success(), "{}", text(&out));
+    let id = world.latest();
+    let stages = world.store().stages(&id).expect("stages");
+    let deploy = stages
+        .iter()
+        .find(|s| s.name == "deploy-staging")
+        .expect("deploy stage");
+    assert_eq!(deploy.status, StageStatus::Succeeded, "{deploy:?}");
+    assert_eq!(deploy.attempts, 2, "retried once: {deploy:?}");
+    let events: Vec<String> = world
+        .store()
+        .events(&id)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.stage.as_deref() == Some("deploy-staging"))
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|m| m.starts_with("retrying (attempt 2) after: cluster staging-eu-west-1: ")),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|m| m.starts_with("not retried")),
+        "{events:?}"
+    );
+}

@@ -90,6 +90,21 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
+    /// True when the same request may succeed later: the API server did not answer, or
+    /// answered 5xx, 429 (throttled) or 408 (request timeout). A 4xx answer (validation,
+    /// forbidden, not found, a field-manager conflict), an unknown kind or a broken
+    /// kubeconfig fails the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClusterError::Unreachable { .. } => true,
+            ClusterError::Api { code, .. } => match code {
+                None => true,
+                Some(code) => *code >= 500 || *code == 429 || *code == 408,
+            },
+            ClusterError::UnknownKind { .. } | ClusterError::Kubeconfig { .. } => false,
+        }
+    }
+
     /// True when the API server answered with a field-manager conflict (409 on apply).
     pub fn is_conflict(&self) -> bool {
         matches!(

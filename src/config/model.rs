@@ -634,6 +634,24 @@ pub enum StageType {
 }
 
 impl StageType {
+    /// Every stage type.
+    pub const ALL: [StageType; 9] = [
+        StageType::Deploy,
+        StageType::CanaryAnalysis,
+        StageType::ManualJudgment,
+        StageType::Wait,
+        StageType::CheckPreconditions,
+        StageType::Webhook,
+        StageType::Promote,
+        StageType::Rollback,
+        StageType::Remove,
+    ];
+
+    /// The stage type named `name` as in YAML, if there is one.
+    pub fn parse(name: &str) -> Option<StageType> {
+        StageType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     /// The name used in YAML.
     pub fn as_str(self) -> &'static str {
         match self {

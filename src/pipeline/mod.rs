@@ -9,6 +9,7 @@
 //! stayed the same.
 
 pub mod egress;
+pub mod error;
 pub mod expr;
 pub mod operations;
 pub mod snapshot;
@@ -28,6 +29,7 @@ use crate::store::{
     Claim, Execution, ExecutionStatus, NewExecution, StageState, StageStatus, StageUpdate, Store,
     StoreError,
 };
+pub use error::StageError;
 pub use snapshot::{Snapshot, prepare};
 
 /// Why the engine could not carry on (stage failures are not errors: they fail the stage).
@@ -188,8 +190,9 @@ pub struct Engine {
     services: Arc<Services>,
 }
 
-/// What one stage attempt produced.
-pub(crate) type StageResult = Result<Value, String>;
+/// What one stage attempt produced: its outputs, or why it failed and whether another
+/// attempt could help.
+pub(crate) type StageResult = Result<Value, StageError>;
 
 /// How a stage ended that neither succeeded nor failed: rejected by a person, or skipped
 /// because it had nothing to do. The stage sets it before returning its outputs.
@@ -535,9 +538,13 @@ impl Engine {
                     message: None,
                 });
             }
-            (Err(error), _) => {
-                self.transition(id, stage, StageStatus::Failed, Some(error), None)?
-            }
+            (Err(error), _) => self.transition(
+                id,
+                stage,
+                StageStatus::Failed,
+                Some(error.to_string()),
+                None,
+            )?,
         }
         Ok(())
     }

@@ -9,6 +9,8 @@ use std::future::Future;
 use chrono::Utc;
 use serde_json::Value;
 
+use crate::config::StageType;
+
 use crate::store::{
     Decision, Execution, ExecutionStatus, Judgment, NewExecution, NewStage, StageStatus, Store,
     StoreError,
@@ -113,7 +115,9 @@ pub fn waiting_among(
         .filter(|e| e.status == ExecutionStatus::Running)
     {
         for stage in store.stages(&execution.id)? {
-            if stage.stage_type == "manualJudgment" && stage.status == StageStatus::Waiting {
+            if stage.kind() == Some(StageType::ManualJudgment)
+                && stage.status == StageStatus::Waiting
+            {
                 let mut approvers = strings(&stage.outputs["approvers"]);
                 if approvers.is_empty() {
                     approvers = strings(&execution.trigger["approvers"]);
@@ -146,7 +150,7 @@ pub fn waiting_in(
             .iter()
             .find(|s| s.name == name)
             .ok_or_else(|| not(format!("no stage \"{name}\"")))?;
-        if found.stage_type != "manualJudgment" {
+        if found.kind() != Some(StageType::ManualJudgment) {
             return Err(not(format!(
                 "stage \"{name}\" is a {} stage, not a manual judgment",
                 found.stage_type

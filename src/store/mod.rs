@@ -310,6 +310,13 @@ pub struct StageState {
     pub error: Option<String>,
 }
 
+impl StageState {
+    /// The stage's type, or `None` for a type this version of bowline does not know.
+    pub fn kind(&self) -> Option<crate::config::StageType> {
+        crate::config::StageType::parse(&self.stage_type)
+    }
+}
+
 /// A stage as created with its execution.
 #[derive(Debug, Clone)]
 pub struct NewStage {
@@ -664,6 +671,28 @@ mod tests {
         assert!(ExecutionStatus::Rejected.is_final());
         assert_eq!(StageStatus::parse("REJECTED"), Some(StageStatus::Rejected));
         assert!(StageStatus::Rejected.is_final());
+    }
+
+    #[test]
+    fn stage_kinds_read_from_their_stored_names() {
+        for kind in crate::config::StageType::ALL {
+            let stored = serde_json::to_value(kind).expect("json");
+            assert_eq!(stored, serde_json::json!(kind.as_str()));
+            let state = StageState {
+                name: "s".into(),
+                stage_type: kind.as_str().into(),
+                environment: None,
+                status: StageStatus::NotStarted,
+                attempts: 0,
+                inputs: serde_json::json!({}),
+                outputs: serde_json::json!({}),
+                started_at: None,
+                finished_at: None,
+                error: None,
+            };
+            assert_eq!(state.kind(), Some(kind));
+        }
+        assert_eq!(crate::config::StageType::parse("deployment"), None);
     }
 
     #[test]

@@ -22,14 +22,18 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::StageRun;
+use super::outputs::{
+    Applied, BlueGreenCheckpoint, BlueGreenOutputs, CanaryWorkload, ClustersCheckpoint,
+    DeployOutputs, HEALTHY, PromoteOutputs, RollbackOutputs, RolledBack, to_value,
+};
 use crate::canary::analysis::{self, Plan, Request, Status};
 use crate::canary::retrieval::{PrometheusSource, Scope};
 use crate::cluster::{Cluster, health};
-use crate::config::{CanaryAnalysisStage, DeployStage, IntOrPercent, Strategy};
+use crate::config::{CanaryAnalysisStage, DeployStage, IntOrPercent, StageType, Strategy};
 use crate::desired::{self, is_deployment, is_preview, is_service};
 use crate::diff::{DiffOptions, ObjectKey};
-use crate::pipeline::StageResult;
 use crate::pipeline::snapshot::EnvSnapshot;
+use crate::pipeline::{StageError, StageResult};
 use crate::render::RenderedObject;
 use crate::store::{AppliedRevision, StageStatus};
 use crate::sync::{self, AppTarget, SyncEvent, SyncOptions};
@@ -47,13 +51,13 @@ fn rendered(objects: &[Value]) -> Vec<RenderedObject> {
 async fn connect(
     run: &StageRun,
     cluster: &crate::config::Cluster,
-) -> Result<std::sync::Arc<Cluster>, String> {
-    run.engine
+) -> Result<std::sync::Arc<Cluster>, StageError> {
+    Ok(run
+        .engine
         .services
         .clusters
         .get(&cluster.name, &cluster.context)
-        .await
-        .map_err(|e| e.to_string())
+        .await?)
 }
 
 /// Clusters of the environment in wave order.
@@ -66,7 +70,7 @@ fn clusters(env: &EnvSnapshot) -> Vec<crate::config::Cluster> {
 /// Syncs `objects` to every cluster of the stage's environment and waits until healthy,
 /// recording what was applied per cluster. Clusters already done (after a restart) are
 /// synced again, which only dry-runs: nothing changed means nothing is written.
-async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result<(), String> {
+async fn sync_env(run: &mut StageRun, objects: &[Value], record: bool) -> Result<(), StageError> {
     sync_env_in(run, objects, record, false).await
 }
 
@@ -77,7 +81,7 @@ async fn sync_env_in(
     objects: &[Value],
     record: bool,
     reverse: bool,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     let (env_name, env) = run.environment()?;
     let env_name = env_name.to_string();
     let env = env.clone();
@@ -114,7 +118,7 @@ async fn sync_env_in(
             ..SyncOptions::default()
         };
         // Refused before connecting: nothing outside the destinations reaches a cluster.
-        sync::check_destinations(&target).map_err(|e| e.to_string())?;
+        sync::check_destinations(&target)?;
         let connected = connect(run, &cluster).await?;
         let stage = run.stage.name.clone();
         let engine = run.engine.clone();
@@ -139,9 +143,7 @@ async fn sync_env_in(
                 message,
             });
         };
-        let report = sync::sync(&connected, &target, &diff, &options, &progress)
-            .await
-            .map_err(|e| e.to_string())?;
+        let report = sync::sync(&connected, &target, &diff, &options, &progress).await?;
         let c = report.plan.counts;
         if objects.is_empty() {
             run.note(&format!("{}: {} deleted", cluster.name, c.delete));
@@ -152,27 +154,19 @@ async fn sync_env_in(
             ));
         }
         if record {
-            run.engine
-                .store
-                .save_applied(&AppliedRevision {
-                    app: app.clone(),
-                    environment: env_name.clone(),
-                    cluster: cluster.name.clone(),
-                    revision: run.revision.clone(),
-                    objects: objects.to_vec(),
-                    execution: run.execution.clone(),
-                    applied_at: Utc::now(),
-                })
-                .map_err(|e| e.to_string())?;
+            run.engine.store.save_applied(&AppliedRevision {
+                app: app.clone(),
+                environment: env_name.clone(),
+                cluster: cluster.name.clone(),
+                revision: run.revision.clone(),
+                objects: objects.to_vec(),
+                execution: run.execution.clone(),
+                applied_at: Utc::now(),
+            })?;
         }
-        let mut done = run
-            .state
-            .outputs
-            .get("clusters")
-            .cloned()
-            .unwrap_or(json!({}));
-        done[cluster.name.as_str()] = json!("healthy");
-        run.checkpoint(json!({"clusters": done}))?;
+        let mut done: ClustersCheckpoint = run.outputs_as()?;
+        done.clusters.insert(cluster.name.clone(), HEALTHY.into());
+        run.checkpoint_as(&done)?;
     }
     Ok(())
 }
@@ -184,7 +178,9 @@ async fn sync_env_in(
 /// it), cluster by cluster in reverse wave order. The empty state is recorded as deployed.
 pub(super) async fn remove(run: &mut StageRun) -> StageResult {
     if !run.snapshot.prune {
-        return Err("removal needs prune (the app's syncPolicy.prune)".into());
+        return Err(StageError::terminal(
+            "removal needs prune (the app's syncPolicy.prune)",
+        ));
     }
     sync_env_in(run, &[], true, true).await?;
     Ok(run.state.outputs.clone())
@@ -193,7 +189,10 @@ pub(super) async fn remove(run: &mut StageRun) -> StageResult {
 pub(super) async fn deploy(run: &mut StageRun, stage: DeployStage) -> StageResult {
     let (_, env) = run.environment()?;
     let objects = env.objects.clone();
-    run.checkpoint(json!({"strategy": stage.strategy.as_str()}))?;
+    run.checkpoint_as(&DeployOutputs {
+        strategy: Some(stage.strategy),
+        ..DeployOutputs::default()
+    })?;
     match stage.strategy {
         Strategy::Rolling => {
             let objects = with_rolling_settings(&objects, &stage);
@@ -243,31 +242,32 @@ async fn deploy_canary(run: &mut StageRun, stage: &DeployStage, objects: &[Value
         let mut workloads = Vec::new();
         for d in objects.iter().filter(|o| is_deployment(o)) {
             let key = ObjectKey::of(d);
-            let production = connected.get(&key).await.map_err(|e| e.to_string())?.ok_or_else(|| {
-                format!(
+            let production = connected.get(&key).await?.ok_or_else(|| {
+                StageError::terminal(format!(
                     "{}: canary needs a running production version of {key} to compare with; deploy it first (rolling)",
                     cluster.name
-                )
+                ))
             })?;
             workloads.extend(desired::canary_tracks(d, &production, &settings));
         }
         // Recorded before they are applied, so that whatever ends the execution removes them.
-        created.extend(
-            workloads
-                .iter()
-                .map(|w| json!({"cluster": cluster.name, "key": ObjectKey::of(w)})),
-        );
-        run.checkpoint(json!({"canaryWorkloads": created}))?;
+        created.extend(workloads.iter().map(|w| CanaryWorkload {
+            cluster: cluster.name.clone(),
+            key: ObjectKey::of(w),
+        }));
+        run.checkpoint_as(&DeployOutputs {
+            canary_workloads: Some(created.clone()),
+            ..DeployOutputs::default()
+        })?;
         // Resumed after a restart, a cluster already applied is only waited for.
-        if !applied_in(run, &cluster.name, &json!(true)) {
+        if !applied_in(run, &cluster.name, &Applied::Tracks(true))? {
             for w in &workloads {
                 connected
                     .apply(w, false, run.snapshot.force_conflicts)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 run.note(&format!("{}: applied {}", cluster.name, ObjectKey::of(w)));
             }
-            mark_applied(run, &cluster.name, json!(true))?;
+            mark_applied(run, &cluster.name, Applied::Tracks(true))?;
         }
         wait_healthy(run, &connected, &workloads).await?;
     }
@@ -278,19 +278,24 @@ async fn wait_healthy(
     run: &StageRun,
     cluster: &Cluster,
     workloads: &[Value],
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     let deadline = run.remaining().map(|r| tokio::time::Instant::now() + r);
     for w in workloads {
         let key = ObjectKey::of(w);
         loop {
-            match cluster.health(&key).await.map_err(|e| e.to_string())? {
+            match cluster.health(&key).await? {
                 health::Health::Healthy => break,
                 health::Health::Failed(reason) => {
-                    return Err(format!("rollout of {key} failed: {reason}"));
+                    // Will not get healthy without a change.
+                    return Err(StageError::terminal(format!(
+                        "rollout of {key} failed: {reason}"
+                    )));
                 }
                 health::Health::Progressing(m) => {
                     if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                        return Err(format!("timed out waiting for {key}: {m}"));
+                        return Err(StageError::transient(format!(
+                            "timed out waiting for {key}: {m}"
+                        )));
                     }
                 }
             }
@@ -322,15 +327,14 @@ async fn deploy_blue_green(
         let connected = connect(run, &cluster).await?;
         // Resumed after a restart, a cluster already applied is only waited for: nothing
         // is applied twice.
-        if !applied_in(run, &cluster.name, &json!(revision)) {
+        if !applied_in(run, &cluster.name, &Applied::Revision(revision.clone()))? {
             ensure_namespace(run, &connected, &env.namespace).await?;
             for o in others.iter().chain(&versioned) {
                 connected
                     .apply(o, false, run.snapshot.force_conflicts)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             }
-            mark_applied(run, &cluster.name, json!(revision))?;
+            mark_applied(run, &cluster.name, Applied::Revision(revision.clone()))?;
         }
         wait_healthy(run, &connected, &versioned).await?;
         run.note(&format!("{}: revision {revision} is healthy", cluster.name));
@@ -339,14 +343,23 @@ async fn deploy_blue_green(
         .scale_down_delay
         .map(|d| d.0.as_secs())
         .unwrap_or(30);
-    if run.state.outputs["blueGreen"]["revision"] != json!(revision) {
-        run.checkpoint(
-            json!({"blueGreen": {"revision": revision, "switched": false,
-            "scaleDownDelay": delay, "settings": settings}}),
-        )?;
+    let current: BlueGreenCheckpoint = run.outputs_as()?;
+    if current.blue_green.as_ref().map(|bg| bg.revision.as_str()) != Some(revision.as_str()) {
+        run.checkpoint_as(&BlueGreenCheckpoint {
+            blue_green: Some(BlueGreenOutputs {
+                revision: revision.clone(),
+                switched: false,
+                scale_down_delay: Some(delay),
+                settings: settings.clone(),
+                previous: None,
+                switched_at: None,
+            }),
+            previous_scaled_down: None,
+        })?;
     }
     if settings.auto_promote {
-        if run.state.outputs["blueGreen"]["switched"] != json!(true) {
+        let current: BlueGreenCheckpoint = run.outputs_as()?;
+        if !current.blue_green.is_some_and(|bg| bg.switched) {
             switch_services(run, objects, &revision, &settings).await?;
         }
         record_applied(
@@ -360,20 +373,21 @@ async fn deploy_blue_green(
 
 /// Whether this stage already applied `what` to `cluster` (checkpointed under `applied`), so a
 /// resumed stage only waits for health there.
-fn applied_in(run: &StageRun, cluster: &str, what: &Value) -> bool {
-    run.state.outputs["applied"][cluster] == *what
+fn applied_in(run: &StageRun, cluster: &str, what: &Applied) -> Result<bool, StageError> {
+    Ok(run.outputs_as::<DeployOutputs>()?.applied_in(cluster, what))
 }
 
 /// Checkpoints that `what` was applied to `cluster`.
-fn mark_applied(run: &mut StageRun, cluster: &str, what: Value) -> Result<(), String> {
-    let mut done = run
-        .state
-        .outputs
-        .get("applied")
-        .cloned()
-        .unwrap_or(json!({}));
-    done[cluster] = what;
-    run.checkpoint(json!({"applied": done}))
+fn mark_applied(run: &mut StageRun, cluster: &str, what: Applied) -> Result<(), StageError> {
+    let mut applied = run
+        .outputs_as::<DeployOutputs>()?
+        .applied
+        .unwrap_or_default();
+    applied.insert(cluster.to_string(), what);
+    run.checkpoint_as(&DeployOutputs {
+        applied: Some(applied),
+        ..DeployOutputs::default()
+    })
 }
 
 /// Creates the app's namespace in `cluster` when it is missing (or fails naming it when
@@ -382,7 +396,7 @@ async fn ensure_namespace(
     run: &StageRun,
     cluster: &Cluster,
     namespace: &str,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     let (env_name, _) = run.environment()?;
     let app = run.snapshot.app["name"].as_str().unwrap_or_default();
     let created = sync::ensure_namespace(
@@ -392,8 +406,7 @@ async fn ensure_namespace(
         env_name,
         run.snapshot.create_namespace,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     if created {
         run.note(&format!(
             "{}: created namespace {namespace}",
@@ -410,7 +423,7 @@ async fn switch_services(
     objects: &[Value],
     revision: &str,
     settings: &crate::config::BlueGreenSettings,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     let (_, env) = run.environment()?;
     let env = env.clone();
     let mut previous: Option<String> = None;
@@ -420,11 +433,7 @@ async fn switch_services(
             .iter()
             .filter(|o| is_service(o) && !is_preview(o, settings))
         {
-            if let Some(live) = connected
-                .get(&ObjectKey::of(service))
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            if let Some(live) = connected.get(&ObjectKey::of(service)).await? {
                 previous = previous.or_else(|| {
                     live["spec"]["selector"][REVISION_LABEL]
                         .as_str()
@@ -434,8 +443,7 @@ async fn switch_services(
             let s = desired::selecting(service, revision);
             connected
                 .apply(&s, false, run.snapshot.force_conflicts)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             run.note(&format!(
                 "{}: {} now routes to revision {revision}",
                 cluster.name,
@@ -444,49 +452,31 @@ async fn switch_services(
         }
     }
     let mut bg = run
-        .state
-        .outputs
-        .get("blueGreen")
-        .cloned()
-        .unwrap_or(json!({}));
-    bg["switched"] = json!(true);
-    bg["previous"] = json!(previous);
-    bg["switchedAt"] = json!(Utc::now());
-    run.checkpoint(json!({"blueGreen": bg}))
+        .outputs_as::<BlueGreenCheckpoint>()?
+        .blue_green
+        .unwrap_or_default();
+    bg.switched = true;
+    bg.previous = Some(previous);
+    bg.switched_at = Some(Utc::now());
+    run.checkpoint_as(&BlueGreenCheckpoint {
+        blue_green: Some(bg),
+        previous_scaled_down: None,
+    })
 }
 
 /// The deploy stage of this stage's environment in the same execution, with its outputs.
-fn deploy_stage_of(run: &StageRun) -> Result<Option<(String, Value)>, String> {
+fn deploy_stage_of(run: &StageRun) -> Result<Option<DeployOutputs>, StageError> {
     let env = run.stage.environment.clone();
-    let states = run
-        .engine
-        .store
-        .stages(&run.execution)
-        .map_err(|e| e.to_string())?;
-    Ok(states
+    let states = run.engine.store.stages(&run.execution)?;
+    states
         .into_iter()
-        .filter(|s| {
-            s.stage_type == "deploy" && s.environment == env && s.status == StageStatus::Succeeded
+        .rfind(|s| {
+            s.kind() == Some(StageType::Deploy)
+                && s.environment == env
+                && s.status == StageStatus::Succeeded
         })
-        .map(|s| {
-            let strategy = s.outputs["strategy"]
-                .as_str()
-                .unwrap_or("rolling")
-                .to_string();
-            (strategy, s.outputs)
-        })
-        .next_back())
-}
-
-/// The canary tracks recorded in a deploy stage's `outputs`, per cluster.
-fn canary_tracks_of(outputs: &Value, cluster: &str) -> Vec<ObjectKey> {
-    outputs["canaryWorkloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["cluster"] == cluster)
-        .filter_map(|i| serde_json::from_value(i["key"].clone()).ok())
-        .collect()
+        .map(|s| super::outputs::read(&s.name, &s.outputs))
+        .transpose()
 }
 
 /// Removes the canary tracks that the deploy stages of `execution` left running when it ends
@@ -502,7 +492,10 @@ pub(crate) async fn remove_leftover_tracks(
     let Ok(states) = engine.store.stages(execution) else {
         return;
     };
-    for state in states.iter().filter(|s| s.stage_type == "deploy") {
+    for state in states
+        .iter()
+        .filter(|s| s.kind() == Some(StageType::Deploy))
+    {
         let Some(env) = state
             .environment
             .as_ref()
@@ -514,8 +507,15 @@ pub(crate) async fn remove_leftover_tracks(
             tracing::info!(execution, stage = %state.name, "{message}");
             let _ = engine.store.log(execution, Some(&state.name), message);
         };
+        let outputs: DeployOutputs = match super::outputs::read(&state.name, &state.outputs) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                log(&format!("could not read the canary tracks: {e}"));
+                continue;
+            }
+        };
         for cluster in clusters(env).into_iter().rev() {
-            let tracks = canary_tracks_of(&state.outputs, &cluster.name);
+            let tracks = outputs.canary_tracks(&cluster.name);
             if tracks.is_empty() {
                 continue;
             }
@@ -551,16 +551,16 @@ pub(crate) async fn remove_leftover_tracks(
     }
 }
 
-async fn delete_canary_workloads(run: &mut StageRun, outputs: &Value) -> Result<(), String> {
+async fn delete_canary_workloads(
+    run: &mut StageRun,
+    outputs: &DeployOutputs,
+) -> Result<(), StageError> {
     let (_, env) = run.environment()?;
     let env = env.clone();
     for cluster in clusters(&env) {
         let connected = connect(run, &cluster).await?;
-        for key in canary_tracks_of(outputs, &cluster.name) {
-            connected
-                .delete(&key, false)
-                .await
-                .map_err(|e| e.to_string())?;
+        for key in outputs.canary_tracks(&cluster.name) {
+            connected.delete(&key, false).await?;
             run.note(&format!("{}: removed {key}", cluster.name));
         }
     }
@@ -568,40 +568,51 @@ async fn delete_canary_workloads(run: &mut StageRun, outputs: &Value) -> Result<
 }
 
 pub(super) async fn promote(run: &mut StageRun) -> StageResult {
-    let Some((strategy, outputs)) = deploy_stage_of(run)? else {
-        return Err("nothing to promote: no successful deploy stage for this environment".into());
+    let Some(deployed) = deploy_stage_of(run)? else {
+        return Err(StageError::terminal(
+            "nothing to promote: no successful deploy stage for this environment",
+        ));
     };
     let (_, env) = run.environment()?;
     let objects = env.objects.clone();
-    match strategy.as_str() {
-        "canary" => {
-            if run.state.outputs.get("production") != Some(&json!("healthy")) {
+    match deployed.strategy() {
+        Strategy::Canary => {
+            let done: PromoteOutputs = run.outputs_as()?;
+            if done.production.as_deref() != Some(HEALTHY) {
                 sync_env(run, &objects, true).await?;
-                run.checkpoint(json!({"production": "healthy"}))?;
+                run.checkpoint_as(&PromoteOutputs {
+                    production: Some(HEALTHY.into()),
+                    ..PromoteOutputs::default()
+                })?;
             }
-            delete_canary_workloads(run, &outputs).await?;
-            Ok(json!({"promoted": "canary", "production": "healthy"}))
+            delete_canary_workloads(run, &deployed).await?;
+            to_value(&PromoteOutputs {
+                promoted: Some(Strategy::Canary),
+                production: Some(HEALTHY.into()),
+                ..PromoteOutputs::default()
+            })
         }
-        "blueGreen" => {
-            let revision = outputs["blueGreen"]["revision"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let settings: crate::config::BlueGreenSettings =
-                serde_json::from_value(outputs["blueGreen"]["settings"].clone())
-                    .unwrap_or_default();
-            if !outputs["blueGreen"]["switched"].as_bool().unwrap_or(false)
-                && run.state.outputs.get("switched").is_none()
-            {
-                run.state.outputs = merged_outputs(&run.state.outputs, &outputs);
+        Strategy::BlueGreen => {
+            let deployed_bg = deployed.blue_green.clone().unwrap_or_default();
+            let revision = deployed_bg.revision.clone();
+            let settings = deployed_bg.settings.clone();
+            let done: PromoteOutputs = run.outputs_as()?;
+            if !deployed_bg.switched && done.switched.is_none() {
+                // This stage carries the deploy stage's blue/green state on from here.
+                run.state.outputs = crate::pipeline::merged(
+                    &run.state.outputs,
+                    to_value(&BlueGreenCheckpoint {
+                        blue_green: deployed.blue_green.clone(),
+                        previous_scaled_down: None,
+                    })?,
+                );
                 switch_services(run, &objects, &revision, &settings).await?;
-                run.checkpoint(json!({"switched": true}))?;
+                run.checkpoint_as(&PromoteOutputs {
+                    switched: Some(true),
+                    ..PromoteOutputs::default()
+                })?;
             }
-            let delay = Duration::from_secs(
-                outputs["blueGreen"]["scaleDownDelay"]
-                    .as_u64()
-                    .unwrap_or(30),
-            );
+            let delay = Duration::from_secs(deployed_bg.delay());
             scale_down_previous(run, &objects, &revision, delay).await?;
             // What drift and self-heal compare with: the switched blue/green state, never the
             // plain render (which would route the Services to every revision).
@@ -611,39 +622,44 @@ pub(super) async fn promote(run: &mut StageRun) -> StageResult {
             )?;
             // The switch is part of this stage's result, so that a later rollback stage
             // can route back.
-            let mut switched = run.state.outputs["blueGreen"].clone();
-            switched["switched"] = json!(true);
-            Ok(json!({"promoted": "blueGreen", "revision": revision, "blueGreen": switched}))
+            // Switched by the deploy stage (`autoPromote`): its state is the switched one.
+            let mut switched = run
+                .outputs_as::<BlueGreenCheckpoint>()?
+                .blue_green
+                .unwrap_or(deployed_bg);
+            switched.switched = true;
+            to_value(&PromoteOutputs {
+                promoted: Some(Strategy::BlueGreen),
+                revision: Some(revision),
+                blue_green: Some(switched),
+                ..PromoteOutputs::default()
+            })
         }
-        _ => {
+        Strategy::Rolling => {
             run.note("rolling deploys are live once healthy: nothing to promote");
-            Ok(json!({"promoted": "rolling"}))
+            to_value(&PromoteOutputs {
+                promoted: Some(Strategy::Rolling),
+                ..PromoteOutputs::default()
+            })
         }
     }
 }
 
-fn merged_outputs(current: &Value, deploy: &Value) -> Value {
-    crate::pipeline::merged(current, json!({"blueGreen": deploy["blueGreen"]}))
-}
-
-fn record_applied(run: &StageRun, objects: &[Value]) -> Result<(), String> {
+fn record_applied(run: &StageRun, objects: &[Value]) -> Result<(), StageError> {
     let (env_name, env) = run.environment()?;
     for cluster in &env.clusters {
-        run.engine
-            .store
-            .save_applied(&AppliedRevision {
-                app: run.snapshot.app["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                environment: env_name.to_string(),
-                cluster: cluster.name.clone(),
-                revision: run.revision.clone(),
-                objects: objects.to_vec(),
-                execution: run.execution.clone(),
-                applied_at: Utc::now(),
-            })
-            .map_err(|e| e.to_string())?;
+        run.engine.store.save_applied(&AppliedRevision {
+            app: run.snapshot.app["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            environment: env_name.to_string(),
+            cluster: cluster.name.clone(),
+            revision: run.revision.clone(),
+            objects: objects.to_vec(),
+            execution: run.execution.clone(),
+            applied_at: Utc::now(),
+        })?;
     }
     Ok(())
 }
@@ -656,14 +672,17 @@ async fn scale_down_previous(
     objects: &[Value],
     revision: &str,
     delay: Duration,
-) -> Result<(), String> {
-    let previous = run.state.outputs["blueGreen"]["previous"]
-        .as_str()
+) -> Result<(), StageError> {
+    let done: BlueGreenCheckpoint = run.outputs_as()?;
+    let previous = done
+        .blue_green
+        .as_ref()
+        .and_then(|bg| bg.previous_revision())
         .map(str::to_string);
     let Some(previous) = previous.filter(|p| *p != revision) else {
         return Ok(());
     };
-    if run.state.outputs.get("previousScaledDown") == Some(&json!(true)) {
+    if done.previous_scaled_down == Some(true) {
         return Ok(());
     }
     run.note(&format!(
@@ -672,31 +691,28 @@ async fn scale_down_previous(
     ));
     tokio::time::sleep(delay).await;
     scale_revision(run, objects, &previous, 0).await?;
-    run.checkpoint(json!({"previousScaledDown": true}))
+    run.checkpoint_as(&BlueGreenCheckpoint {
+        blue_green: None,
+        previous_scaled_down: Some(true),
+    })
 }
 
 /// The blue/green switch of this stage's environment in the same execution, if one
-/// happened: (new revision, previous revision, settings), from the deploy stage
-/// (`autoPromote`) or the promote stage.
-fn blue_green_switch(run: &StageRun) -> Result<Option<(String, Option<String>, Value)>, String> {
-    let states = run
-        .engine
-        .store
-        .stages(&run.execution)
-        .map_err(|e| e.to_string())?;
-    Ok(states
-        .into_iter()
+/// happened, from the deploy stage (`autoPromote`) or the promote stage.
+fn blue_green_switch(run: &StageRun) -> Result<Option<BlueGreenOutputs>, StageError> {
+    let states = run.engine.store.stages(&run.execution)?;
+    let mut switch = None;
+    for s in states
+        .iter()
         .filter(|s| s.environment == run.stage.environment)
-        .filter(|s| matches!(s.stage_type.as_str(), "deploy" | "promote"))
-        .map(|s| s.outputs["blueGreen"].clone())
-        .rfind(|bg| bg["switched"] == json!(true))
-        .map(|bg| {
-            (
-                bg["revision"].as_str().unwrap_or_default().to_string(),
-                bg["previous"].as_str().map(str::to_string),
-                bg["settings"].clone(),
-            )
-        }))
+        .filter(|s| matches!(s.kind(), Some(StageType::Deploy | StageType::Promote)))
+    {
+        let outputs: BlueGreenCheckpoint = super::outputs::read(&s.name, &s.outputs)?;
+        if let Some(bg) = outputs.blue_green.filter(|bg| bg.switched) {
+            switch = Some(bg);
+        }
+    }
+    Ok(switch)
 }
 
 async fn scale_revision(
@@ -704,7 +720,7 @@ async fn scale_revision(
     objects: &[Value],
     revision: &str,
     replicas: i64,
-) -> Result<(), String> {
+) -> Result<(), StageError> {
     let (_, env) = run.environment()?;
     let env = env.clone();
     for cluster in clusters(&env) {
@@ -712,13 +728,10 @@ async fn scale_revision(
         for d in objects.iter().filter(|o| is_deployment(o)) {
             let mut key = ObjectKey::of(d);
             key.name = format!("{}-{revision}", key.name);
-            if let Some(mut live) = connected.get(&key).await.map_err(|e| e.to_string())? {
+            if let Some(mut live) = connected.get(&key).await? {
                 crate::diff::normalize(&mut live);
                 live["spec"]["replicas"] = json!(replicas);
-                connected
-                    .apply(&live, false, true)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                connected.apply(&live, false, true).await?;
                 run.note(&format!("{}: scaled {key} to {replicas}", cluster.name));
             }
         }
@@ -732,114 +745,120 @@ pub(super) async fn rollback(run: &mut StageRun) -> StageResult {
     let env_name = env_name.to_string();
     let env = env.clone();
     let objects = env.objects.clone();
-    match deploy {
-        Some((strategy, outputs)) if strategy == "canary" => {
+    let strategy = deploy.as_ref().map(DeployOutputs::strategy);
+    match (strategy, deploy) {
+        (Some(Strategy::Canary), Some(outputs)) => {
             delete_canary_workloads(run, &outputs).await?;
             run.note("production was not changed by the canary");
-            Ok(json!({"rolledBack": "canary"}))
+            to_value(&RollbackOutputs::of(RolledBack::Canary))
         }
-        Some((strategy, _)) if strategy == "blueGreen" && blue_green_switch(run)?.is_some() => {
-            // Instant rollback: route back to the previous revision (scaled up again if its
-            // keep-alive window had passed), then scale the new one down.
-            let Some((revision, previous, settings)) = blue_green_switch(run)? else {
-                return Err("blue/green switch disappeared".into());
-            };
-            let previous = previous.ok_or_else(|| {
-                format!(
-                    "revision {revision} was the first one: no previous revision to route back to"
-                )
-            })?;
-            let settings: crate::config::BlueGreenSettings =
-                serde_json::from_value(settings).unwrap_or_default();
-            for d in objects.iter().filter(|o| is_deployment(o)) {
-                let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-                scale_revision(run, std::slice::from_ref(d), &previous, replicas).await?;
-            }
-            switch_services(run, &objects, &previous, &settings).await?;
-            scale_revision(run, &objects, &revision, 0).await?;
-            run.note(&format!("routed back to revision {previous}"));
-            Ok(json!({"rolledBack": "blueGreen", "revision": revision, "restored": previous}))
-        }
-        Some((strategy, outputs))
-            if strategy == "blueGreen" && outputs["blueGreen"]["switched"] != json!(true) =>
-        {
-            let revision = outputs["blueGreen"]["revision"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            scale_revision(run, &objects, &revision, 0).await?;
-            Ok(json!({"rolledBack": "blueGreen", "revision": revision}))
-        }
-        _ => {
-            let app = run.snapshot.app["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            // A rollback execution (`/bowline rollback`) restores what was live before the
-            // execution it rolls back, and records it so drift detection compares with it.
-            let before = run
-                .snapshot
-                .rollback_before
-                .clone()
-                .unwrap_or_else(|| run.execution.clone());
-            let record = run.snapshot.rollback_before.is_some();
-            // Nothing to roll back to anywhere (a first delivery): the stage is skipped with
-            // that reason rather than failed. Only some clusters without one: the others are
-            // rolled back, then the stage fails naming the rest.
-            let mut goods = Vec::new();
-            let mut missing = Vec::new();
-            for cluster in clusters(&env) {
-                match run
-                    .engine
-                    .store
-                    .last_good(&app, &env_name, &cluster.name, Some(&before))
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(good) => goods.push((cluster, good)),
-                    None => missing.push(cluster.name),
+        (Some(Strategy::BlueGreen), Some(outputs)) => {
+            if let Some(switch) = blue_green_switch(run)? {
+                // Instant rollback: route back to the previous revision (scaled up again if
+                // its keep-alive window had passed), then scale the new one down.
+                let revision = switch.revision.clone();
+                let previous = switch
+                    .previous_revision()
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        StageError::terminal(format!(
+                            "revision {revision} was the first one: no previous revision to route back to"
+                        ))
+                    })?;
+                for d in objects.iter().filter(|o| is_deployment(o)) {
+                    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+                    scale_revision(run, std::slice::from_ref(d), &previous, replicas).await?;
                 }
+                switch_services(run, &objects, &previous, &switch.settings).await?;
+                scale_revision(run, &objects, &revision, 0).await?;
+                run.note(&format!("routed back to revision {previous}"));
+                return to_value(&RollbackOutputs {
+                    revision: Some(revision),
+                    restored: Some(previous),
+                    ..RollbackOutputs::of(RolledBack::BlueGreen)
+                });
             }
-            let nothing = format!(
-                "{}: no earlier successful revision to roll back to",
-                missing.join(", ")
-            );
-            if goods.is_empty() && !missing.is_empty() {
-                run.end_as(StageStatus::Skipped, nothing);
-                return Ok(json!({"rolledBack": "nothing"}));
+            let bg = outputs.blue_green.unwrap_or_default();
+            if !bg.switched {
+                scale_revision(run, &objects, &bg.revision, 0).await?;
+                return to_value(&RollbackOutputs {
+                    revision: Some(bg.revision),
+                    ..RollbackOutputs::of(RolledBack::BlueGreen)
+                });
             }
-            let mut restored = BTreeMap::new();
-            for (cluster, good) in goods {
-                restored.insert(cluster.name.clone(), good.revision.clone());
-                run.note(&format!(
-                    "{}: re-applying revision {}",
-                    cluster.name, good.revision
-                ));
-                sync_env(run, &good.objects, false).await?;
-                if record {
-                    run.engine
-                        .store
-                        .save_applied(&AppliedRevision {
-                            execution: run.execution.clone(),
-                            applied_at: Utc::now(),
-                            ..good.clone()
-                        })
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            if !missing.is_empty() {
-                return Err(nothing);
-            }
-            Ok(json!({"rolledBack": "revision", "revisions": restored}))
+            rollback_revision(run, &env_name, &env).await
         }
+        _ => rollback_revision(run, &env_name, &env).await,
     }
 }
 
-pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> StageResult {
-    let mut config = run
+/// Re-applies the last good revision of every cluster of the environment.
+async fn rollback_revision(run: &mut StageRun, env_name: &str, env: &EnvSnapshot) -> StageResult {
+    let app = run.snapshot.app["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // A rollback execution (`/bowline rollback`) restores what was live before the
+    // execution it rolls back, and records it so drift detection compares with it.
+    let before = run
         .snapshot
-        .canary
+        .rollback_before
         .clone()
-        .ok_or("canaryAnalysis needs a canary config (spec.canary.config of the app)")?;
+        .unwrap_or_else(|| run.execution.clone());
+    let record = run.snapshot.rollback_before.is_some();
+    // Nothing to roll back to anywhere (a first delivery): the stage is skipped with
+    // that reason rather than failed. Only some clusters without one: the others are
+    // rolled back, then the stage fails naming the rest.
+    let mut goods = Vec::new();
+    let mut missing = Vec::new();
+    for cluster in clusters(env) {
+        match run
+            .engine
+            .store
+            .last_good(&app, env_name, &cluster.name, Some(&before))?
+        {
+            Some(good) => goods.push((cluster, good)),
+            None => missing.push(cluster.name),
+        }
+    }
+    let nothing = format!(
+        "{}: no earlier successful revision to roll back to",
+        missing.join(", ")
+    );
+    if goods.is_empty() && !missing.is_empty() {
+        run.end_as(StageStatus::Skipped, nothing);
+        return to_value(&RollbackOutputs::of(RolledBack::Nothing));
+    }
+    let mut restored = BTreeMap::new();
+    for (cluster, good) in goods {
+        restored.insert(cluster.name.clone(), good.revision.clone());
+        run.note(&format!(
+            "{}: re-applying revision {}",
+            cluster.name, good.revision
+        ));
+        sync_env(run, &good.objects, false).await?;
+        if record {
+            run.engine.store.save_applied(&AppliedRevision {
+                execution: run.execution.clone(),
+                applied_at: Utc::now(),
+                ..good.clone()
+            })?;
+        }
+    }
+    if !missing.is_empty() {
+        // Another attempt would find no revision for them either.
+        return Err(StageError::terminal(nothing));
+    }
+    to_value(&RollbackOutputs {
+        revisions: Some(restored),
+        ..RollbackOutputs::of(RolledBack::Revision)
+    })
+}
+
+pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> StageResult {
+    let mut config = run.snapshot.canary.clone().ok_or_else(|| {
+        StageError::terminal("canaryAnalysis needs a canary config (spec.canary.config of the app)")
+    })?;
     if let Some(lifetime) = stage.lifetime {
         config.spec.analysis.lifetime = lifetime;
     }
@@ -853,7 +872,9 @@ pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> 
         .prometheus_override
         .clone()
         .or_else(|| env.prometheus.clone())
-        .ok_or("the environment has no prometheus.url for canary analysis")?;
+        .ok_or_else(|| {
+            StageError::terminal("the environment has no prometheus.url for canary analysis")
+        })?;
     let namespace = env.namespace.clone();
     let app = run.snapshot.app["name"]
         .as_str()
@@ -887,7 +908,8 @@ pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> 
         canary: scope("canary"),
         config,
     };
-    let source = PrometheusSource::new(&url, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let source = PrometheusSource::new(&url, Duration::from_secs(30))
+        .map_err(|e| StageError::terminal(e.to_string()))?;
     let analysis: Pin<Box<dyn Future<Output = analysis::AnalysisReport> + Send + '_>> =
         Box::pin(analysis::run(&source, &request));
     let report = analysis.await;
@@ -902,11 +924,19 @@ pub(super) async fn analysis(run: &mut StageRun, stage: CanaryAnalysisStage) -> 
     run.checkpoint(outputs.clone())?;
     match report.status {
         Status::Pass => Ok(outputs),
-        Status::Marginal => Err(format!("canary marginal: {}", report.reason)),
-        Status::Fail | Status::Error => Err(format!(
-            "canary {}: {}",
-            report.status.as_str().to_ascii_lowercase(),
+        // Verdicts: the same metrics would be judged the same way again.
+        Status::Marginal => Err(StageError::terminal(format!(
+            "canary marginal: {}",
             report.reason
-        )),
+        ))),
+        Status::Fail => Err(StageError::terminal(format!(
+            "canary fail: {}",
+            report.reason
+        ))),
+        // No verdict (metrics could not be retrieved): another attempt may get them.
+        Status::Error => Err(StageError::transient(format!(
+            "canary error: {}",
+            report.reason
+        ))),
     }
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::StageRun;
 use crate::config::{ManualJudgmentStage, TimeoutOutcome};
-use crate::pipeline::StageResult;
+use crate::pipeline::{StageError, StageResult};
 use crate::store::{Decision, StageStatus, StageUpdate};
 
 pub(super) async fn judgment(run: &mut StageRun, stage: ManualJudgmentStage) -> StageResult {
@@ -48,21 +48,16 @@ pub(super) async fn judgment(run: &mut StageRun, stage: ManualJudgmentStage) -> 
         .remaining()
         .map(|left| tokio::time::Instant::now() + left);
     loop {
-        if let Some(j) = run
-            .engine
-            .store
-            .judgment(&run.execution, &run.stage.name)
-            .map_err(|e| e.to_string())?
-        {
+        if let Some(j) = run.engine.store.judgment(&run.execution, &run.stage.name)? {
             if let Some(input) = &j.input
                 && !stage.inputs.is_empty()
                 && !stage.inputs.contains(input)
             {
-                return Err(format!(
+                return Err(StageError::terminal(format!(
                     "{} chose \"{input}\", which is not one of: {}",
                     j.user,
                     stage.inputs.join(", ")
-                ));
+                )));
             }
             let outputs =
                 json!({"judgment": j.decision, "user": j.user, "input": j.input, "at": j.at});

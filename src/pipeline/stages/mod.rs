@@ -5,6 +5,7 @@
 
 mod deploy;
 mod judgment;
+pub(crate) mod outputs;
 mod simple;
 mod webhook;
 
@@ -16,10 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::snapshot::{EnvSnapshot, Snapshot};
-use super::{Ending, Engine, Progress, StageResult, merged, window};
+use super::{Ending, Engine, Progress, StageError, StageResult, merged, window};
 use crate::config::{Stage, StageAction};
 use crate::store::{StageState, StageStatus, StageUpdate};
 
@@ -52,14 +55,14 @@ impl StageRun {
         });
     }
 
-    /// Waits for the stage's execution window, then attempts it (with retries and its
-    /// timeout).
+    /// Waits for the stage's execution window, then attempts it (with its timeout), retrying
+    /// transient failures as `retries:` allows; a terminal failure ends the stage at once.
     async fn run_attempts(&mut self) -> StageResult {
         self.wait_for_window().await?;
         let manual = matches!(self.stage.action, StageAction::ManualJudgment(_));
         let attempts = if manual { 1 } else { self.stage.retries + 1 };
         let mut delay = self.engine.services.retry_delay;
-        let mut last_error = String::new();
+        let mut last_error = StageError::terminal("no attempt was made");
         for attempt in 0..attempts {
             // A stage interrupted within an attempt (running, or waiting for a judgment)
             // resumes that attempt; anything else starts a new one.
@@ -95,19 +98,32 @@ impl StageRun {
                 (false, Some(remaining)) => {
                     match tokio::time::timeout(remaining, self.attempt()).await {
                         Ok(r) => r,
-                        Err(_) => Err(format!(
+                        // The timeout counts from the first start: another attempt would
+                        // have no time left.
+                        Err(_) => Err(StageError::terminal(format!(
                             "timed out after {}",
                             humantime::format_duration(
                                 self.stage.timeout.map(|t| t.0).unwrap_or_default()
                             )
-                        )),
+                        ))),
                     }
                 }
                 _ => self.attempt().await,
             };
             match result {
                 Ok(outputs) => return Ok(outputs),
-                Err(e) => last_error = e,
+                Err(e) if !e.is_transient() => {
+                    if attempt + 1 < attempts {
+                        self.note(&format!(
+                            "not retried: the failure is terminal (another attempt would fail the same way): {e}"
+                        ));
+                    }
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(execution = %self.execution, stage = %self.stage.name, attempt = attempt + 1, error = %e, "transient failure");
+                    last_error = e;
+                }
             }
             if attempt + 1 < attempts {
                 tokio::time::sleep(delay).await;
@@ -151,12 +167,12 @@ impl StageRun {
         Some(timeout.saturating_sub(spent))
     }
 
-    async fn wait_for_window(&mut self) -> Result<(), String> {
+    async fn wait_for_window(&mut self) -> Result<(), StageError> {
         let env = self.stage.environment.clone();
         let mut announced = false;
         loop {
             let next = window::next_opening(&self.snapshot.windows, env.as_deref(), Utc::now())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| StageError::terminal(e.to_string()))?;
             let Some(opens) = next else {
                 if announced {
                     self.checkpoint(json!({"windowOpenedAt": Utc::now()}))?;
@@ -189,7 +205,7 @@ impl StageRun {
     }
 
     /// Commits a stage update; the returned state replaces the local copy.
-    fn commit(&mut self, update: StageUpdate) -> Result<(), String> {
+    fn commit(&mut self, update: StageUpdate) -> Result<(), StageError> {
         let update = StageUpdate {
             owner: Some(self.engine.services.owner.clone()),
             ..update
@@ -197,19 +213,32 @@ impl StageRun {
         let state = self
             .engine
             .store
-            .update_stage(&self.execution, &self.stage.name, update)
-            .map_err(|e| e.to_string())?;
+            .update_stage(&self.execution, &self.stage.name, update)?;
         self.state = state;
         Ok(())
     }
 
     /// Commits `extra` into the outputs (a checkpoint), before its effect is reported.
-    fn checkpoint(&mut self, extra: Value) -> Result<(), String> {
+    fn checkpoint(&mut self, extra: Value) -> Result<(), StageError> {
         let outputs = merged(&self.state.outputs, extra);
         self.commit(StageUpdate {
             outputs: Some(outputs),
             ..StageUpdate::default()
         })
+    }
+
+    /// Commits the fields `extra` serializes to into the outputs (a typed checkpoint; fields
+    /// it leaves out keep their value).
+    fn checkpoint_as<T: Serialize>(&mut self, extra: &T) -> Result<(), StageError> {
+        let value = serde_json::to_value(extra).map_err(|e| {
+            StageError::terminal(format!("stage {}: outputs: {e}", self.stage.name))
+        })?;
+        self.checkpoint(value)
+    }
+
+    /// The stage's outputs so far, read as `T`.
+    fn outputs_as<T: DeserializeOwned>(&self) -> Result<T, StageError> {
+        outputs::read(&self.stage.name, &self.state.outputs)
     }
 
     fn report(&self, status: StageStatus, message: Option<String>) {
@@ -234,17 +263,15 @@ impl StageRun {
     }
 
     /// The snapshot of the stage's environment.
-    fn environment(&self) -> Result<(&str, &EnvSnapshot), String> {
-        let name = self
-            .stage
-            .environment
-            .as_deref()
-            .ok_or_else(|| format!("stage {} needs an environment", self.stage.name))?;
-        let env = self
-            .snapshot
-            .environments
-            .get(name)
-            .ok_or_else(|| format!("environment \"{name}\" is not part of this execution"))?;
+    fn environment(&self) -> Result<(&str, &EnvSnapshot), StageError> {
+        let name = self.stage.environment.as_deref().ok_or_else(|| {
+            StageError::terminal(format!("stage {} needs an environment", self.stage.name))
+        })?;
+        let env = self.snapshot.environments.get(name).ok_or_else(|| {
+            StageError::terminal(format!(
+                "environment \"{name}\" is not part of this execution"
+            ))
+        })?;
         Ok((name, env))
     }
 }

@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::StageRun;
 use crate::config::{CheckPreconditionsStage, WaitStage};
-use crate::pipeline::StageResult;
 use crate::pipeline::egress;
 use crate::pipeline::expr::{self, HttpCheck};
+use crate::pipeline::{StageError, StageResult};
 
 /// Waits for the duration, counted from the stage's first start, so a restart does not make
 /// the wait longer.
@@ -24,7 +24,8 @@ pub(super) async fn wait(run: &mut StageRun, stage: WaitStage) -> StageResult {
         Some(until) => until,
         None => {
             let until = Utc::now()
-                + chrono::Duration::from_std(stage.duration.0).map_err(|e| e.to_string())?;
+                + chrono::Duration::from_std(stage.duration.0)
+                    .map_err(|e| StageError::terminal(format!("duration: {e}")))?;
             run.checkpoint(json!({"until": until}))?;
             until
         }
@@ -43,11 +44,7 @@ pub(super) async fn preconditions(
     run: &mut StageRun,
     stage: CheckPreconditionsStage,
 ) -> StageResult {
-    let states = run
-        .engine
-        .store
-        .stages(&run.execution)
-        .map_err(|e| e.to_string())?;
+    let states = run.engine.store.stages(&run.execution)?;
     let ctx = run
         .snapshot
         .expr_context(&run.execution, &run.revision, &run.stage, &states);
@@ -79,8 +76,11 @@ pub(super) async fn preconditions(
             .collect::<Vec<_>>()
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| StageError::terminal(format!("evaluating the preconditions: {e}")))?;
     let mut failed = Vec::new();
+    // An expression that cannot be evaluated fails the same way every time; one that is
+    // false may hold later (what it checks can change), so that is worth a retry.
+    let mut invalid = false;
     let mut report = Vec::new();
     for (p, outcome) in results {
         let ok = match outcome {
@@ -95,6 +95,7 @@ pub(super) async fn preconditions(
             }
             Err(e) => {
                 failed.push(e.to_string());
+                invalid = true;
                 false
             }
         };
@@ -103,6 +104,11 @@ pub(super) async fn preconditions(
     if failed.is_empty() {
         Ok(json!({"preconditions": report}))
     } else {
-        Err(format!("precondition failed: {}", failed.join("; ")))
+        let message = format!("precondition failed: {}", failed.join("; "));
+        Err(if invalid {
+            StageError::terminal(message)
+        } else {
+            StageError::transient(message)
+        })
     }
 }

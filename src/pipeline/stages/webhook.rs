@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::StageRun;
 use crate::config::WebhookStage;
-use crate::pipeline::StageResult;
 use crate::pipeline::expr;
+use crate::pipeline::{StageError, StageResult};
 
 /// Header naming a webhook delivery for de-duplication.
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -30,11 +30,7 @@ fn idempotency_key(execution: &str, stage: &str) -> String {
 }
 
 pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageResult {
-    let states = run
-        .engine
-        .store
-        .stages(&run.execution)
-        .map_err(|e| e.to_string())?;
+    let states = run.engine.store.stages(&run.execution)?;
     let mut ctx = run
         .snapshot
         .expr_context(&run.execution, &run.revision, &run.stage, &states);
@@ -47,21 +43,23 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
                 t.replace(s.as_str(), "***")
             })
     };
+    // Templates, URLs and methods that are refused now are refused on every attempt.
+    let terminal = |text: String| StageError::terminal(redact(&text));
     let url = expr::render_value(&Value::String(stage.url.clone()), &ctx)
-        .map_err(|e| redact(&e.to_string()))?;
+        .map_err(|e| terminal(e.to_string()))?;
     let url = url.as_str().unwrap_or_default().to_string();
     crate::pipeline::egress::check_url(&url, run.engine.services.allow_link_local_egress)
-        .map_err(|e| redact(&format!("{} {url}: {e}", stage.method.to_ascii_uppercase())))?;
+        .map_err(|e| terminal(format!("{} {url}: {e}", stage.method.to_ascii_uppercase())))?;
     let headers =
-        expr::render_value(&json!(stage.headers), &ctx).map_err(|e| redact(&e.to_string()))?;
+        expr::render_value(&json!(stage.headers), &ctx).map_err(|e| terminal(e.to_string()))?;
     let body = stage
         .body
         .as_ref()
         .map(|b| expr::render_value(b, &ctx))
         .transpose()
-        .map_err(|e| redact(&e.to_string()))?;
+        .map_err(|e| terminal(e.to_string()))?;
     let method = reqwest::Method::from_bytes(stage.method.to_ascii_uppercase().as_bytes())
-        .map_err(|e| format!("method {}: {e}", stage.method))?;
+        .map_err(|e| StageError::terminal(format!("method {}: {e}", stage.method)))?;
     let expected: Vec<u16> = if stage.expect_status.is_empty() {
         (200..300).collect()
     } else {
@@ -75,7 +73,7 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
         .as_object()
         .is_some_and(|m| m.keys().any(|k| k.eq_ignore_ascii_case(IDEMPOTENCY_KEY)));
     let mut delay = Duration::from_millis(500);
-    let mut last = String::new();
+    let mut last = StageError::transient("no request was sent");
     for attempt in 0..=stage.retries {
         if attempt > 0 {
             tokio::time::sleep(delay).await;
@@ -101,7 +99,7 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
                     return Ok(json!({"status": status, "attempts": attempt + 1}));
                 }
                 let text = response.text().await.unwrap_or_default();
-                last = format!(
+                let message = format!(
                     "{method} {} answered {status} (expected {}): {}",
                     redact(&url),
                     expected
@@ -113,10 +111,12 @@ pub(super) async fn webhook(run: &mut StageRun, stage: WebhookStage) -> StageRes
                 );
                 // Client errors other than throttling will not change on retry.
                 if (400..500).contains(&status) && status != 429 && status != 408 {
+                    last = StageError::terminal(message);
                     break;
                 }
+                last = StageError::transient(message);
             }
-            Err(e) => last = redact(&format!("{method} {}: {e}", url)),
+            Err(e) => last = StageError::transient(redact(&format!("{method} {}: {e}", url))),
         }
     }
     Err(last)
