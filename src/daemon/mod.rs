@@ -34,6 +34,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::cluster::ConnectOptions;
+use crate::config::StageType;
 use crate::forge::{CommitState, CommitStatus, ForgeError, GitHub, RepoRef};
 use crate::pipeline::{self, Engine, Progress, Services};
 use crate::source::Limits;
@@ -526,7 +527,10 @@ impl Daemon {
         let (Ok(execution), Ok(stages)) = (self.store.execution(id), self.store.stages(id)) else {
             return;
         };
-        for stage in stages.iter().filter(|s| s.stage_type == "canaryAnalysis") {
+        for stage in stages
+            .iter()
+            .filter(|s| s.kind() == Some(StageType::CanaryAnalysis))
+        {
             if let Some(score) = stage
                 .outputs
                 .get("score")
@@ -689,7 +693,7 @@ fn only_waits(store: &dyn Store, id: &str) -> bool {
     active.peek().is_some()
         && active.all(|s| {
             s.status == StageStatus::Waiting
-                || (s.stage_type == "wait" && s.outputs.get("until").is_some())
+                || (s.kind() == Some(StageType::Wait) && s.outputs.get("until").is_some())
         })
 }
 
