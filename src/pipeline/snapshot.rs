@@ -263,14 +263,7 @@ pub fn prepare(
         allow_self_approval: application.spec.allow_self_approval,
         rollback_before: None,
     };
-    Ok(NewExecution {
-        app: app.to_string(),
-        environments: snapshot.environments.keys().cloned().collect(),
-        revision: revision.to_string(),
-        pipeline,
-        trigger: serde_json::to_value(&snapshot).unwrap_or(Value::Null),
-        stages: new_stages(&stages),
-    })
+    Ok(new_execution(app, &snapshot, revision, pipeline, &stages))
 }
 
 /// Pipeline name of removal executions (see [`prepare_removal`]).
@@ -372,26 +365,39 @@ pub fn prepare_removal(
         allow_self_approval: application.spec.allow_self_approval,
         rollback_before: None,
     };
-    Ok(NewExecution {
+    Ok(new_execution(
+        app,
+        &snapshot,
+        revision,
+        REMOVAL_PIPELINE.to_string(),
+        &stages,
+    ))
+}
+
+/// The execution of `stages` with `snapshot` (stored as its trigger) at `revision`.
+fn new_execution(
+    app: &str,
+    snapshot: &Snapshot,
+    revision: &str,
+    pipeline: String,
+    stages: &[Stage],
+) -> NewExecution {
+    NewExecution {
         app: app.to_string(),
         environments: snapshot.environments.keys().cloned().collect(),
         revision: revision.to_string(),
-        pipeline: REMOVAL_PIPELINE.to_string(),
-        trigger: serde_json::to_value(&snapshot).unwrap_or(Value::Null),
-        stages: new_stages(&stages),
-    })
-}
-
-fn new_stages(stages: &[Stage]) -> Vec<NewStage> {
-    stages
-        .iter()
-        .map(|s| NewStage {
-            name: s.name.clone(),
-            stage_type: s.action.stage_type().as_str().to_string(),
-            environment: s.environment.clone(),
-            inputs: serde_json::to_value(s).unwrap_or(Value::Null),
-        })
-        .collect()
+        pipeline,
+        trigger: serde_json::to_value(snapshot).unwrap_or(Value::Null),
+        stages: stages
+            .iter()
+            .map(|s| NewStage {
+                name: s.name.clone(),
+                stage_type: s.action.stage_type().as_str().to_string(),
+                environment: s.environment.clone(),
+                inputs: serde_json::to_value(s).unwrap_or(Value::Null),
+            })
+            .collect(),
+    }
 }
 
 /// The stages of `environment`, plus environment-less stages whose dependencies all stay;
