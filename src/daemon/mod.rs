@@ -66,6 +66,22 @@ pub fn removal_context(app: &str) -> String {
     format!("bowline/remove/{app}")
 }
 
+/// The pending status of an execution from its unfinished stages (stage, status, text; in
+/// the order they got there): a judgment or window someone waits on first, then a failure or
+/// rejection, then the stage that started last.
+fn pending_description(shown: &[(String, StageStatus, String)]) -> Option<String> {
+    let last = |wanted: &[StageStatus]| {
+        shown
+            .iter()
+            .rev()
+            .find(|(_, status, _)| wanted.contains(status))
+            .map(|(_, _, text)| text.clone())
+    };
+    last(&[StageStatus::Waiting])
+        .or_else(|| last(&[StageStatus::Failed, StageStatus::Rejected]))
+        .or_else(|| last(&[StageStatus::Running]))
+}
+
 /// The deploy status description of a rejected execution: who rejected it where, from its
 /// rejected stages ("rejected by maria at approve-production").
 pub fn rejected_description(stages: &[crate::store::StageState]) -> String {
@@ -89,6 +105,36 @@ mod outcome_tests {
     use super::*;
     use crate::store::StageState;
     use serde_json::json;
+
+    #[test]
+    fn a_wait_is_shown_over_stages_running_beside_it() {
+        let row = |stage: &str, status: StageStatus, text: &str| {
+            (stage.to_string(), status, format!("{stage}: {text}"))
+        };
+        let mut shown = vec![
+            row(
+                "approve-production",
+                StageStatus::Waiting,
+                "awaiting judgment",
+            ),
+            row("remove-staging", StageStatus::Running, "running"),
+        ];
+        assert_eq!(
+            pending_description(&shown).as_deref(),
+            Some("approve-production: awaiting judgment")
+        );
+        shown.remove(0);
+        assert_eq!(
+            pending_description(&shown).as_deref(),
+            Some("remove-staging: running")
+        );
+        shown.push(row("verify", StageStatus::Failed, "failed"));
+        assert_eq!(
+            pending_description(&shown).as_deref(),
+            Some("verify: failed")
+        );
+        assert_eq!(pending_description(&[]), None);
+    }
 
     fn stage(name: &str, status: StageStatus, outputs: serde_json::Value) -> StageState {
         StageState {
@@ -431,38 +477,45 @@ impl Daemon {
             outbox.status_or_log(repo_ref, &sha, &status);
         });
         let progress_report = report.clone();
+        // What each unfinished stage shows; the status says the one that matters most, so a
+        // stage finishing beside a waiting judgment does not hide the wait.
+        #[allow(clippy::type_complexity)]
+        let shown: Arc<Mutex<(Vec<(String, StageStatus, String)>, Option<String>)>> =
+            Arc::default();
         let services = Services {
             progress: Arc::new(move |p: &Progress| {
-                let update = match p {
-                    Progress::Stage {
-                        stage,
-                        status: StageStatus::Waiting,
-                        message,
-                    } => Some(format!(
-                        "{stage}: {}",
-                        message.as_deref().unwrap_or("waiting")
-                    )),
-                    Progress::Stage {
-                        stage,
-                        status: StageStatus::Running,
-                        ..
-                    } => Some(format!("{stage}: running")),
-                    Progress::Stage {
-                        stage,
-                        status: StageStatus::Failed,
-                        ..
-                    } => Some(format!("{stage}: failed")),
-                    Progress::Stage {
-                        stage,
-                        status: StageStatus::Rejected,
-                        message,
-                    } => Some(format!(
-                        "{stage}: {}",
-                        message.as_deref().unwrap_or("rejected")
-                    )),
-                    _ => None,
+                let Progress::Stage {
+                    stage,
+                    status,
+                    message,
+                } = p
+                else {
+                    return;
                 };
-                if let Some(description) = update {
+                let text = match status {
+                    StageStatus::Waiting => message.as_deref().unwrap_or("waiting").to_string(),
+                    StageStatus::Running => "running".to_string(),
+                    StageStatus::Failed => "failed".to_string(),
+                    StageStatus::Rejected => message.as_deref().unwrap_or("rejected").to_string(),
+                    _ => String::new(),
+                };
+                let description = {
+                    let mut guard = lock(&shown);
+                    let (stages, reported) = &mut *guard;
+                    stages.retain(|(s, _, _)| s != stage);
+                    if !text.is_empty() {
+                        stages.push((stage.clone(), *status, format!("{stage}: {text}")));
+                    }
+                    // Only a change is worth a status.
+                    pending_description(stages).filter(|d| {
+                        let new = reported.as_deref() != Some(d.as_str());
+                        if new {
+                            *reported = Some(d.clone());
+                        }
+                        new
+                    })
+                };
+                if let Some(description) = description {
                     progress_report(CommitState::Pending, description);
                 }
             }),
