@@ -241,6 +241,9 @@ spec:
           wave: 2
       prometheus:
         url: http://prometheus.prod.acme.example:9090
+      # Teams may run their apps in their own namespaces in production.
+      destinations:
+        namespaces: [production, "team-*"]
   defaults:
     syncPolicy:
       automated: true
