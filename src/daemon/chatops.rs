@@ -40,17 +40,6 @@ pub enum ChatOpsOutcome {
     Refused(String),
 }
 
-fn approvers_of(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Daemon {
     /// Executions delivering pull request `number`, newest first.
     fn executions_of_pull_request(&self, number: u64) -> Result<Vec<Execution>, DaemonError> {
@@ -227,10 +216,7 @@ impl Daemon {
                 // Every target is checked, and every new execution prepared, before any starts.
                 let mut prepared = Vec::new();
                 for e in &chosen {
-                    if let Some(why) = self
-                        .refusal(comment, &approvers_of(&e.trigger["approvers"]))
-                        .await?
-                    {
+                    if let Some(why) = self.refusal(comment, &operations::approvers_of(e)).await? {
                         return Ok(ChatOpsOutcome::Refused(why));
                     }
                     prepared.push(if retry {

@@ -93,6 +93,11 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The app's approvers an execution recorded when it was created.
+pub fn approvers_of(execution: &Execution) -> Vec<String> {
+    strings(&execution.trigger["approvers"])
+}
+
 /// A manual judgment waiting for a decision.
 #[derive(Debug, Clone)]
 pub struct Waiting {
@@ -120,7 +125,7 @@ pub fn waiting_among(
             {
                 let mut approvers = strings(&stage.outputs["approvers"]);
                 if approvers.is_empty() {
-                    approvers = strings(&execution.trigger["approvers"]);
+                    approvers = approvers_of(execution);
                 }
                 found.push(Waiting {
                     execution: execution.clone(),
