@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod canary;
+pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

@@ -4,9 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bowline::check;
 use bowline::config::ConfigRepo;
 use bowline::diagnostic::{self, Diagnostic};
-use bowline::policy::{self, PolicyReport};
+use bowline::policy::PolicyReport;
 use bowline::render::{self, RenderSummary};
 use bowline::source::{Limits, Snapshot};
 
@@ -38,7 +39,7 @@ pub fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Re
         ..Limits::default()
     };
     let (snapshot, mut diagnostics) = Snapshot::from_dir(&args.repo, &limits)?;
-    let checked = policy::check_snapshot(&snapshot, app, env)?;
+    let checked = check::check_snapshot(&snapshot, app, env)?;
     diagnostics.extend(checked.diagnostics);
     diagnostic::sort_and_dedup(&mut diagnostics);
     Ok(Loaded {

@@ -85,15 +85,15 @@ pub struct Manifests {
 #[derive(Debug, Default)]
 pub struct ConfigRepo {
     /// `bowline.yaml`, when it loaded.
-    pub repository: Option<Document<Repository>>,
+    pub repository: Option<Arc<Document<Repository>>>,
     /// Applications by name (= directory under `apps/`).
-    pub apps: BTreeMap<String, Document<Application>>,
+    pub apps: BTreeMap<String, Arc<Document<Application>>>,
     /// Manifest templates by application directory.
     pub manifests: BTreeMap<String, Manifests>,
     /// Pipeline templates by name.
-    pub pipelines: BTreeMap<String, Document<PipelineTemplate>>,
+    pub pipelines: BTreeMap<String, Arc<Document<PipelineTemplate>>>,
     /// Canary configs by name.
-    pub canaries: BTreeMap<String, Document<CanaryConfig>>,
+    pub canaries: BTreeMap<String, Arc<Document<CanaryConfig>>>,
     /// Application directories without a loadable app.yaml (so references to them are not
     /// reported again as unknown).
     pub broken_apps: Vec<String>,
@@ -204,11 +204,12 @@ fn role_of(path: &str) -> Role {
 /// did not load, its kind and name (so references to it are not reported as unknown).
 type FileOutcome = (Option<Loaded>, Vec<Diagnostic>, Option<(Kind, String)>);
 
+#[derive(Clone)]
 enum Loaded {
-    Repository(Document<Repository>),
-    Application(String, Document<Application>),
-    Pipeline(Document<PipelineTemplate>),
-    Canary(Document<CanaryConfig>),
+    Repository(Arc<Document<Repository>>),
+    Application(String, Arc<Document<Application>>),
+    Pipeline(Arc<Document<PipelineTemplate>>),
+    Canary(Arc<Document<CanaryConfig>>),
 }
 
 impl Loaded {
@@ -236,6 +237,55 @@ impl Loaded {
 /// Loads every document of a snapshot and runs the cross-document checks.
 #[tracing::instrument(level = "info", skip_all, fields(files = snapshot.len()))]
 pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
+    let (repo, mut diagnostics) = load_documents(snapshot, &LoadCache::default());
+    diagnostics.extend(validate::check(&repo));
+    (repo, diagnostics)
+}
+
+/// Parsed files by path, each with the text it was parsed from: loading a commit that shares
+/// most files with one loaded before parses only the files whose text differs.
+#[derive(Default)]
+pub struct LoadCache {
+    files: std::sync::Mutex<std::collections::HashMap<String, (Arc<str>, FileOutcome)>>,
+}
+
+impl std::fmt::Debug for LoadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let files = self.files.lock().map_or(0, |files| files.len());
+        f.debug_struct("LoadCache").field("files", &files).finish()
+    }
+}
+
+impl LoadCache {
+    /// The cached outcome of `path` when it was parsed from the same text.
+    fn get(&self, path: &str, text: &Arc<str>) -> Option<FileOutcome> {
+        let files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (cached, outcome) = files.get(path)?;
+        (Arc::ptr_eq(cached, text) || cached == text).then(|| outcome.clone())
+    }
+
+    /// Records what this load parsed and forgets paths the snapshot no longer has once they
+    /// outnumber the ones it has (so a long-running daemon's cache follows the repository).
+    fn update(&self, snapshot: &Snapshot, parsed: Vec<(String, Arc<str>, FileOutcome)>) {
+        let mut files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (path, text, outcome) in parsed {
+            files.insert(path, (text, outcome));
+        }
+        if files.len() > 2 * snapshot.len() + 64 {
+            files.retain(|path, _| snapshot.get(path).is_some());
+        }
+    }
+}
+
+/// Loads every document of a snapshot, reusing what `cache` parsed before, without the
+/// cross-document checks of [`validate`] (callers run them, or their per-app parts, next).
+pub fn load_documents(snapshot: &Snapshot, cache: &LoadCache) -> (ConfigRepo, Vec<Diagnostic>) {
     let mut repo = ConfigRepo::default();
     let mut diagnostics = Vec::new();
     let mut work = Vec::new();
@@ -265,13 +315,27 @@ pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
         }
     }
 
-    let results: Vec<FileOutcome> = work
-        .into_par_iter()
-        .map(|(path, text, role)| load_file(path, text, role))
+    let mut results: Vec<Option<FileOutcome>> = work
+        .iter()
+        .map(|(path, text, _)| cache.get(path, text))
         .collect();
+    let parsed: Vec<(String, Arc<str>, FileOutcome)> = work
+        .into_par_iter()
+        .zip(results.par_iter())
+        .filter(|(_, cached)| cached.is_none())
+        .map(|((path, text, role), _)| {
+            let outcome = load_file(path.clone(), text.clone(), role);
+            (path, text, outcome)
+        })
+        .collect();
+    let mut fresh = parsed.iter().map(|(_, _, outcome)| outcome.clone());
+    for slot in results.iter_mut().filter(|r| r.is_none()) {
+        *slot = fresh.next();
+    }
+    cache.update(snapshot, parsed);
 
     let mut seen: BTreeMap<(Kind, String), String> = BTreeMap::new();
-    for (loaded, diags, broken) in results {
+    for (loaded, diags, broken) in results.into_iter().flatten() {
         diagnostics.extend(diags);
         match broken {
             Some((Kind::PipelineTemplate, name)) => repo.broken_pipelines.push(name),
@@ -333,7 +397,6 @@ pub fn load(snapshot: &Snapshot) -> (ConfigRepo, Vec<Diagnostic>) {
         }
     }
 
-    diagnostics.extend(validate::check(&repo));
     (repo, diagnostics)
 }
 
@@ -352,10 +415,12 @@ fn load_file(path: String, text: Arc<str>, role: Role) -> FileOutcome {
         }
         Ok(raw) => {
             let result = match role {
-                Role::Repository => typed::<Repository>(path, text, raw).map(Loaded::Repository),
+                Role::Repository => {
+                    typed::<Repository>(path, text, raw).map(|d| Loaded::Repository(Arc::new(d)))
+                }
                 Role::Application { dir } => typed::<Application>(path, text, raw).and_then(|d| {
                     if d.doc.metadata.name == dir {
-                        Ok(Loaded::Application(dir, d))
+                        Ok(Loaded::Application(dir, Arc::new(d)))
                     } else {
                         let message = format!(
                             "\"{}\" must equal the directory name \"{dir}\"",
@@ -364,8 +429,11 @@ fn load_file(path: String, text: Arc<str>, role: Role) -> FileOutcome {
                         Err(vec![d.error("/metadata/name", message)])
                     }
                 }),
-                Role::Pipeline => typed::<PipelineTemplate>(path, text, raw).map(Loaded::Pipeline),
-                Role::Canary => typed::<CanaryConfig>(path, text, raw).map(Loaded::Canary),
+                Role::Pipeline => typed::<PipelineTemplate>(path, text, raw)
+                    .map(|d| Loaded::Pipeline(Arc::new(d))),
+                Role::Canary => {
+                    typed::<CanaryConfig>(path, text, raw).map(|d| Loaded::Canary(Arc::new(d)))
+                }
                 _ => Err(Vec::new()),
             };
             match result {

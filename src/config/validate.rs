@@ -16,35 +16,52 @@ use crate::template;
 
 /// Runs every cross-document rule.
 pub fn check(repo: &ConfigRepo) -> Vec<Diagnostic> {
+    let (mut out, broken_templates) = check_platform(repo);
+    // Apps are independent: check them in parallel, keeping their order.
+    let apps: Vec<&Document<Application>> = repo.apps.values().map(|a| a.as_ref()).collect();
+    let per_app: Vec<Vec<Diagnostic>> = apps
+        .par_iter()
+        .map(|app| check_app(repo, app, &broken_templates))
+        .collect();
+    out.extend(per_app.into_iter().flatten());
+    out
+}
+
+/// Pipeline templates with errors of their own: not instantiated per app, which would only
+/// repeat their errors.
+pub type BrokenTemplates = HashSet<String>;
+
+/// The rules of the platform's documents (`bowline.yaml`, pipeline templates, canary configs),
+/// and the templates found broken.
+pub fn check_platform(repo: &ConfigRepo) -> (Vec<Diagnostic>, BrokenTemplates) {
     let mut out = Vec::new();
     if let Some(r) = &repo.repository {
         check_repository(repo, r, &mut out);
     }
-    // Templates with errors of their own are not instantiated per app: the app would only
-    // repeat them.
     let mut broken_templates = HashSet::new();
     for (name, template) in &repo.pipelines {
         let before = out.len();
         check_pipeline(repo, template, &mut out);
         if out[before..].iter().any(Diagnostic::is_error) {
-            broken_templates.insert(name.as_str());
+            broken_templates.insert(name.clone());
         }
     }
     for canary in repo.canaries.values() {
         check_canary(canary, &mut out);
     }
-    // Apps are independent: check them in parallel, keeping their order.
-    let apps: Vec<&Document<Application>> = repo.apps.values().collect();
-    let per_app: Vec<Vec<Diagnostic>> = apps
-        .par_iter()
-        .map(|app| {
-            let mut diagnostics = Vec::new();
-            check_application(repo, app, &broken_templates, &mut diagnostics);
-            diagnostics
-        })
-        .collect();
-    out.extend(per_app.into_iter().flatten());
-    out
+    (out, broken_templates)
+}
+
+/// The rules of one application against the platform's documents. Its result depends only
+/// on the app's own files and the platform's documents, never on other apps.
+pub fn check_app(
+    repo: &ConfigRepo,
+    app: &Document<Application>,
+    broken_templates: &BrokenTemplates,
+) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    check_application(repo, app, broken_templates, &mut diagnostics);
+    diagnostics
 }
 
 fn list(names: &[&str]) -> String {
@@ -208,7 +225,7 @@ fn check_destinations(
 fn check_application(
     repo: &ConfigRepo,
     doc: &Document<Application>,
-    broken_templates: &HashSet<&str>,
+    broken_templates: &BrokenTemplates,
     out: &mut Vec<Diagnostic>,
 ) {
     let app = &doc.doc;

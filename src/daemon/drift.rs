@@ -65,7 +65,7 @@ impl Daemon {
             return BTreeMap::new();
         };
         let repo = match self.snapshot(&sha) {
-            Ok((snapshot, _)) => crate::config::load(&snapshot).0,
+            Ok((snapshot, _)) => self.checker.documents(&snapshot),
             Err(e) => {
                 tracing::warn!(error = %e, "drift check could not read the last good commit");
                 return BTreeMap::new();

@@ -324,6 +324,9 @@ pub struct Daemon {
     outbox: outbox::Outbox,
     /// Set while GitHub rate-limits the outbox.
     outbox_pause: outbox::Pause,
+    /// Each app's validation, render and policy results by its inputs, so a commit or pull
+    /// request costs work for the apps it changes only.
+    checker: crate::check::Checker,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -389,6 +392,7 @@ impl Daemon {
             repo_id: Mutex::new(identity::RepositoryId::default()),
             outbox,
             outbox_pause: Mutex::new(None),
+            checker: crate::check::Checker::default(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let sender = runtime.spawn(outbox::run(

@@ -166,7 +166,7 @@ impl Daemon {
             return Ok(None);
         };
         let (snapshot, _) = self.snapshot(&last_good)?;
-        let (repo, _) = crate::config::load(&snapshot);
+        let repo = self.checker.documents(&snapshot);
         Ok(Some((last_good, snapshot, repo)))
     }
 
@@ -199,12 +199,11 @@ impl Daemon {
             // The proposed settings are checked as documents (and policies compiled, never
             // evaluated), so their author sees their errors; they take effect only once merged.
             diagnostics.extend(tokio::task::block_in_place(|| {
-                proposed_platform_problems(&head)
+                proposed_platform_problems(&self.checker, &head)
             })?);
         }
-        let checked = tokio::task::block_in_place(|| {
-            crate::policy::check_snapshot(&planned_snapshot, None, None)
-        })?;
+        let checked =
+            tokio::task::block_in_place(|| self.checker.check(&planned_snapshot, None, None))?;
         diagnostics.extend(checked.diagnostics);
         diagnostic::sort_and_dedup(&mut diagnostics);
         let repo = checked.repo;
@@ -388,7 +387,7 @@ impl Daemon {
             .await
             .ok()?;
         let (snapshot, _) = self.snapshot(&sha).ok()?;
-        let (repo, _) = crate::config::load(&snapshot);
+        let repo = self.checker.documents(&snapshot);
         let root = lock(&self.state).roots.first().cloned();
         tokio::task::block_in_place(|| self.source.tree_ids(&sha))
             .ok()
@@ -398,8 +397,11 @@ impl Daemon {
 
 /// Problems of the platform files a pull request proposes: `bowline.yaml` loaded and checked
 /// against its schema, repository policies parsed and compiled (never evaluated).
-fn proposed_platform_problems(head: &Snapshot) -> Result<Vec<Diagnostic>, DaemonError> {
-    let (_, mut problems) = crate::config::load(head);
+fn proposed_platform_problems(
+    checker: &crate::check::Checker,
+    head: &Snapshot,
+) -> Result<Vec<Diagnostic>, DaemonError> {
+    let mut problems = checker.platform_problems(head);
     problems.retain(|d| is_platform_path(&d.file));
     let (_, policy_problems) = crate::policy::load::from_snapshot(head)?;
     problems.extend(policy_problems);

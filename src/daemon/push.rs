@@ -86,7 +86,7 @@ impl Daemon {
     pub(super) fn restore_cursor(&self, sha: &str) -> Result<(), DaemonError> {
         let roots = self.source.input_roots(sha)?;
         let (snapshot, _) = self.source.snapshot(sha, &self.config.limits)?;
-        let (repo, _) = crate::config::load(&snapshot);
+        let repo = self.checker.documents(&snapshot);
         let inputs = inputs::digests(&repo, &self.source.tree_ids(sha)?, None);
         let mut state = lock(&self.state);
         state.last_good = Some(sha.to_string());
@@ -168,8 +168,7 @@ impl Daemon {
             return Ok(Reconciled::NoAppChanged { commit: sha });
         }
         let (snapshot, mut diagnostics) = self.snapshot(&sha)?;
-        let checked =
-            tokio::task::block_in_place(|| crate::policy::check_snapshot(&snapshot, None, None))?;
+        let checked = tokio::task::block_in_place(|| self.checker.check(&snapshot, None, None))?;
         diagnostics.extend(checked.diagnostics);
         diagnostic::sort_and_dedup(&mut diagnostics);
         let repo = checked.repo;

@@ -75,7 +75,7 @@ impl Daemon {
             return Ok(Vec::new());
         }
         let (snapshot, _) = self.snapshot(old_sha)?;
-        let (old, _) = crate::config::load(&snapshot);
+        let old = self.checker.documents(&snapshot);
         let mut pruned: Vec<(&str, Vec<String>)> = Vec::new();
         for app in &removed {
             let Some(doc) = old.apps.get(app) else {

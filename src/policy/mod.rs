@@ -1012,53 +1012,6 @@ pub fn render_and_check(
     })
 }
 
-/// A config repository checked end to end: loaded, validated, rendered and evaluated against
-/// the built-in and repository policies.
-pub struct Checked {
-    /// The loaded repository.
-    pub repo: ConfigRepo,
-    /// Every problem found: loading, validation, render errors and warnings, policy results;
-    /// sorted and de-duplicated.
-    pub diagnostics: Vec<Diagnostic>,
-    /// A summary of each render of the selection.
-    pub rendered: Vec<RenderSummary>,
-    /// Policy results and exceptions (the results are also in `diagnostics`).
-    pub policy: PolicyReport,
-}
-
-/// Loads `snapshot`, renders the selected apps and environments (all when `None`) and
-/// evaluates the policies: what `validate`, `plan` and the pull-request plan all start from.
-pub fn check_snapshot(
-    snapshot: &crate::source::Snapshot,
-    app: Option<&str>,
-    env: Option<&str>,
-) -> Result<Checked, PolicyError> {
-    let (repo, mut diagnostics) = crate::config::load(snapshot);
-    let (policies, policy_diagnostics) = from_snapshot(snapshot)?;
-    diagnostics.extend(policy_diagnostics);
-    let mut report = PolicyReport::default();
-    let mut rendered = Vec::new();
-    for (summary, checked) in render_and_check(&repo, &policies, app, env) {
-        rendered.push(summary);
-        report.extend(checked);
-    }
-    report.sort();
-    diagnostics.extend(report.diagnostics());
-    for r in &rendered {
-        if let Err(errors) = &r.result {
-            diagnostics.extend(errors.iter().cloned());
-        }
-        diagnostics.extend(r.warnings.iter().cloned());
-    }
-    crate::diagnostic::sort_and_dedup(&mut diagnostics);
-    Ok(Checked {
-        repo,
-        diagnostics,
-        rendered,
-        policy: report,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -468,32 +468,36 @@ pub fn render_repo_with<T: Send>(
     let apps: Vec<&Document<Application>> = repo
         .apps
         .values()
+        .map(|a| a.as_ref())
         .filter(|a| app_filter.is_none_or(|f| a.doc.metadata.name == f))
         .collect();
     apps.par_iter()
-        .flat_map_iter(|app| {
-            let environments: Vec<&Environment> = repo
-                .app_environments(&app.doc)
-                .into_iter()
-                .filter(|e| env_filter.is_none_or(|f| e.name == f))
-                .collect();
-            let renderer = AppRenderer::new(repo, app);
-            environments
-                .into_iter()
-                .map(|e| {
-                    let result = match &renderer {
-                        Ok(r) => r.render(e),
-                        Err(errors) => Err(errors.clone()),
-                    };
-                    let warnings = result.as_deref().map(lint).unwrap_or_default();
-                    keep(Rendered {
-                        app: app.doc.metadata.name.clone(),
-                        environment: e.name.clone(),
-                        result,
-                        warnings,
-                    })
-                })
-                .collect::<Vec<_>>()
+        .flat_map_iter(|app| render_app(repo, app, env_filter).into_iter().map(&keep))
+        .collect()
+}
+
+/// Renders one app for each of its environments (or only `env_filter`), in promotion order.
+pub fn render_app(
+    repo: &ConfigRepo,
+    app: &Document<Application>,
+    env_filter: Option<&str>,
+) -> Vec<Rendered> {
+    let renderer = AppRenderer::new(repo, app);
+    repo.app_environments(&app.doc)
+        .into_iter()
+        .filter(|e| env_filter.is_none_or(|f| e.name == f))
+        .map(|e| {
+            let result = match &renderer {
+                Ok(r) => r.render(e),
+                Err(errors) => Err(errors.clone()),
+            };
+            let warnings = result.as_deref().map(lint).unwrap_or_default();
+            Rendered {
+                app: app.doc.metadata.name.clone(),
+                environment: e.name.clone(),
+                result,
+                warnings,
+            }
         })
         .collect()
 }

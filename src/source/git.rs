@@ -55,6 +55,144 @@ pub struct GitSource {
     branch: String,
     mirror: PathBuf,
     auth: GitAuth,
+    read_cache: std::sync::Mutex<ReadCache>,
+}
+
+/// A file of a tree listing: its path relative to the tree, Git id and mode.
+#[derive(Debug)]
+struct TreeFile {
+    path: String,
+    id: Oid,
+    mode: i32,
+}
+
+/// The files bowline reads under one tree (in the order of a pre-order walk) and every tree
+/// below it, so the trees stay cached while the listing is in use.
+#[derive(Debug)]
+struct Listing {
+    files: Arc<[TreeFile]>,
+    trees: Arc<[Oid]>,
+}
+
+/// A file's size and text, or why its text is refused.
+#[derive(Debug, Clone)]
+struct Blob {
+    size: u64,
+    text: Result<Arc<str>, String>,
+}
+
+/// What one snapshot used, so the cache keeps that and forgets the rest when it grows.
+#[derive(Default)]
+struct Used {
+    trees: std::collections::HashSet<Oid>,
+    blobs: std::collections::HashSet<Oid>,
+}
+
+/// Tree listings and file texts by Git id (objects are immutable, so an entry never goes
+/// stale; it is only dropped once no recent snapshot uses it).
+#[derive(Debug, Default)]
+struct ReadCache {
+    trees: std::collections::HashMap<Oid, Listing>,
+    blobs: std::collections::HashMap<Oid, Blob>,
+}
+
+impl ReadCache {
+    /// The listing of tree `id`, read at most once.
+    fn listing(
+        &mut self,
+        repo: &Repository,
+        id: Oid,
+        used: &mut Used,
+    ) -> Result<Listing, git2::Error> {
+        if let Some(cached) = self.trees.get(&id) {
+            used.trees.insert(id);
+            used.trees.extend(cached.trees.iter().copied());
+            return Ok(Listing {
+                files: cached.files.clone(),
+                trees: cached.trees.clone(),
+            });
+        }
+        let tree = repo.find_tree(id)?;
+        let mut files = Vec::new();
+        let mut trees = Vec::new();
+        for entry in tree.iter() {
+            let name = entry.name().unwrap_or_default();
+            if entry.kind() == Some(ObjectType::Tree) {
+                let child = self.listing(repo, entry.id(), used)?;
+                trees.push(entry.id());
+                trees.extend(child.trees.iter().copied());
+                files.extend(child.files.iter().map(|f| TreeFile {
+                    path: format!("{name}/{}", f.path),
+                    id: f.id,
+                    mode: f.mode,
+                }));
+            } else if READ_EXTENSIONS
+                .iter()
+                .any(|ext| name.rsplit_once('.').is_some_and(|(_, e)| e == *ext))
+            {
+                files.push(TreeFile {
+                    path: name.to_string(),
+                    id: entry.id(),
+                    mode: entry.filemode(),
+                });
+            }
+        }
+        let listing = Listing {
+            files: files.into(),
+            trees: trees.into(),
+        };
+        used.trees.insert(id);
+        self.trees.insert(
+            id,
+            Listing {
+                files: listing.files.clone(),
+                trees: listing.trees.clone(),
+            },
+        );
+        Ok(listing)
+    }
+
+    /// The size and text of blob `id`; a file over the size limit is neither decoded nor kept.
+    fn blob(
+        &mut self,
+        repo: &Repository,
+        id: Oid,
+        limits: &Limits,
+        used: &mut Used,
+    ) -> Result<Blob, git2::Error> {
+        used.blobs.insert(id);
+        if let Some(cached) = self.blobs.get(&id) {
+            return Ok(cached.clone());
+        }
+        let blob = repo.find_blob(id)?;
+        let size = blob.size() as u64;
+        if size > limits.max_file_bytes {
+            return Ok(Blob {
+                size,
+                text: Err(String::new()),
+            });
+        }
+        let text = match std::str::from_utf8(blob.content()) {
+            Ok(text) if text.starts_with('\u{feff}') => {
+                Err("file starts with a byte-order mark; save it as UTF-8 without BOM".into())
+            }
+            Ok(text) => Ok(Arc::<str>::from(text)),
+            Err(e) => Err(format!("file is not UTF-8: {e}")),
+        };
+        let blob = Blob { size, text };
+        self.blobs.insert(id, blob.clone());
+        Ok(blob)
+    }
+
+    /// Forgets what the last snapshot did not use once the cache holds more than twice that.
+    fn keep(&mut self, used: &Used) {
+        if self.trees.len() > 2 * used.trees.len() + 256 {
+            self.trees.retain(|id, _| used.trees.contains(id));
+        }
+        if self.blobs.len() > 2 * used.blobs.len() + 1024 {
+            self.blobs.retain(|id, _| used.blobs.contains(id));
+        }
+    }
 }
 
 impl std::fmt::Debug for GitSource {
@@ -86,6 +224,7 @@ impl GitSource {
             branch: branch.to_string(),
             mirror: cache_dir.to_path_buf(),
             auth,
+            read_cache: std::sync::Mutex::default(),
         };
         if Repository::open_bare(&source.mirror).is_err() {
             std::fs::create_dir_all(&source.mirror)
@@ -171,6 +310,12 @@ impl GitSource {
 
     /// The files of commit `sha` that bowline reads, with the same limits and refusals as a
     /// directory (symlinks and submodules are refused; so are non-UTF-8 and oversized files).
+    ///
+    /// Tree listings and file texts are remembered by Git id, so reading a commit that shares
+    /// most trees with one read before touches only the trees and files that changed, and
+    /// unchanged files are the same shared text (which lets later steps compare them by
+    /// pointer).
+    #[tracing::instrument(level = "debug", skip(self, limits))]
     pub fn snapshot(
         &self,
         sha: &str,
@@ -179,34 +324,31 @@ impl GitSource {
         let repo = self.repo()?;
         let tree =
             commit_tree(&repo, sha).map_err(|e| self.error("read", e.message().to_string()))?;
+        let git = |e: git2::Error| self.error("read", e.message().to_string());
+        let mut cache = self
+            .read_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut used = Used::default();
+        let mut entries: Vec<(String, Oid, i32)> = Vec::new();
+        for entry in tree.iter() {
+            let name = entry.name().unwrap_or_default();
+            if name == ROOT_FILE && entry.kind() != Some(ObjectType::Tree) {
+                entries.push((name.to_string(), entry.id(), entry.filemode()));
+            } else if READ_DIRS.contains(&name) && entry.kind() == Some(ObjectType::Tree) {
+                let listing = cache.listing(&repo, entry.id(), &mut used).map_err(git)?;
+                entries.extend(
+                    listing
+                        .files
+                        .iter()
+                        .map(|f| (format!("{name}/{}", f.path), f.id, f.mode)),
+                );
+            }
+        }
         let mut files = BTreeMap::new();
         let mut refused = BTreeSet::new();
         let mut diagnostics = Vec::new();
         let mut total: u64 = 0;
-        let mut entries: Vec<(String, Oid, i32)> = Vec::new();
-        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            let name = entry.name().unwrap_or_default();
-            let path = format!("{dir}{name}");
-            let top = path.split('/').next().unwrap_or_default();
-            let wanted_dir = READ_DIRS.contains(&top);
-            if entry.kind() == Some(ObjectType::Tree) {
-                return if dir.is_empty() && !wanted_dir {
-                    git2::TreeWalkResult::Skip
-                } else {
-                    git2::TreeWalkResult::Ok
-                };
-            }
-            let wanted = path == ROOT_FILE
-                || (wanted_dir
-                    && READ_EXTENSIONS
-                        .iter()
-                        .any(|ext| path.rsplit_once('.').is_some_and(|(_, e)| e == *ext)));
-            if wanted {
-                entries.push((path, entry.id(), entry.filemode()));
-            }
-            git2::TreeWalkResult::Ok
-        })
-        .map_err(|e| self.error("read", e.message().to_string()))?;
         for (path, id, mode) in entries {
             if files.len() >= limits.max_files {
                 diagnostics.push(Diagnostic::file_error(
@@ -237,22 +379,19 @@ impl GitSource {
                 );
                 continue;
             }
-            let blob = repo
-                .find_blob(id)
-                .map_err(|e| self.error("read", e.message().to_string()))?;
-            let size = blob.size() as u64;
-            if size > limits.max_file_bytes {
+            let blob = cache.blob(&repo, id, limits, &mut used).map_err(git)?;
+            if blob.size > limits.max_file_bytes {
                 refuse(
                     format!(
-                        "file is {size} bytes, over the limit of {} bytes",
-                        limits.max_file_bytes
+                        "file is {} bytes, over the limit of {} bytes",
+                        blob.size, limits.max_file_bytes
                     ),
                     &mut refused,
                     &mut diagnostics,
                 );
                 continue;
             }
-            total += size;
+            total += blob.size;
             if total > limits.max_total_bytes {
                 refuse(
                     format!(
@@ -264,24 +403,14 @@ impl GitSource {
                 );
                 break;
             }
-            match std::str::from_utf8(blob.content()) {
-                Ok(text) if text.starts_with('\u{feff}') => {
-                    refuse(
-                        "file starts with a byte-order mark; save it as UTF-8 without BOM".into(),
-                        &mut refused,
-                        &mut diagnostics,
-                    );
-                }
+            match blob.text {
                 Ok(text) => {
-                    files.insert(path, Arc::<str>::from(text));
+                    files.insert(path, text);
                 }
-                Err(e) => refuse(
-                    format!("file is not UTF-8: {e}"),
-                    &mut refused,
-                    &mut diagnostics,
-                ),
+                Err(reason) => refuse(reason, &mut refused, &mut diagnostics),
             }
         }
+        cache.keep(&used);
         Ok((Snapshot::from_parts(files, refused), diagnostics))
     }
 
