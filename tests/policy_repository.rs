@@ -260,7 +260,7 @@ fn the_worker_process_gives_the_results_of_the_in_process_interpreter() {
     let limits = bowline::source::Limits::default();
     let (snapshot, mut diagnostics) =
         bowline::source::Snapshot::from_dir(repo.path(), &limits).expect("snapshot");
-    let checked = bowline::policy::check_snapshot(&snapshot, None, None).expect("checked");
+    let checked = bowline::check::check_snapshot(&snapshot, None, None).expect("checked");
     assert!(!checked.policy.results.is_empty());
     diagnostics.extend(checked.diagnostics);
     bowline::diagnostic::sort_and_dedup(&mut diagnostics);
