@@ -189,6 +189,11 @@ impl Checker {
         config::load_documents(snapshot, &self.files).0
     }
 
+    /// Whether any check kept results yet.
+    pub fn has_results(&self) -> bool {
+        !lock(&self.generations).is_empty()
+    }
+
     /// Problems of `snapshot`'s documents and of the rules among the platform's documents
     /// (`bowline.yaml`, pipeline templates, canary configs), without any app's rules.
     pub fn platform_problems(&self, snapshot: &Snapshot) -> Vec<Diagnostic> {

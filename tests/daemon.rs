@@ -2315,3 +2315,48 @@ async fn two_pull_requests_plan_concurrently() {
     assert!(!done(&slow), "{:?}", w.plan_statuses(&slow));
     eventually("the first plan", Duration::from_secs(30), || done(&slow)).await;
 }
+
+/// After a restart the daemon checks its last good commit once; a pull request that changes
+/// one app then validates, renders and evaluates that app only, and the other apps' results
+/// are the ones kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_checks_only_the_app_it_changes() {
+    let (w, first) = start().await;
+    let apps = std::fs::read_dir(w.work.path().join("apps"))
+        .expect("apps")
+        .count() as f64;
+    let checked = |text: &str, outcome: &str| {
+        metric(
+            text,
+            &format!("bowline_checked_apps_total{{outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let text = metrics(&w).await;
+        if checked(&text, "computed") >= apps {
+            assert_eq!(checked(&text, "computed"), apps, "{text}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the last good commit was not checked after the restart: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    w.edit(
+        "apps/inventory-worker/app.yaml",
+        "tag: \"0.31.4\"",
+        "tag: \"0.32.0\"",
+    );
+    let head = commit_all(&w.git, "refs/pull/7/head", "bump worker", Some(&first));
+    let (comment, (state, description), _) =
+        plan_once(&w, &head, "d-one-app", w.pull_request("opened", &head)).await;
+    assert_eq!(state, "success", "{description}\n{comment}");
+    assert!(comment.contains("inventory-worker"), "{comment}");
+    let text = metrics(&w).await;
+    assert_eq!(checked(&text, "computed"), apps + 1.0, "{text}");
+    assert_eq!(checked(&text, "kept"), apps - 1.0, "{text}");
+}

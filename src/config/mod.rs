@@ -36,8 +36,6 @@ pub struct Document<T> {
     pub file: String,
     /// The typed document.
     pub doc: T,
-    /// The document as parsed, before typing (for pointers into it).
-    pub raw: Value,
     source: Arc<str>,
     index: OnceLock<LocationIndex>,
 }
@@ -70,6 +68,12 @@ impl<T> Document<T> {
     /// The YAML source text.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The document as parsed, before typing (for the rare rule that needs what typing
+    /// dropped). Parsed again on each call rather than kept: kept documents stay small.
+    pub fn raw(&self) -> Value {
+        yaml::parse_single(&self.source).unwrap_or(Value::Null)
     }
 }
 
@@ -462,7 +466,6 @@ fn parse_document(
     let doc = Document {
         file: path.to_string(),
         doc: (),
-        raw: Value::Null,
         source: text.clone(),
         index: OnceLock::new(),
     };
@@ -535,7 +538,6 @@ fn typed<T: DeserializeOwned>(
         Ok(doc) => Ok(Document {
             file: path,
             doc,
-            raw,
             source: text,
             index: OnceLock::new(),
         }),

@@ -855,7 +855,7 @@ fn check_canary(doc: &Document<CanaryConfig>, out: &mut Vec<Diagnostic>) {
         ));
     }
     let thresholds = doc
-        .raw
+        .raw()
         .pointer("/spec/classifier/scoreThresholds")
         .cloned()
         .unwrap_or(Value::Null);

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub source_failures: IntGauge,
     /// Pull-request plans by result.
     pub plans: IntCounterVec,
+    /// Apps whose checks (validation, render, policies) were computed or kept from before.
+    pub checked_apps: IntCounterVec,
     /// Refused authentications to the JSON API by reason (`missing`, `unknown`, `throttled`).
     pub api_auth_failures: IntCounterVec,
     /// Executions in the store by status (set at scrape time).
@@ -80,6 +82,11 @@ impl Metrics {
             "bowline_pull_request_plans_total",
             "Pull-request plans by result.",
             &["result"],
+        )?;
+        let checked_apps = counter(
+            "bowline_checked_apps_total",
+            "Apps checked by reconciles and plans: computed anew, or kept because their inputs did not change.",
+            &["outcome"],
         )?;
         let api_auth_failures = counter(
             "bowline_api_auth_failures_total",
@@ -149,6 +156,7 @@ impl Metrics {
             reconcile_seconds,
             source_failures,
             plans,
+            checked_apps,
             api_auth_failures,
             executions,
             canary_score,

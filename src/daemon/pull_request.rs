@@ -202,8 +202,7 @@ impl Daemon {
                 proposed_platform_problems(&self.checker, &head)
             })?);
         }
-        let checked =
-            tokio::task::block_in_place(|| self.checker.check(&planned_snapshot, None, None))?;
+        let checked = self.check(&planned_snapshot)?;
         diagnostics.extend(checked.diagnostics);
         diagnostic::sort_and_dedup(&mut diagnostics);
         let repo = checked.repo;

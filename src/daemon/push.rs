@@ -82,6 +82,45 @@ impl Daemon {
         })
     }
 
+    /// Checks a snapshot with the daemon's [`crate::check::Checker`], counting the apps
+    /// computed and kept.
+    pub(super) fn check(&self, snapshot: &Snapshot) -> Result<crate::check::Checked, DaemonError> {
+        let checked = tokio::task::block_in_place(|| self.checker.check(snapshot, None, None))?;
+        let kept = checked.repo.apps.len().saturating_sub(checked.computed);
+        let counter = &self.metrics.checked_apps;
+        counter
+            .with_label_values(&["computed"])
+            .inc_by(checked.computed as u64);
+        counter.with_label_values(&["kept"]).inc_by(kept as u64);
+        Ok(checked)
+    }
+
+    /// After a restart the last good commit is known but nothing of it is checked yet: check
+    /// it once, so the first push or pull request costs only the apps it changes.
+    fn warm_checks(&self) {
+        if self.checker.has_results() {
+            return;
+        }
+        let Some(sha) = lock(&self.state).last_good.clone() else {
+            return;
+        };
+        let started = Instant::now();
+        match self
+            .snapshot(&sha)
+            .and_then(|(snapshot, _)| self.check(&snapshot))
+        {
+            Ok(checked) => tracing::info!(
+                commit = %sha,
+                apps = checked.repo.apps.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "checked the last good commit"
+            ),
+            Err(e) => {
+                tracing::warn!(commit = %sha, error = %e, "could not check the last good commit")
+            }
+        }
+    }
+
     /// Reads back the digests of the last reconciled commit after a restart.
     pub(super) fn restore_cursor(&self, sha: &str) -> Result<(), DaemonError> {
         let roots = self.source.input_roots(sha)?;
@@ -158,6 +197,7 @@ impl Daemon {
             (state.last_good.clone(), state.roots.clone())
         };
         if last_good.as_deref() == Some(sha.as_str()) {
+            self.warm_checks();
             return Ok(Reconciled::Unchanged);
         }
         // The cheap path: nothing bowline reads changed (a README edit, say).
@@ -168,7 +208,7 @@ impl Daemon {
             return Ok(Reconciled::NoAppChanged { commit: sha });
         }
         let (snapshot, mut diagnostics) = self.snapshot(&sha)?;
-        let checked = tokio::task::block_in_place(|| self.checker.check(&snapshot, None, None))?;
+        let checked = self.check(&snapshot)?;
         diagnostics.extend(checked.diagnostics);
         diagnostic::sort_and_dedup(&mut diagnostics);
         let repo = checked.repo;
