@@ -10,7 +10,7 @@
 //! The one rule that spans apps — an object belongs to one app — is recomputed on every check
 //! from an index of the objects each app renders, so it stays exact.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -320,8 +320,14 @@ impl Checker {
     /// compiled once per platform version).
     fn generation(&self, snapshot: &Snapshot) -> Result<Arc<Generation>, PolicyError> {
         let key = platform_key(snapshot);
-        if let Some(found) = lock(&self.generations).iter().find(|g| g.key == key) {
-            return Ok(found.clone());
+        {
+            let mut generations = lock(&self.generations);
+            if let Some(at) = generations.iter().position(|g| g.key == key) {
+                // Most recently used first.
+                let found = generations.remove(at);
+                generations.insert(0, found.clone());
+                return Ok(found);
+            }
         }
         let (policies, policy_diagnostics) = from_snapshot(snapshot)?;
         let generation = Arc::new(Generation {
@@ -419,13 +425,16 @@ fn shared_objects(results: &[&AppResult], in_env: &dyn Fn(&str) -> bool) -> Vec<
             }
         }
     }
-    let mut out = Vec::new();
+    // Per app, environment and object: the clusters where another app renders it too, and
+    // those apps.
+    type Shared<'r> = (BTreeSet<&'r str>, BTreeSet<&'r str>);
+    let mut shared: BTreeMap<(usize, usize, usize), Shared<'_>> = BTreeMap::new();
     for entries in index.values().filter(|v| v.len() > 1) {
         for &(a, e, o, c) in entries {
             let env = &results[a].claims[e];
             let claim = &env.objects[o];
             let (context, cluster) = &env.clusters[c];
-            let mut others: Vec<&str> = entries
+            let others: Vec<&str> = entries
                 .iter()
                 .filter(|&&(b, f, p, d)| {
                     let other = &results[b].claims[f];
@@ -435,31 +444,45 @@ fn shared_objects(results: &[&AppResult], in_env: &dyn Fn(&str) -> bool) -> Vec<
                 })
                 .map(|&(b, _, _, _)| results[b].name.as_str())
                 .collect();
-            others.sort_unstable();
-            others.dedup();
-            if others.is_empty() {
-                continue;
+            if !others.is_empty() {
+                let (clusters, apps) = shared.entry((a, e, o)).or_default();
+                clusters.insert(cluster.as_str());
+                apps.extend(others);
             }
+        }
+    }
+    let quoted = |names: &BTreeSet<&str>| {
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    shared
+        .into_iter()
+        .map(|((a, e, o), (clusters, apps))| {
+            let env = &results[a].claims[e];
+            let claim = &env.objects[o];
             let id = &claim.identity;
             let object = match &id.namespace {
                 Some(ns) => format!("{} {ns}/{}", id.kind, id.name),
                 None => format!("{} {}", id.kind, id.name),
             };
-            out.push(Diagnostic::file_error(
+            let (app_noun, cluster_noun) = (
+                if apps.len() == 1 { "app" } else { "apps" },
+                if clusters.len() == 1 { "cluster" } else { "clusters" },
+            );
+            Diagnostic::file_error(
                 &claim.source,
                 format!(
-                    "{object} in cluster \"{cluster}\" (environment \"{}\") is also rendered by app {}: an object belongs to one app, or each overwrites the other's changes and prunes its object",
+                    "{object} is also rendered by {app_noun} {} into {cluster_noun} {} (environment \"{}\"): an object belongs to one app, or each overwrites the other's changes and prunes its object",
+                    quoted(&apps),
+                    quoted(&clusters),
                     env.environment,
-                    others
-                        .iter()
-                        .map(|n| format!("\"{n}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
                 ),
-            ));
-        }
-    }
-    out
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -597,11 +620,11 @@ spec:
             .filter(|d| d.message.contains("is also rendered by app"))
             .map(ToString::to_string)
             .collect();
-        // Two apps × (staging: one cluster, production: two clusters).
-        assert_eq!(shared.len(), 6, "{shared:#?}");
+        // Two apps × two environments (production's two clusters in one message).
+        assert_eq!(shared.len(), 4, "{shared:#?}");
         assert!(
             shared.iter().any(|d| d.starts_with("apps/a/manifests/config.yaml")
-                && d.contains("ConfigMap staging/shared in cluster \"eu\" (environment \"staging\") is also rendered by app \"b\"")),
+                && d.contains("ConfigMap prod/shared is also rendered by app \"b\" into clusters \"eu\", \"us\" (environment \"production\")")),
             "{shared:#?}"
         );
         assert!(shared.iter().all(|d| d.contains("error")), "{shared:#?}");

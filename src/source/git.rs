@@ -58,20 +58,11 @@ pub struct GitSource {
     read_cache: std::sync::Mutex<ReadCache>,
 }
 
-/// A file of a tree listing: its path relative to the tree, Git id and mode.
+/// An entry of a tree that bowline reads: a file (with its mode) or a subtree.
 #[derive(Debug)]
-struct TreeFile {
-    path: String,
-    id: Oid,
-    mode: i32,
-}
-
-/// The files bowline reads under one tree (in the order of a pre-order walk) and every tree
-/// below it, so the trees stay cached while the listing is in use.
-#[derive(Debug)]
-struct Listing {
-    files: Arc<[TreeFile]>,
-    trees: Arc<[Oid]>,
+enum TreeEntry {
+    File { name: String, id: Oid, mode: i32 },
+    Tree { name: String, id: Oid },
 }
 
 /// A file's size and text, or why its text is refused.
@@ -81,87 +72,84 @@ struct Blob {
     text: Result<Arc<str>, String>,
 }
 
-/// What one snapshot used, so the cache keeps that and forgets the rest when it grows.
-#[derive(Default)]
-struct Used {
-    trees: std::collections::HashSet<Oid>,
-    blobs: std::collections::HashSet<Oid>,
-}
-
-/// Tree listings and file texts by Git id (objects are immutable, so an entry never goes
-/// stale; it is only dropped once no recent snapshot uses it).
+/// Tree entries and file texts by Git id. Objects are immutable, so an entry never goes
+/// stale; each is stamped with the last snapshot that used it and dropped once the last
+/// [`KEEP_SNAPSHOTS`] snapshots did not (so a daemon that reads a branch head and pull
+/// requests in turn keeps what both use, and memory follows the repository's size).
 #[derive(Debug, Default)]
 struct ReadCache {
-    trees: std::collections::HashMap<Oid, Listing>,
-    blobs: std::collections::HashMap<Oid, Blob>,
+    trees: std::collections::HashMap<Oid, (Arc<[TreeEntry]>, u64)>,
+    blobs: std::collections::HashMap<Oid, (Blob, u64)>,
+    /// Snapshots read so far.
+    clock: u64,
 }
 
+/// Snapshots whose trees and files stay cached.
+const KEEP_SNAPSHOTS: u64 = 4;
+
 impl ReadCache {
-    /// The listing of tree `id`, read at most once.
-    fn listing(
+    /// The entries of tree `id` that bowline reads (subtrees, and files with a read
+    /// extension), in tree order.
+    fn entries(&mut self, repo: &Repository, id: Oid) -> Result<Arc<[TreeEntry]>, git2::Error> {
+        let clock = self.clock;
+        if let Some((entries, used)) = self.trees.get_mut(&id) {
+            *used = clock;
+            return Ok(entries.clone());
+        }
+        let tree = repo.find_tree(id)?;
+        let entries: Arc<[TreeEntry]> = tree
+            .iter()
+            .filter_map(|entry| {
+                let name = entry.name().unwrap_or_default().to_string();
+                if entry.kind() == Some(ObjectType::Tree) {
+                    Some(TreeEntry::Tree {
+                        name,
+                        id: entry.id(),
+                    })
+                } else if READ_EXTENSIONS
+                    .iter()
+                    .any(|ext| name.rsplit_once('.').is_some_and(|(_, e)| e == *ext))
+                {
+                    Some(TreeEntry::File {
+                        name,
+                        id: entry.id(),
+                        mode: entry.filemode(),
+                    })
+                } else {
+                    None
+                }
+            })
+            .collect();
+        self.trees.insert(id, (entries.clone(), clock));
+        Ok(entries)
+    }
+
+    /// Every file under tree `id` (path prefixed with `prefix`), in pre-order.
+    fn files_under(
         &mut self,
         repo: &Repository,
         id: Oid,
-        used: &mut Used,
-    ) -> Result<Listing, git2::Error> {
-        if let Some(cached) = self.trees.get(&id) {
-            used.trees.insert(id);
-            used.trees.extend(cached.trees.iter().copied());
-            return Ok(Listing {
-                files: cached.files.clone(),
-                trees: cached.trees.clone(),
-            });
-        }
-        let tree = repo.find_tree(id)?;
-        let mut files = Vec::new();
-        let mut trees = Vec::new();
-        for entry in tree.iter() {
-            let name = entry.name().unwrap_or_default();
-            if entry.kind() == Some(ObjectType::Tree) {
-                let child = self.listing(repo, entry.id(), used)?;
-                trees.push(entry.id());
-                trees.extend(child.trees.iter().copied());
-                files.extend(child.files.iter().map(|f| TreeFile {
-                    path: format!("{name}/{}", f.path),
-                    id: f.id,
-                    mode: f.mode,
-                }));
-            } else if READ_EXTENSIONS
-                .iter()
-                .any(|ext| name.rsplit_once('.').is_some_and(|(_, e)| e == *ext))
-            {
-                files.push(TreeFile {
-                    path: name.to_string(),
-                    id: entry.id(),
-                    mode: entry.filemode(),
-                });
+        prefix: &str,
+        out: &mut Vec<(String, Oid, i32)>,
+    ) -> Result<(), git2::Error> {
+        for entry in self.entries(repo, id)?.iter() {
+            match entry {
+                TreeEntry::File { name, id, mode } => {
+                    out.push((format!("{prefix}{name}"), *id, *mode))
+                }
+                TreeEntry::Tree { name, id } => {
+                    self.files_under(repo, *id, &format!("{prefix}{name}/"), out)?;
+                }
             }
         }
-        let listing = Listing {
-            files: files.into(),
-            trees: trees.into(),
-        };
-        used.trees.insert(id);
-        self.trees.insert(
-            id,
-            Listing {
-                files: listing.files.clone(),
-                trees: listing.trees.clone(),
-            },
-        );
-        Ok(listing)
+        Ok(())
     }
 
     /// The size and text of blob `id`; a file over the size limit is neither decoded nor kept.
-    fn blob(
-        &mut self,
-        repo: &Repository,
-        id: Oid,
-        limits: &Limits,
-        used: &mut Used,
-    ) -> Result<Blob, git2::Error> {
-        used.blobs.insert(id);
-        if let Some(cached) = self.blobs.get(&id) {
+    fn blob(&mut self, repo: &Repository, id: Oid, limits: &Limits) -> Result<Blob, git2::Error> {
+        let clock = self.clock;
+        if let Some((cached, used)) = self.blobs.get_mut(&id) {
+            *used = clock;
             return Ok(cached.clone());
         }
         let blob = repo.find_blob(id)?;
@@ -180,18 +168,16 @@ impl ReadCache {
             Err(e) => Err(format!("file is not UTF-8: {e}")),
         };
         let blob = Blob { size, text };
-        self.blobs.insert(id, blob.clone());
+        self.blobs.insert(id, (blob.clone(), clock));
         Ok(blob)
     }
 
-    /// Forgets what the last snapshot did not use once the cache holds more than twice that.
-    fn keep(&mut self, used: &Used) {
-        if self.trees.len() > 2 * used.trees.len() + 256 {
-            self.trees.retain(|id, _| used.trees.contains(id));
-        }
-        if self.blobs.len() > 2 * used.blobs.len() + 1024 {
-            self.blobs.retain(|id, _| used.blobs.contains(id));
-        }
+    /// Starts a snapshot: what the last snapshots did not use is dropped.
+    fn start(&mut self) {
+        self.clock += 1;
+        let oldest = self.clock.saturating_sub(KEEP_SNAPSHOTS);
+        self.trees.retain(|_, (_, used)| *used >= oldest);
+        self.blobs.retain(|_, (_, used)| *used >= oldest);
     }
 }
 
@@ -329,20 +315,16 @@ impl GitSource {
             .read_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut used = Used::default();
+        cache.start();
         let mut entries: Vec<(String, Oid, i32)> = Vec::new();
         for entry in tree.iter() {
             let name = entry.name().unwrap_or_default();
             if name == ROOT_FILE && entry.kind() != Some(ObjectType::Tree) {
                 entries.push((name.to_string(), entry.id(), entry.filemode()));
             } else if READ_DIRS.contains(&name) && entry.kind() == Some(ObjectType::Tree) {
-                let listing = cache.listing(&repo, entry.id(), &mut used).map_err(git)?;
-                entries.extend(
-                    listing
-                        .files
-                        .iter()
-                        .map(|f| (format!("{name}/{}", f.path), f.id, f.mode)),
-                );
+                cache
+                    .files_under(&repo, entry.id(), &format!("{name}/"), &mut entries)
+                    .map_err(git)?;
             }
         }
         let mut files = BTreeMap::new();
@@ -379,7 +361,7 @@ impl GitSource {
                 );
                 continue;
             }
-            let blob = cache.blob(&repo, id, limits, &mut used).map_err(git)?;
+            let blob = cache.blob(&repo, id, limits).map_err(git)?;
             if blob.size > limits.max_file_bytes {
                 refuse(
                     format!(
@@ -410,7 +392,6 @@ impl GitSource {
                 Err(reason) => refuse(reason, &mut refused, &mut diagnostics),
             }
         }
-        cache.keep(&used);
         Ok((Snapshot::from_parts(files, refused), diagnostics))
     }
 

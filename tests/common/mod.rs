@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 
 use bowline::diagnostic::{self, Diagnostic};
 use bowline::source::{Limits, Snapshot};
-use bowline::{config, render};
 
 /// Files of a case directory that are not overlaid onto the base.
 const CASE_META_FILES: &[&str] = &["expected.txt", "known-issue.txt", "_delete"];
@@ -118,13 +117,8 @@ pub fn case_repo(case: &str) -> tempfile::TempDir {
 pub fn validate_with(root: &Path, limits: &Limits) -> Vec<Diagnostic> {
     let (snapshot, mut diagnostics) =
         Snapshot::from_dir(root, limits).expect("repository directory is readable");
-    let (repo, config_diagnostics) = config::load(&snapshot);
-    diagnostics.extend(config_diagnostics);
-    for rendered in render::render_repo(&repo, None, None) {
-        if let Err(errors) = rendered.result {
-            diagnostics.extend(errors);
-        }
-    }
+    let checked = bowline::check::check_snapshot(&snapshot, None, None).expect("policies load");
+    diagnostics.extend(checked.diagnostics);
     diagnostic::sort_and_dedup(&mut diagnostics);
     diagnostics
 }
