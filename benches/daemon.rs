@@ -8,8 +8,9 @@
 //! - **webhook to first status**: a signed `pull_request` delivery until the GitHub server has
 //!   recorded the `bowline/plan` status it causes (pending, posted before the fetch of the
 //!   PR head); p50/p99 over `SAMPLES` deliveries, each one after the previous plan finished.
-//!   The time to the final plan status (fetch of the PR head, validation and policies of the
-//!   whole repository, rendering and diffing the one changed app) is reported beside it;
+//!   The time to the final plan status (fetch of the PR head, checking the commit — only the
+//!   changed app is validated, rendered and evaluated anew — and diffing it) is reported
+//!   beside it, with and without the fetch (from the daemon's fetch histogram);
 //! - **no-op commit**: a push delivery for a commit that changes no application input (a
 //!   README edit), until the reconcile is counted in `/metrics`; from the daemon's own
 //!   histograms, the reconcile's cost with and without its Git fetch;
@@ -334,8 +335,13 @@ async fn run() -> Result<(), Error> {
     )?;
     let mut first = Vec::with_capacity(samples);
     let mut full = Vec::with_capacity(samples);
+    let mut full_without_fetch = Vec::with_capacity(samples);
     for i in 0..samples {
         let before = github.statuses(REPO, &head).len();
+        let fetched0 = metric(
+            &daemon.metrics().await?,
+            "bowline_git_fetch_duration_seconds_sum",
+        );
         let sent = Instant::now();
         let code = daemon
             .deliver(
@@ -357,7 +363,13 @@ async fn run() -> Result<(), Error> {
             gh.statuses(REPO, &head).len() > before + 1
         })
         .await;
-        full.push(sent.elapsed());
+        let elapsed = sent.elapsed();
+        full.push(elapsed);
+        let fetched = metric(
+            &daemon.metrics().await?,
+            "bowline_git_fetch_duration_seconds_sum",
+        ) - fetched0;
+        full_without_fetch.push(elapsed.saturating_sub(Duration::from_secs_f64(fetched.max(0.0))));
     }
     let last = github.statuses(REPO, &head);
     let last = last.last().ok_or("no plan status")?;
@@ -370,6 +382,13 @@ async fn run() -> Result<(), Error> {
         summary("webhook to final plan status (1 app changed)", full),
         last.state,
         last.description.clone().unwrap_or_default()
+    );
+    println!(
+        "{}",
+        summary(
+            "webhook to final plan status without the fetch of the PR head",
+            full_without_fetch
+        )
     );
 
     // No-op commits on the tracked branch.

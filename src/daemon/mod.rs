@@ -327,6 +327,8 @@ pub struct Daemon {
     /// Each app's validation, render and policy results by its inputs, so a commit or pull
     /// request costs work for the apps it changes only.
     checker: crate::check::Checker,
+    /// The settings of the last good commit, as pull-request plans last read them.
+    trusted: Mutex<Option<Arc<pull_request::Trusted>>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -393,6 +395,7 @@ impl Daemon {
             outbox,
             outbox_pause: Mutex::new(None),
             checker: crate::check::Checker::default(),
+            trusted: Mutex::new(None),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let sender = runtime.spawn(outbox::run(

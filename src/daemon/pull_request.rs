@@ -11,6 +11,7 @@
 //! (the newest request wins) and within `DaemonConfig::max_concurrent_work`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::queue::Enqueued;
 use super::work::Work;
@@ -27,6 +28,10 @@ use crate::plan::LiveDiff;
 use crate::policy::PolicyReport;
 use crate::source::{Snapshot, is_platform_path};
 use crate::sync::{self, LiveState};
+
+/// The last good commit of the tracked branch, its snapshot and documents: the settings pull
+/// requests are planned under.
+pub(super) type Trusted = (String, Snapshot, ConfigRepo);
 
 /// Key of the sticky plan comment's hidden marker.
 const COMMENT_KEY: &str = "plan";
@@ -161,13 +166,21 @@ impl Daemon {
 
     /// The trusted settings for a plan: the last good commit of the tracked branch, its
     /// snapshot and loaded repository.
-    fn trusted_settings(&self) -> Result<Option<(String, Snapshot, ConfigRepo)>, DaemonError> {
+    /// Kept while the last good commit stays the same, so plans do not read it again.
+    fn trusted_settings(&self) -> Result<Option<Arc<Trusted>>, DaemonError> {
         let Some(last_good) = lock(&self.state).last_good.clone() else {
             return Ok(None);
         };
+        if let Some(kept) = lock(&self.trusted).as_ref()
+            && kept.0 == last_good
+        {
+            return Ok(Some(kept.clone()));
+        }
         let (snapshot, _) = self.snapshot(&last_good)?;
         let repo = self.checker.documents(&snapshot);
-        Ok(Some((last_good, snapshot, repo)))
+        let trusted = Arc::new((last_good, snapshot, repo));
+        *lock(&self.trusted) = Some(trusted.clone());
+        Ok(Some(trusted))
     }
 
     async fn plan_pull_request_inner(&self, request: &PlanRequest) -> Result<(), DaemonError> {
@@ -186,7 +199,7 @@ impl Daemon {
         let (head, mut diagnostics) = self.snapshot(&sha)?;
         let trusted = self.trusted_settings()?;
         let mut platform = Platform::default();
-        let planned_snapshot = match &trusted {
+        let planned_snapshot = match trusted.as_deref() {
             Some((last_good, base, _)) => {
                 let (planned, changed) = head.with_platform_of(base);
                 platform.settings_from = Some((self.branch().to_string(), last_good.clone()));
@@ -236,7 +249,7 @@ impl Daemon {
         );
         // Apps the pull request deletes, as the tracked branch describes them: planned with
         // nothing desired, so a removal's deletes show (with prune on).
-        let removed: Vec<(String, bool)> = match (&base_inputs, &trusted) {
+        let removed: Vec<(String, bool)> = match (&base_inputs, trusted.as_deref()) {
             (Some(base), Some((_, _, base_repo))) => base
                 .keys()
                 .filter(|app| !head_inputs.contains_key(*app))
