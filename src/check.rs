@@ -206,7 +206,7 @@ impl Checker {
     /// environments (all when `None`) and evaluates the policies on them. Apps not selected
     /// are validated but not rendered. The result is the same as checking with a new
     /// `Checker`; only the work differs.
-    #[tracing::instrument(level = "info", skip_all, fields(files = snapshot.len(), app, env, computed))]
+    #[tracing::instrument(level = "info", skip_all, fields(files = snapshot.len(), app = app_filter, env = env_filter, computed))]
     pub fn check(
         &self,
         snapshot: &Snapshot,
@@ -239,8 +239,8 @@ impl Checker {
                 let inputs = app_inputs(snapshot, name);
                 let kept = cached.filter(|c| same_inputs(&c.inputs, &inputs));
                 match (kept, selected(name)) {
-                    (Some(kept), _) if selected(name) => Outcome::Kept(kept),
-                    (Some(kept), _) => Outcome::Validated(kept.validation.clone()),
+                    (Some(kept), true) => Outcome::Kept(kept),
+                    (Some(kept), false) => Outcome::Validated(kept.validation.clone()),
                     (None, true) => Outcome::Computed(Arc::new(compute_app(
                         &repo,
                         doc,
