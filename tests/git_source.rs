@@ -227,3 +227,67 @@ fn credentials_in_the_remote_url_never_appear_in_errors() {
     assert!(e.contains("http://***@127.0.0.1:9/acme/config.git"), "{e}");
     assert!(!format!("{source:?}").contains("s3cret-token"));
 }
+
+/// Every file under an app's `manifests/` is read, from a commit as from a directory:
+/// `.json` and upper-case `.YAML` manifests render, anything else is an error naming the file;
+/// files of other extensions elsewhere are not read.
+#[test]
+fn every_file_under_manifests_is_read_or_refused() {
+    let (dir, repo) = setup();
+    let manifests = dir.path().join("apps/checkout-api/manifests");
+    fs::write(
+        manifests.join("config.json"),
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "api-json"}, "data": {"tag": "{{ app.image.tag }}"}}"#,
+    )
+    .expect("json");
+    fs::write(
+        manifests.join("SECRET-ENV.YAML"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: api-upper\n",
+    )
+    .expect("upper-case yaml");
+    fs::write(manifests.join("notes.txt"), "not a manifest\n").expect("notes");
+    fs::write(dir.path().join("apps/checkout-api/README.md"), "# api\n").expect("readme");
+    let sha = commit_all(&repo, "manifests of every kind");
+    let cache = tempfile::tempdir().expect("cache");
+    let source = GitSource::open(
+        dir.path().to_str().expect("utf-8"),
+        "main",
+        cache.path(),
+        GitAuth::default(),
+    )
+    .expect("open");
+    assert_eq!(source.fetch().expect("fetch"), sha);
+    let (from_git, git_problems) = source.snapshot(&sha, &Limits::default()).expect("snapshot");
+    let (from_dir, dir_problems) =
+        bowline::source::Snapshot::from_dir(dir.path(), &Limits::default()).expect("dir");
+    assert!(git_problems.is_empty() && dir_problems.is_empty());
+    for snapshot in [from_git, from_dir] {
+        assert!(snapshot.get("apps/checkout-api/manifests/notes.txt").is_some());
+        assert!(snapshot.get("apps/checkout-api/README.md").is_none());
+        let checked = bowline::check::check_snapshot(&snapshot, Some("checkout-api"), Some("staging"))
+            .expect("check");
+        let errors: Vec<String> = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                "apps/checkout-api/manifests/notes.txt:1:1: error: not a manifest: files under manifests/ are Kubernetes manifests ending in .yaml, .yml or .json; move other files out of manifests/"
+            ]
+        );
+        let app = &checked.repo.apps["checkout-api"];
+        let rendered = bowline::render::render_app(&checked.repo, app, Some("staging"));
+        let names: Vec<&str> = rendered[0]
+            .result
+            .as_ref()
+            .expect("renders")
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        assert!(names.contains(&"api-json"), "{names:?}");
+        assert!(names.contains(&"api-upper"), "{names:?}");
+    }
+}

@@ -116,6 +116,7 @@ cases! {
     object_defined_twice => "object-defined-twice";
     object_defined_twice_in_one_file => "object-defined-twice-in-one-file";
     object_rendered_by_two_apps => "object-rendered-by-two-apps";
+    manifest_not_a_manifest => "manifest-not-a-manifest";
     manifest_duplicate_keys => "manifest-duplicate-keys";
     // Reading the repository (inputs that cannot be stored in Git, made at test time).
     file_too_large => "file-too-large" with setup_file_too_large;

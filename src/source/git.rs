@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use git2::{Cred, CredentialType, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
 
-use super::snapshot::{READ_DIRS, READ_EXTENSIONS};
+use super::snapshot::{READ_DIRS, is_read};
 use super::{Limits, ROOT_FILE, Snapshot};
 use crate::diagnostic::Diagnostic;
 
@@ -88,8 +88,7 @@ struct ReadCache {
 const KEEP_SNAPSHOTS: u64 = 4;
 
 impl ReadCache {
-    /// The entries of tree `id` that bowline reads (subtrees, and files with a read
-    /// extension), in tree order.
+    /// The entries of tree `id` (subtrees and files), in tree order.
     fn entries(&mut self, repo: &Repository, id: Oid) -> Result<Arc<[TreeEntry]>, git2::Error> {
         let clock = self.clock;
         if let Some((entries, used)) = self.trees.get_mut(&id) {
@@ -99,24 +98,19 @@ impl ReadCache {
         let tree = repo.find_tree(id)?;
         let entries: Arc<[TreeEntry]> = tree
             .iter()
-            .filter_map(|entry| {
+            .map(|entry| {
                 let name = entry.name().unwrap_or_default().to_string();
                 if entry.kind() == Some(ObjectType::Tree) {
-                    Some(TreeEntry::Tree {
+                    TreeEntry::Tree {
                         name,
                         id: entry.id(),
-                    })
-                } else if READ_EXTENSIONS
-                    .iter()
-                    .any(|ext| name.rsplit_once('.').is_some_and(|(_, e)| e == *ext))
-                {
-                    Some(TreeEntry::File {
+                    }
+                } else {
+                    TreeEntry::File {
                         name,
                         id: entry.id(),
                         mode: entry.filemode(),
-                    })
-                } else {
-                    None
+                    }
                 }
             })
             .collect();
@@ -135,7 +129,10 @@ impl ReadCache {
         for entry in self.entries(repo, id)?.iter() {
             match entry {
                 TreeEntry::File { name, id, mode } => {
-                    out.push((format!("{prefix}{name}"), *id, *mode))
+                    let path = format!("{prefix}{name}");
+                    if is_read(&path) {
+                        out.push((path, *id, *mode));
+                    }
                 }
                 TreeEntry::Tree { name, id } => {
                     self.files_under(repo, *id, &format!("{prefix}{name}/"), out)?;

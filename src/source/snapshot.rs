@@ -19,8 +19,24 @@ use crate::diagnostic::Diagnostic;
 pub(crate) const READ_DIRS: &[&str] = &["apps", "pipelines", "canary", "policies"];
 /// The root document.
 pub const ROOT_FILE: &str = "bowline.yaml";
-/// File endings bowline reads inside [`READ_DIRS`]; other files (README.md, ...) are ignored.
-pub(crate) const READ_EXTENSIONS: &[&str] = &["yaml", "yml", "rego"];
+/// File endings bowline reads inside [`READ_DIRS`] (any case); other files (README.md, ...)
+/// are ignored, except under an app's `manifests/`, where every file is read.
+const READ_EXTENSIONS: &[&str] = &["yaml", "yml", "rego"];
+
+/// Whether a file at `path` (inside one of [`READ_DIRS`]) is read into a snapshot. Every file
+/// under `apps/<app>/manifests/` is, so none is skipped without a word: what is not a manifest
+/// is reported when the repository is loaded.
+pub(crate) fn is_read(path: &str) -> bool {
+    let mut parts = path.split('/');
+    if parts.next() == Some("apps") && parts.next().is_some() && parts.next() == Some("manifests") {
+        return true;
+    }
+    path.rsplit_once('.').is_some_and(|(_, ext)| {
+        READ_EXTENSIONS
+            .iter()
+            .any(|wanted| ext.eq_ignore_ascii_case(wanted))
+    })
+}
 /// Deepest directory nesting followed, a guard against symlink loops.
 const MAX_DEPTH: usize = 16;
 
@@ -304,11 +320,7 @@ impl Reader {
         } else if meta.is_dir() {
             self.visit_dir(&target, &rel, depth, is_link);
         } else if meta.is_file() {
-            let wanted = required
-                || Path::new(&rel)
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| READ_EXTENSIONS.contains(&e));
+            let wanted = required || is_read(&rel);
             if wanted {
                 self.read_file(&target, rel, meta.len());
             }
