@@ -262,10 +262,15 @@ fn every_file_under_manifests_is_read_or_refused() {
         bowline::source::Snapshot::from_dir(dir.path(), &Limits::default()).expect("dir");
     assert!(git_problems.is_empty() && dir_problems.is_empty());
     for snapshot in [from_git, from_dir] {
-        assert!(snapshot.get("apps/checkout-api/manifests/notes.txt").is_some());
+        assert!(
+            snapshot
+                .get("apps/checkout-api/manifests/notes.txt")
+                .is_some()
+        );
         assert!(snapshot.get("apps/checkout-api/README.md").is_none());
-        let checked = bowline::check::check_snapshot(&snapshot, Some("checkout-api"), Some("staging"))
-            .expect("check");
+        let checked =
+            bowline::check::check_snapshot(&snapshot, Some("checkout-api"), Some("staging"))
+                .expect("check");
         let errors: Vec<String> = checked
             .diagnostics
             .iter()
