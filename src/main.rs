@@ -80,7 +80,14 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
-        /// Exit 0 when everything is in sync, 2 when changes exist, 1 on errors.
+        /// Only this application.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Exit 0 when everything is in sync, 2 when changes exist, 1 on errors, 3 on a usage
+        /// error (as `terraform plan -detailed-exitcode`, with usage errors kept apart).
         #[arg(long)]
         exit_code: bool,
     },
@@ -163,11 +170,28 @@ struct RunArgs {
     allow_link_local_egress: bool,
 }
 
+/// Exit code of a usage error (unknown flag or value, unknown `--app` or `--env`) under
+/// `--exit-code`, where 2 means "changes pending"; 2 otherwise, like every error that stops a
+/// command before it runs.
+const USAGE_WITH_EXIT_CODE: u8 = 3;
+
 fn main() -> ExitCode {
     // One TLS crypto provider for every client (kube, reqwest): ring. Fails only when a provider
     // is already installed, which is the state we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if !e.use_stderr() {
+                0
+            } else if std::env::args().any(|a| a == "--exit-code") {
+                USAGE_WITH_EXIT_CODE
+            } else {
+                2
+            });
+        }
+    };
     telemetry::init(
         &cli.log_level,
         match cli.log_format {
@@ -208,12 +232,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             repo,
             clusters,
             format,
+            app,
+            env,
             exit_code,
-        } => match cli::live::plan(repo, clusters, format, exit_code) {
-            // With --exit-code, 2 means "changes pending": a plan that cannot run is 1.
+        } => match cli::live::plan(repo, clusters, format, exit_code, app, env) {
+            // With --exit-code, 2 means "changes pending": a plan that cannot run is 1, a
+            // usage error 3.
             Err(e) if exit_code => {
                 telemetry::fail(&format!("{e:#}"));
-                Ok(ExitCode::from(1))
+                Ok(ExitCode::from(
+                    if e.downcast_ref::<cli::UsageError>().is_some() {
+                        USAGE_WITH_EXIT_CODE
+                    } else {
+                        1
+                    },
+                ))
             }
             result => result,
         },

@@ -584,6 +584,65 @@ fn plan_that_cannot_run_exits_1_with_exit_code_and_2_without() {
     assert_eq!(plain.status.code(), Some(2), "{}", text(&plain));
 }
 
+/// `plan --app A --env E` plans that selection only; usage errors (an unknown flag, app or
+/// environment) exit 3 under `--exit-code`, where 2 means "changes pending", and 2 without.
+#[test]
+fn plan_selects_an_app_and_environment_and_keeps_usage_errors_apart() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bowline"))
+            .arg("plan")
+            .args(args)
+            .arg(&example)
+            .env_remove("KUBECONFIG")
+            .env_remove("BOWLINE_KUBECONFIG")
+            .output()
+            .expect("runs")
+    };
+    let selected = run(&[
+        "--app",
+        "inventory-worker",
+        "--env",
+        "staging",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(selected.status.code(), Some(0), "{}", text(&selected));
+    let json: Value = serde_json::from_slice(&selected.stdout).expect("json");
+    let rows = json["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{json:#}");
+    assert_eq!(
+        (rows[0]["app"].as_str(), rows[0]["environment"].as_str()),
+        (Some("inventory-worker"), Some("staging"))
+    );
+    let targets = json["targets"].as_array().expect("targets");
+    assert!(!targets.is_empty(), "{json:#}");
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["app"] == "inventory-worker" && t["environment"] == "staging"),
+        "{json:#}"
+    );
+
+    for (args, code) in [
+        (&["--exit-code", "--no-such-flag"][..], 3),
+        (&["--exit-code", "--app", "no-such-app"][..], 3),
+        (&["--exit-code", "--env", "no-such-env"][..], 3),
+        (&["--no-such-flag"][..], 2),
+        (&["--app", "no-such-app"][..], 2),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+    }
+    let unknown = run(&["--app", "no-such-app"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("unknown application \"no-such-app\" (known: checkout-api, inventory-worker, storefront-web)"),
+        "{}",
+        text(&unknown)
+    );
+}
+
 /// A cluster-scoped custom kind bowline does not know offline: rendering takes it for a
 /// namespaced one, so only the cluster's discovery can tell.
 fn cluster_issuer_crd() -> Value {

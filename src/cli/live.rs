@@ -66,17 +66,25 @@ pub fn plan(
     clusters: ClusterArgs,
     format: OutputFormat,
     exit_code: bool,
+    app: Option<String>,
+    env: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = load(&repo, None, None)?;
-    let table = plan::build_with_policy(
+    let (app, env) = (app.as_deref(), env.as_deref());
+    let loaded = load(&repo, app, env)?;
+    super::repo::check_selection(&loaded.repo, app, env)?;
+    let mut table = plan::build_with_policy(
         &loaded.repo,
         &loaded.diagnostics,
         &loaded.rendered,
         &loaded.policy,
     );
+    // Errors anywhere in the repository still count, as for `render --app`.
+    table
+        .rows
+        .retain(|r| app.is_none_or(|a| r.app == a) && env.is_none_or(|e| r.environment == e));
     let options = connect_options(&clusters);
     let kubeconfig = options.configured();
-    let targets = sync::render_targets(&loaded.repo, None, None);
+    let targets = sync::render_targets(&loaded.repo, app, env);
     let pool = bowline::cluster::ClusterPool::new(options);
     let planned = runtime()?.block_on(sync::plan_targets(
         &targets,

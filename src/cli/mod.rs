@@ -20,6 +20,12 @@ pub enum OutputFormat {
     Json,
 }
 
+/// A command line asking for something that does not exist (an unknown `--app` or `--env`):
+/// told apart from failures so `plan --exit-code` can give it its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Exit 0 when there are no errors, 1 otherwise.
 pub fn exit_for(errors: usize) -> ExitCode {
     if errors == 0 {

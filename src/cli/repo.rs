@@ -11,7 +11,7 @@ use bowline::policy::PolicyReport;
 use bowline::render::{self, RenderSummary};
 use bowline::source::{Limits, Snapshot};
 
-use super::{OutputFormat, exit_for};
+use super::{OutputFormat, UsageError, exit_for};
 
 /// Where the config repository is and how much of it may be read.
 #[derive(clap::Args)]
@@ -118,20 +118,24 @@ pub fn check_selection(
     app: Option<&str>,
     env: Option<&str>,
 ) -> anyhow::Result<()> {
-    if let Some(app) = app {
-        anyhow::ensure!(
-            repo.apps.contains_key(app),
+    if let Some(app) = app
+        && !repo.apps.contains_key(app)
+    {
+        return Err(UsageError(format!(
             "unknown application \"{app}\" (known: {})",
             repo.apps.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
+        ))
+        .into());
     }
     if let Some(env) = env {
         let known = repo.environment_names();
-        anyhow::ensure!(
-            known.contains(&env),
-            "unknown environment \"{env}\" (known: {})",
-            known.join(", ")
-        );
+        if !known.contains(&env) {
+            return Err(UsageError(format!(
+                "unknown environment \"{env}\" (known: {})",
+                known.join(", ")
+            ))
+            .into());
+        }
     }
     Ok(())
 }
