@@ -12,6 +12,8 @@ pkg-config --exists openssl 2>/dev/null || need_pkgs+=(libssl-dev)
 # Canary and pipeline tests run a real Prometheus, with history loaded by promtool.
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)  # runs ../shared/canary-vectors/check.py
+# Manifests are checked against what the real kubectl sends (tests/kube_yaml.rs).
+command -v kubectl >/dev/null 2>&1 || need_pkgs+=(kubernetes-client)
 if ((${#need_pkgs[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

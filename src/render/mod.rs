@@ -7,13 +7,15 @@
 //! they name none, and objects are sorted by [`order`]. The output is deterministic byte for
 //! byte: keys are sorted and so are objects.
 
+pub mod kube_yaml;
+
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::{Application, ConfigRepo, Document, Environment, yaml};
+use crate::config::{Application, ConfigRepo, Document, Environment};
 use crate::diagnostic::Diagnostic;
 use crate::template;
 
@@ -196,7 +198,7 @@ impl<'r> AppRenderer<'r> {
                     continue;
                 }
             };
-            match yaml::parse_stream(&text) {
+            match kube_yaml::parse_stream(&text) {
                 Ok(docs) => {
                     for (n, doc) in docs.into_iter().enumerate() {
                         match self.object(path, n + 1, doc.line, doc.value, &namespace, &environment.name) {
