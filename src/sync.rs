@@ -191,8 +191,25 @@ async fn plan_one(
         });
     }
     let body = apply_body(&rendered.object, live.as_ref(), options);
-    let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
-    let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
+    let (dry_run, conflict) = match cluster.apply(&body, true, target.force_conflicts).await {
+        Ok(dry_run) => (dry_run, None),
+        // Fields another manager owns (someone ran `kubectl set image`, say): the plan shows
+        // the change a forced apply would make, marked with the server's words for the
+        // conflict, instead of failing the whole target.
+        Err(e) if e.is_conflict() => {
+            let forced = cluster.apply(&body, true, true).await?;
+            (forced, Some(e.server_message()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut diff = diff::compare(live.as_ref(), Some(&dry_run), options);
+    if let Some(conflict) = conflict {
+        diff.unified = format!(
+            "! conflict: {conflict}\n! a sync fails on it unless syncPolicy.forceConflicts is true, which takes these fields over from their manager\n{}",
+            diff.unified
+        );
+        diff.conflict = Some(conflict);
+    }
     Ok(Planned { body, diff })
 }
 
@@ -208,6 +225,7 @@ fn uncreated_namespace(namespace: &str, cluster: &str) -> ObjectDiff {
         action: Action::Refuse,
         changed: Vec::new(),
         unified,
+        conflict: None,
     }
 }
 

@@ -280,6 +280,55 @@ fn an_image_change_is_exactly_one_changed_field() {
     );
 }
 
+/// Someone ran `kubectl set image`: the image field now has another field manager. The plan
+/// is still compared with the live cluster and shows the image update, marked as a conflict
+/// naming that manager and saying what `forceConflicts` does; the sync without it fails.
+#[test]
+fn a_field_owned_by_another_manager_plans_as_a_marked_update() {
+    let world = World::new();
+    assert_success(&world.sync("checkout-api", "staging", &[]), "first sync");
+    world.staging.patch_as(
+        "kubectl-set",
+        "apps/v1",
+        "Deployment",
+        Some("shop-staging"),
+        "checkout-api",
+        json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "api", "image": "ghcr.io/acme/checkout-api:hotfix"}
+        ]}}}}),
+    );
+    let (code, plan) = world.plan_json();
+    assert_eq!(code, Some(2), "{plan:#}");
+    assert!(
+        plan["comparedWith"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Compared with the live clusters")),
+        "{plan:#}"
+    );
+    let staging = target(&plan, "checkout-api", "staging", "staging-eu-west-1");
+    let deployment = changed_objects(staging)
+        .into_iter()
+        .find(|o| o["key"]["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("{staging:#}"));
+    assert_eq!(deployment["action"], "update", "{deployment:#}");
+    let conflict = deployment["conflict"].as_str().unwrap_or_default();
+    assert!(conflict.contains("kubectl-set"), "{deployment:#}");
+    assert!(conflict.contains("image"), "{deployment:#}");
+    let unified = deployment["unified"].as_str().unwrap_or_default();
+    assert!(unified.starts_with("! conflict: "), "{unified}");
+    assert!(unified.contains("forceConflicts"), "{unified}");
+    assert!(
+        unified
+            .lines()
+            .any(|l| l.starts_with('-') && l.ends_with("image: ghcr.io/acme/checkout-api:hotfix")),
+        "{unified}"
+    );
+
+    let refused = world.sync("checkout-api", "staging", &[]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).contains("kubectl-set"), "{}", text(&refused));
+}
+
 #[test]
 fn removing_a_manifest_prunes_exactly_that_object() {
     let world = World::new();

@@ -105,6 +105,15 @@ impl ClusterError {
         }
     }
 
+    /// The API server's own message (for a conflict: the managers and fields), or this
+    /// error's text when the server did not answer.
+    pub fn server_message(&self) -> String {
+        match self {
+            ClusterError::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// True when the API server answered with a field-manager conflict (409 on apply).
     pub fn is_conflict(&self) -> bool {
         matches!(

@@ -79,6 +79,10 @@ pub struct ObjectDiff {
     /// Unified diff of the normalized, masked objects as YAML; empty when unchanged.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub unified: String,
+    /// Fields of the change that another field manager owns, as the API server words the
+    /// conflict (the diff shows the change as a forced apply would make it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
 }
 
 /// Counts of objects per action.
@@ -231,6 +235,7 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
             action: Action::Unchanged,
             changed: Vec::new(),
             unified: String::new(),
+            conflict: None,
         };
     }
     let prepare = |object: &Value| {
@@ -262,6 +267,7 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
         action,
         changed,
         unified,
+        conflict: None,
     }
 }
 
@@ -274,6 +280,7 @@ impl ObjectDiff {
             action: Action::Refuse,
             changed: Vec::new(),
             unified,
+            conflict: None,
         }
     }
 }
