@@ -102,8 +102,23 @@ fn import_kayenta_prometheus_config() {
 
 #[test]
 fn import_kayenta_reports_what_it_cannot_convert() {
+    // `${region}` has no value in bowline: the import is refused, naming it.
     let file = fixture("kayenta/mixed-providers.json");
-    let out = bowline(&["canary", "import-kayenta", file.to_str().expect("utf-8")]);
+    let refused = bowline(&["canary", "import-kayenta", file.to_str().expect("utf-8")]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("placeholder ${region} has no bowline equivalent"),
+        "{stderr}"
+    );
+    assert!(stdout(&refused).is_empty());
+
+    // With the region written out, the rest converts, with a warning for each loss.
+    let text = std::fs::read_to_string(&file).expect("fixture");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let edited = dir.path().join("legacy.json");
+    std::fs::write(&edited, text.replace("${region}", "eu-west-1")).expect("write");
+    let out = bowline(&["canary", "import-kayenta", edited.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -114,15 +129,74 @@ fn import_kayenta_reports_what_it_cannot_convert() {
         stderr.contains("direction \"sideways\" is read as either"),
         "{stderr}"
     );
-    assert!(stderr.contains("${region}"), "{stderr}");
     assert!(stderr.contains("no classifier.scoreThresholds"), "{stderr}");
     assert!(stderr.contains("group weights sum to 90"), "{stderr}");
     let yaml = stdout(&out);
     assert!(yaml.contains("UNCONVERTED"), "{yaml}");
-    assert!(yaml.contains("{{ labels.region }}"), "{yaml}");
+    assert!(yaml.contains("region=\\\"eu-west-1\\\""), "{yaml}");
     let value: serde_json::Value = serde_yaml::from_str(&yaml).expect("YAML");
     bowline_config(&value).expect("still a valid document");
 }
+
+/// What Kayenta's API refuses, or what bowline would judge differently, is refused by the
+/// import; weights that leave metrics out or weigh nothing are warned about.
+#[test]
+fn import_kayenta_refuses_what_kayenta_refuses() {
+    use bowline::canary::kayenta::import;
+    let metric = |name: &str, group: &str| {
+        serde_json::json!({
+            "name": name,
+            "query": {"type": "prometheus", "customInlineTemplate": "PromQL:up{job=\"${scope}\",namespace=\"${namespace}\"}"},
+            "groups": [group],
+            "analysisConfigurations": {"canary": {}},
+        })
+    };
+    let config = |judge: &str, metrics: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "name": "c",
+            "judge": {"name": judge},
+            "metrics": metrics,
+            "classifier": {"groupWeights": {"a": 100}, "scoreThresholds": {"marginal": 75, "pass": 95}},
+        })
+    };
+    let refusal = |value: serde_json::Value| import(&value).expect_err("refused").to_string();
+    assert!(
+        refusal(config("StaticBaselineJudge-v1.0", vec![metric("m", "a")]))
+            .contains("judge \"StaticBaselineJudge-v1.0\" is not supported"),
+    );
+    assert!(refusal(config(JUDGE, vec![])).contains("no metrics"));
+    assert!(
+        refusal(config(JUDGE, vec![metric("m", "a"), metric("m", "a")]))
+            .contains("two metrics are named \"m\"")
+    );
+
+    let imported =
+        import(&config(JUDGE, vec![metric("m", "a"), metric("n", "b")])).expect("imports");
+    assert!(
+        imported.yaml.contains("namespace=\\\"{{ location }}\\\""),
+        "{}",
+        imported.yaml
+    );
+    let warnings = imported.warnings.join("\n");
+    assert!(warnings.contains("group \"b\" has no weight"), "{warnings}");
+    assert!(
+        warnings.contains("${namespace} became {{ location }}"),
+        "{warnings}"
+    );
+    let weighed_nothing =
+        import(&serde_json::json!({"metrics": [metric("m", "a")], "classifier": {"groupWeights": {"a": 50, "z": 50}}}))
+            .expect("imports");
+    assert!(
+        weighed_nothing
+            .warnings
+            .iter()
+            .any(|w| w.contains("gives group \"z\" a weight, but no metric is in it")),
+        "{:?}",
+        weighed_nothing.warnings
+    );
+}
+
+const JUDGE: &str = "NetflixACAJudge-v1.0";
 
 #[test]
 fn svg_chart_snapshot() {

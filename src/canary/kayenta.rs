@@ -231,9 +231,15 @@ pub struct Imported {
     pub warnings: Vec<String>,
 }
 
-/// Kayenta `${name}` placeholders to MiniJinja `{{ name }}`; names other than scope and location
-/// are reported.
-fn convert_placeholders(text: &str, what: &str, warnings: &mut Vec<String>) -> String {
+/// Kayenta `${name}` placeholders to MiniJinja `{{ name }}`: `scope` and `location` as they
+/// are, `namespace` as `location` (bowline's location is the app's namespace); any other
+/// placeholder has no value in bowline, so the import is refused naming it rather than
+/// producing a query that cannot validate.
+fn convert_placeholders(
+    text: &str,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Result<String, JudgeError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -244,11 +250,16 @@ fn convert_placeholders(text: &str, what: &str, warnings: &mut Vec<String>) -> S
                 let var = after[..end].trim();
                 match var {
                     "scope" | "location" => out.push_str(&format!("{{{{ {var} }}}}")),
-                    _ => {
+                    "namespace" => {
                         warnings.push(format!(
-                            "{what}: placeholder ${{{var}}} has no bowline equivalent; it became {{{{ labels.{var} }}}} (pass it with --label {var}=…)"
+                            "{what}: placeholder ${{namespace}} became {{{{ location }}}}, the app's namespace in the environment analysed"
                         ));
-                        out.push_str(&format!("{{{{ labels.{var} }}}}"));
+                        out.push_str("{{ location }}");
+                    }
+                    _ => {
+                        return Err(JudgeError::Config(format!(
+                            "{what}: placeholder ${{{var}}} has no bowline equivalent (queries get scope, the app, and location, its namespace): rewrite it with those, or as a literal, before importing"
+                        )));
                     }
                 }
                 rest = &after[end + 1..];
@@ -260,7 +271,7 @@ fn convert_placeholders(text: &str, what: &str, warnings: &mut Vec<String>) -> S
         }
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 /// A DNS-1123 label from free text.
@@ -306,13 +317,13 @@ fn convert_query(
     query: &Value,
     template_keys: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
-) -> Option<String> {
+) -> Result<Option<String>, JudgeError> {
     let kind = query.get("type").and_then(Value::as_str).unwrap_or("");
     if kind != "prometheus" {
         warnings.push(format!(
             "metric {metric}: query type \"{kind}\" is not Prometheus; write its PromQL by hand"
         ));
-        return None;
+        return Ok(None);
     }
     let what = format!("metric {metric}");
     if let Some(inline) = query
@@ -325,9 +336,11 @@ fn convert_query(
             .strip_prefix("PromQL:")
             .unwrap_or(inline)
             .trim();
-        return Some(convert_placeholders(promql, &what, warnings));
+        return convert_placeholders(promql, &what, warnings).map(Some);
     }
-    let metric_name = query.get("metricName").and_then(Value::as_str)?;
+    let Some(metric_name) = query.get("metricName").and_then(Value::as_str) else {
+        return Ok(None);
+    };
     let mut selectors: Vec<String> = Vec::new();
     if let Some(filter) = query
         .get("customFilterTemplate")
@@ -340,7 +353,7 @@ fn convert_query(
                 warnings.push(format!(
                     "metric {metric}: customFilterTemplate \"{filter}\" is not among the config's templates"
                 ));
-                return None;
+                return Ok(None);
             }
         }
     } else {
@@ -371,11 +384,11 @@ fn convert_query(
     } else {
         selector
     };
-    Some(if group_by.is_empty() {
+    Ok(Some(if group_by.is_empty() {
         inner
     } else {
         format!("sum by ({}) ({inner})", group_by.join(", "))
-    })
+    }))
 }
 
 fn yaml_string(s: &str) -> String {
@@ -392,8 +405,35 @@ fn yaml_number(v: f64) -> String {
 }
 
 /// Converts a Kayenta canary config (JSON value) to a bowline `CanaryConfig` YAML document.
+/// The judge bowline implements; Kayenta configs naming another are refused, not re-judged.
+const JUDGE: &str = "NetflixACAJudge-v1.0";
+
+/// Converts a Kayenta canary config. Refused, as Kayenta's API refuses them or because bowline
+/// would judge them differently: another judge than [`JUDGE`], no metrics, two metrics of one
+/// name, a placeholder with no bowline value.
 pub fn import(config: &Value) -> Result<Imported, JudgeError> {
+    if let Some(judge) = lookup(config, &["judge", "name"]).and_then(Value::as_str)
+        && judge != JUDGE
+    {
+        return Err(JudgeError::Config(format!(
+            "judge \"{judge}\" is not supported: bowline judges as {JUDGE} only, and would give other verdicts"
+        )));
+    }
     let judge = judge_config(config)?;
+    if judge.metrics.is_empty() {
+        return Err(JudgeError::Config(
+            "the config has no metrics: there is nothing to judge".to_string(),
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for m in &judge.metrics {
+        if !names.insert(m.name.as_str()) {
+            return Err(JudgeError::Config(format!(
+                "two metrics are named \"{}\" (Kayenta refuses such a config): rename one",
+                m.name
+            )));
+        }
+    }
     let mut warnings = Vec::new();
     let name = config
         .get("name")
@@ -415,7 +455,7 @@ pub fn import(config: &Value) -> Result<Imported, JudgeError> {
             warnings.push(format!("template \"{tname}\" is not a string; dropped"));
             continue;
         };
-        let converted = convert_placeholders(body, &format!("template {tname}"), &mut warnings);
+        let converted = convert_placeholders(body, &format!("template {tname}"), &mut warnings)?;
         template_lines.push(format!("    {key}: {}", yaml_string(&converted)));
         template_keys.insert(tname.clone(), key);
     }
@@ -424,9 +464,6 @@ pub fn import(config: &Value) -> Result<Imported, JudgeError> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if raw_metrics.is_empty() {
-        warnings.push("the config has no metrics".to_string());
-    }
     let mut out = String::new();
     out.push_str("# yaml-language-server: $schema=../../schema/canary-config.schema.json\n");
     out.push_str("apiVersion: bowline/v1\nkind: CanaryConfig\nmetadata:\n");
@@ -458,15 +495,16 @@ pub fn import(config: &Value) -> Result<Imported, JudgeError> {
             m.groups.iter().map(|g| yaml_string(g)).collect()
         };
         out.push_str(&format!("      groups: [{}]\n", groups.join(", ")));
-        let query = raw
-            .get("query")
-            .and_then(|q| convert_query(&m.name, q, &template_keys, &mut warnings))
-            .unwrap_or_else(|| {
-                format!(
-                    "UNCONVERTED {}",
-                    raw.get("query").map(Value::to_string).unwrap_or_default()
-                )
-            });
+        let converted = match raw.get("query") {
+            Some(q) => convert_query(&m.name, q, &template_keys, &mut warnings)?,
+            None => None,
+        };
+        let query = converted.unwrap_or_else(|| {
+            format!(
+                "UNCONVERTED {}",
+                raw.get("query").map(Value::to_string).unwrap_or_default()
+            )
+        });
         out.push_str(&format!("      query: {}\n", yaml_string(&query)));
         let canary = lookup(raw, &["analysisConfigurations", "canary"]);
         let given = |path: &[&str]| canary.and_then(|c| lookup(c, path)).is_some();
@@ -551,6 +589,27 @@ pub fn import(config: &Value) -> Result<Imported, JudgeError> {
         out.push_str("    groupWeights:\n");
         for (g, w) in &judge.group_weights {
             out.push_str(&format!("      {}: {}\n", yaml_string(g), yaml_number(*w)));
+        }
+    }
+    if !judge.group_weights.is_empty() {
+        let groups: std::collections::BTreeSet<&str> = judge
+            .metrics
+            .iter()
+            .flat_map(|m| m.groups.iter().map(String::as_str))
+            .collect();
+        for group in &groups {
+            if !judge.group_weights.contains_key(*group) {
+                warnings.push(format!(
+                    "group \"{group}\" has no weight in classifier.groupWeights: its metrics would not count"
+                ));
+            }
+        }
+        for group in judge.group_weights.keys() {
+            if !groups.contains(group.as_str()) {
+                warnings.push(format!(
+                    "classifier.groupWeights gives group \"{group}\" a weight, but no metric is in it"
+                ));
+            }
         }
     }
     let sum: f64 = judge.group_weights.values().sum();
