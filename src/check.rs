@@ -218,6 +218,10 @@ impl Checker {
         diagnostics.extend(platform_diagnostics);
         let generation = self.generation(snapshot)?;
         diagnostics.extend(generation.policy_diagnostics.iter().cloned());
+        diagnostics.extend(crate::policy::settings_problems(
+            &repo,
+            &generation.policies,
+        ));
 
         let apps: Vec<(&String, &Arc<Document<Application>>)> = repo.apps.iter().collect();
         let selected = |name: &str| app_filter.is_none_or(|f| f == name);
@@ -248,7 +252,9 @@ impl Checker {
                         &generation.policies,
                         inputs,
                     ))),
-                    (None, false) => Outcome::Validated(validate::check_app(&repo, doc, &broken)),
+                    (None, false) => {
+                        Outcome::Validated(validate_app(&repo, doc, &broken, &generation.policies))
+                    }
                 }
             })
             .collect();
@@ -344,6 +350,19 @@ impl Checker {
     }
 }
 
+/// The rules of one app: its documents against the platform's, and its policy exceptions
+/// against the policies.
+fn validate_app(
+    repo: &ConfigRepo,
+    app: &Document<Application>,
+    broken: &BrokenTemplates,
+    policies: &PolicySet,
+) -> Vec<Diagnostic> {
+    let mut out = validate::check_app(repo, app, broken);
+    out.extend(crate::policy::exception_problems(repo, app, policies));
+    out
+}
+
 /// Validates, renders and evaluates one app.
 fn compute_app(
     repo: &ConfigRepo,
@@ -352,7 +371,7 @@ fn compute_app(
     policies: &PolicySet,
     inputs: AppInputs,
 ) -> AppResult {
-    let validation = validate::check_app(repo, app, broken);
+    let validation = validate_app(repo, app, broken, policies);
     let name = &app.doc.metadata.name;
     let mut rendered = Vec::new();
     let mut policy = PolicyReport::default();

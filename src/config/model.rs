@@ -83,6 +83,59 @@ pub struct RepositorySpec {
     /// Where results are reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<Forge>,
+    /// Settings of policies by policy id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, PolicySetting>,
+}
+
+/// How a policy runs in this repository (`bowline.yaml` `spec.policies.<id>`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySetting {
+    /// Severity everywhere (`None`: the policy's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<PolicyLevel>,
+    /// Severity per environment, over `severity`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, PolicyLevel>,
+    /// Applications the policy does not apply to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_apps: Vec<String>,
+}
+
+impl PolicySetting {
+    /// The level set for `environment`, if any.
+    pub fn level_in(&self, environment: &str) -> Option<PolicyLevel> {
+        self.environments
+            .get(environment)
+            .copied()
+            .or(self.severity)
+    }
+}
+
+/// A policy's severity as the repository sets it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyLevel {
+    /// Fails validation and plans.
+    Deny,
+    /// Reported as a warning.
+    Warn,
+    /// Not run.
+    Off,
+}
+
+/// An application exempt from a policy (`app.yaml` `spec.policyExceptions[]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppPolicyException {
+    /// Policy id.
+    pub policy: String,
+    /// Why.
+    pub reason: String,
+    /// Only in these environments (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
 }
 
 /// An environment: namespace, clusters (in waves) and its Prometheus.
@@ -341,6 +394,9 @@ pub struct ApplicationSpec {
     /// Fields left out of live diffs and not claimed when applying.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_differences: Vec<IgnoreDifference>,
+    /// Policies the application is exempt from, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_exceptions: Vec<AppPolicyException>,
 }
 
 impl Application {

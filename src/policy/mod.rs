@@ -36,7 +36,7 @@ use regorus::rvm::vm::RegoVM;
 use serde::Serialize;
 
 use crate::config::instantiate::instantiate;
-use crate::config::{Application, ConfigRepo, Environment, Stage};
+use crate::config::{Application, ConfigRepo, Environment, PolicyLevel, Stage};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::render::{self, RenderSummary, RenderedObject};
 
@@ -972,10 +972,11 @@ pub fn check_render(
     environment: &str,
     objects: &[RenderedObject],
 ) -> PolicyReport {
-    let (Some(app), Some(environment)) = (repo.apps.get(app), repo.environment(environment)) else {
+    let (Some(app_doc), Some(environment)) = (repo.apps.get(app), repo.environment(environment))
+    else {
         return PolicyReport::default();
     };
-    let app = &app.doc;
+    let app = &app_doc.doc;
     let pipeline_name = repo.pipeline_of(app);
     // An app whose pipeline does not instantiate has errors reported elsewhere; its policies
     // see an empty pipeline rather than none, so no stage rule fires on top of them.
@@ -991,7 +992,141 @@ pub fn check_render(
         pipeline_name,
         pipeline: stages.as_deref(),
     };
-    policies.evaluate(&target, objects)
+    let mut report = policies.evaluate(&target, objects);
+    let settings = repo.repository.as_ref().map(|r| &r.doc.spec.policies);
+    apply_settings(&mut report, settings, app_doc, &environment.name);
+    report
+}
+
+/// Problems of `bowline.yaml`'s `spec.policies`: unknown policy ids and environments (errors),
+/// excluded apps the repository does not have (warnings).
+pub fn settings_problems(repo: &ConfigRepo, policies: &PolicySet) -> Vec<Diagnostic> {
+    let Some(doc) = &repo.repository else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = policies.policies().iter().map(|p| p.id.as_str()).collect();
+    let environments = repo.environment_names();
+    let mut out = Vec::new();
+    for (id, setting) in &doc.doc.spec.policies {
+        let pointer = crate::diagnostic::pointer_join("/spec/policies", id);
+        if !ids.contains(&id.as_str()) {
+            out.push(doc.error(
+                &pointer,
+                format!(
+                    "unknown policy \"{id}\"{} (policies: {})",
+                    did_you_mean(id, ids.iter().copied()),
+                    ids.join(", ")
+                ),
+            ));
+        }
+        for env in setting.environments.keys() {
+            if !environments.contains(&env.as_str()) {
+                out.push(doc.error(
+                    &format!("{pointer}/environments/{env}"),
+                    format!(
+                        "unknown environment \"{env}\" (environments: {})",
+                        environments.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (i, app) in setting.exclude_apps.iter().enumerate() {
+            if !repo.apps.contains_key(app) && !repo.broken_apps.contains(app) {
+                out.push(doc.warning(
+                    &format!("{pointer}/excludeApps/{i}"),
+                    format!("no application \"{app}\" in the repository"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Problems of an app's `spec.policyExceptions`: unknown policy ids and environments.
+pub fn exception_problems(
+    repo: &ConfigRepo,
+    app: &crate::config::Document<Application>,
+    policies: &PolicySet,
+) -> Vec<Diagnostic> {
+    let ids: Vec<&str> = policies.policies().iter().map(|p| p.id.as_str()).collect();
+    let environments = repo.environment_names();
+    let mut out = Vec::new();
+    for (i, exception) in app.doc.spec.policy_exceptions.iter().enumerate() {
+        let pointer = format!("/spec/policyExceptions/{i}");
+        if !ids.contains(&exception.policy.as_str()) {
+            out.push(app.error(
+                &format!("{pointer}/policy"),
+                format!(
+                    "unknown policy \"{}\"{} (policies: {})",
+                    exception.policy,
+                    did_you_mean(&exception.policy, ids.iter().copied()),
+                    ids.join(", ")
+                ),
+            ));
+        }
+        for (j, env) in exception.environments.iter().enumerate() {
+            if !environments.contains(&env.as_str()) {
+                out.push(app.error(
+                    &format!("{pointer}/environments/{j}"),
+                    format!(
+                        "unknown environment \"{env}\" (environments: {})",
+                        environments.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The repository's say over results: `bowline.yaml`'s severity per policy and environment
+/// (`off` drops the results) and apps left out, then the app's own exceptions, each reported
+/// with the results it suppressed (and its reason), like an exception annotated on an object.
+fn apply_settings(
+    report: &mut PolicyReport,
+    settings: Option<&BTreeMap<String, crate::config::PolicySetting>>,
+    app: &crate::config::Document<Application>,
+    environment: &str,
+) {
+    let exceptions = &app.doc.spec.policy_exceptions;
+    let mut suppressed = vec![0usize; exceptions.len()];
+    report.results.retain_mut(|result| {
+        if let Some(setting) = settings.and_then(|s| s.get(&result.policy)) {
+            if setting.exclude_apps.contains(&app.doc.metadata.name) {
+                return false;
+            }
+            match setting.level_in(environment) {
+                Some(PolicyLevel::Off) => return false,
+                Some(PolicyLevel::Deny) => result.severity = PolicySeverity::Deny,
+                Some(PolicyLevel::Warn) => result.severity = PolicySeverity::Warn,
+                None => {}
+            }
+        }
+        match exceptions.iter().position(|e| {
+            e.policy == result.policy
+                && (e.environments.is_empty() || e.environments.iter().any(|n| n == environment))
+        }) {
+            Some(i) => {
+                suppressed[i] += 1;
+                false
+            }
+            None => true,
+        }
+    });
+    for (i, (exception, count)) in exceptions.iter().zip(suppressed).enumerate() {
+        if count > 0 {
+            report.exceptions.push(PolicyException {
+                policy: exception.policy.clone(),
+                app: app.doc.metadata.name.clone(),
+                environment: environment.to_string(),
+                object: "every object of the app".to_string(),
+                file: app.file.clone(),
+                line: app.position(&format!("/spec/policyExceptions/{i}")).0,
+                reason: exception.reason.clone(),
+                suppressed: count,
+            });
+        }
+    }
 }
 
 /// Renders the selected apps and environments (all when `None`) and evaluates the policies on
