@@ -82,7 +82,11 @@ fn severity_per_environment_and_excluded_apps() {
     );
     let checked = check(tuned.path());
     assert!(resources(&checked).is_empty(), "{:?}", checked.policy);
-    let lines: Vec<String> = checked.diagnostics.iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(
         lines.iter().any(|l| l.contains("warning")
             && l.contains("spec.policies.resources.excludeApps[1]")
@@ -114,7 +118,10 @@ fn an_app_declares_its_exceptions_with_a_reason() {
     assert_eq!(exception.file, "apps/api/app.yaml");
     assert!(exception.suppressed > 0);
     assert!(exception.reason.contains("vertical pod autoscaler"));
-    assert!(exception.line > 20, "points at the exception: {exception:?}");
+    assert!(
+        exception.line > 20,
+        "points at the exception: {exception:?}"
+    );
 }
 
 #[test]

@@ -117,6 +117,7 @@ cases! {
     object_defined_twice_in_one_file => "object-defined-twice-in-one-file";
     object_rendered_by_two_apps => "object-rendered-by-two-apps";
     manifest_not_a_manifest => "manifest-not-a-manifest";
+    argo_cd_annotations => "argo-cd-annotations";
     manifest_duplicate_keys => "manifest-duplicate-keys";
     // Reading the repository (inputs that cannot be stored in Git, made at test time).
     file_too_large => "file-too-large" with setup_file_too_large;
@@ -254,7 +255,7 @@ fn every_case_directory_has_an_expected_file() {
 }
 
 /// Cases whose rule is a warning: the repository stays valid.
-const WARNING_CASES: &[&str] = &["ignored-file", "no-manifests"];
+const WARNING_CASES: &[&str] = &["argo-cd-annotations", "ignored-file", "no-manifests"];
 
 /// Every case fails validation (its expected diagnostics hold an error), except the warning
 /// cases, which must hold warnings only.

@@ -386,7 +386,7 @@ pub struct Rendered {
 /// means the secret is stored in clear in Git, readable by everyone with access to the
 /// repository.
 pub fn lint(objects: &[RenderedObject]) -> Vec<Diagnostic> {
-    objects
+    let secrets = objects
         .iter()
         .filter(|o| o.kind == "Secret" && o.api_version == "v1")
         .filter(|o| {
@@ -405,6 +405,46 @@ pub fn lint(objects: &[RenderedObject]) -> Vec<Diagnostic> {
                      keep secrets out of the config repository (for example with an external \
                      secrets operator or sealed secrets)",
                     o.name
+                ),
+            )
+            .into_warning()
+        });
+    secrets
+        .chain(objects.iter().flat_map(argo_cd_annotations))
+        .collect()
+}
+
+/// Argo CD annotations that change how Argo CD applies an object, which bowline does not
+/// read: said rather than silently ignored, with what bowline does instead.
+fn argo_cd_annotations(object: &RenderedObject) -> Vec<Diagnostic> {
+    let Some(annotations) = object
+        .object
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    else {
+        return Vec::new();
+    };
+    let what = |key: &str| match key {
+        "argocd.argoproj.io/sync-wave" => Some(
+            "bowline applies objects in its own kind order (namespaces and CRDs first, workloads after their config), cluster wave by cluster wave; order dependent steps as pipeline stages",
+        ),
+        "argocd.argoproj.io/hook" | "argocd.argoproj.io/hook-delete-policy" => Some(
+            "bowline runs no hooks: the object is applied like any other on every sync; run such work as a pipeline stage (a webhook, or a Job deployed by its own app)",
+        ),
+        "argocd.argoproj.io/sync-options" | "argocd.argoproj.io/compare-options" => {
+            Some("bowline has its own settings: syncPolicy and ignoreDifferences in app.yaml")
+        }
+        _ => None,
+    };
+    annotations
+        .keys()
+        .filter_map(|key| what(key).map(|instead| (key, instead)))
+        .map(|(key, instead)| {
+            Diagnostic::file_error(
+                &object.source,
+                format!(
+                    "{} \"{}\" has the Argo CD annotation {key}, which bowline does not read: {instead}",
+                    object.kind, object.name
                 ),
             )
             .into_warning()
