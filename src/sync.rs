@@ -187,7 +187,7 @@ async fn plan_one(
     {
         return Ok(Planned {
             body: rendered.object.clone(),
-            diff: ObjectDiff::refused(key, target.app),
+            diff: ObjectDiff::refused(key, target.app, crate::cluster::prune::owner(existing)),
         });
     }
     let body = apply_body(&rendered.object, live.as_ref(), options);

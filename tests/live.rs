@@ -802,6 +802,37 @@ fn objects_outside_the_destinations_are_refused_before_any_request() {
     );
 }
 
+/// An object another bowline app owns: the plan names that app, and the sync refuses it.
+#[test]
+fn an_object_another_bowline_app_owns_is_refused_naming_it() {
+    let world = World::new();
+    world.staging.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "checkout-api-config", "namespace": "shop-staging",
+            "labels": {"app.kubernetes.io/managed-by": "bowline", "bowline.dev/app": "storefront-web"},
+            "annotations": {"bowline.dev/app": "storefront-web", "bowline.dev/environment": "staging"}},
+        "data": {"k": "v"}}));
+    let plan = text(&world.bowline(&["plan"]));
+    assert!(
+        plan.contains("! v1 ConfigMap shop-staging/checkout-api-config: exists, owned by bowline app storefront-web, not checkout-api: would be refused"),
+        "{plan}"
+    );
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let live = world
+        .staging
+        .get(
+            "v1",
+            "ConfigMap",
+            Some("shop-staging"),
+            "checkout-api-config",
+        )
+        .expect("still there");
+    assert_eq!(
+        live["metadata"]["labels"]["bowline.dev/app"],
+        "storefront-web"
+    );
+}
+
 #[test]
 fn an_existing_object_the_app_does_not_manage_is_never_shown_or_taken_over() {
     let world = World::new();

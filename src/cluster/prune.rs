@@ -65,6 +65,19 @@ pub fn is_ours(object: &Value, app: &str, environment: &str) -> bool {
         && !owned_by_another
 }
 
+/// The bowline app that manages `object`, if bowline manages it.
+pub fn owner(object: &Value) -> Option<&str> {
+    let label = |k: &str| {
+        object
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+    };
+    (label(MANAGED_BY_LABEL) == Some(MANAGED_BY))
+        .then(|| label(APP_KEY))
+        .flatten()
+}
+
 /// True when `object` carries bowline's labels for `app`: only such objects are shown in a
 /// live diff with their content, and only they may be updated by a sync.
 pub fn is_managed_by(object: &Value, app: &str) -> bool {

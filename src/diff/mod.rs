@@ -272,9 +272,15 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
 }
 
 impl ObjectDiff {
-    /// An existing object that `app` does not manage: reported without any of its content.
-    pub fn refused(key: ObjectKey, app: &str) -> ObjectDiff {
-        let unified = format!("! {key}: exists, not managed by {app}: would be refused\n");
+    /// An existing object that `app` does not manage: reported without any of its content,
+    /// naming the bowline app that owns it when another one does.
+    pub fn refused(key: ObjectKey, app: &str, owner: Option<&str>) -> ObjectDiff {
+        let unified = match owner {
+            Some(owner) => format!(
+                "! {key}: exists, owned by bowline app {owner}, not {app}: would be refused (an object belongs to one app)\n"
+            ),
+            None => format!("! {key}: exists, not managed by {app}: would be refused\n"),
+        };
         ObjectDiff {
             key,
             action: Action::Refuse,
