@@ -121,6 +121,9 @@ pub fn plan_offline(target: &AppTarget<'_>, options: &DiffOptions, reason: &str)
 struct Planned {
     body: Value,
     diff: ObjectDiff,
+    /// Why the cluster cannot take the object at all (it does not serve its kind): a sync
+    /// fails on it before applying anything.
+    unserved: Option<String>,
 }
 
 /// Plans `target` against the live cluster, creating missing namespaces (the default
@@ -179,15 +182,23 @@ async fn plan_one(
         return Ok(Planned {
             body: rendered.object.clone(),
             diff,
+            unserved: None,
         });
     }
-    let live = cluster.get(&key).await?;
+    let live = match cluster.get(&key).await {
+        Ok(live) => live,
+        Err(e @ crate::cluster::ClusterError::UnknownKind { .. }) => {
+            return Ok(unserved(target, rendered, &e, options));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(existing) = &live
         && !crate::cluster::prune::is_managed_by(existing, target.app)
     {
         return Ok(Planned {
             body: rendered.object.clone(),
             diff: ObjectDiff::refused(key, target.app, crate::cluster::prune::owner(existing)),
+            unserved: None,
         });
     }
     let body = apply_body(&rendered.object, live.as_ref(), options);
@@ -210,7 +221,60 @@ async fn plan_one(
         );
         diff.conflict = Some(conflict);
     }
-    Ok(Planned { body, diff })
+    Ok(Planned {
+        body,
+        diff,
+        unserved: None,
+    })
+}
+
+/// An object whose kind the cluster does not serve. When the app renders the
+/// CustomResourceDefinition that defines it (applied first, by kind order), it is planned as a
+/// creation without a dry-run; otherwise it is refused, saying so, and a sync fails on it
+/// before applying anything. Either way the rest of the target is planned as usual.
+fn unserved(
+    target: &AppTarget<'_>,
+    rendered: &RenderedObject,
+    error: &crate::cluster::ClusterError,
+    options: &DiffOptions,
+) -> Planned {
+    let key = ObjectKey::of(&rendered.object);
+    let text = |o: &RenderedObject, p: &str| {
+        o.object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let crd = target.objects.iter().find(|o| {
+        o.kind == "CustomResourceDefinition"
+            && text(o, "/spec/group").as_deref() == Some(key.group())
+            && text(o, "/spec/names/kind").as_deref() == Some(key.kind.as_str())
+    });
+    match crd {
+        Some(crd) => {
+            let mut diff = diff::compare(None, Some(&rendered.object), options);
+            diff.unified = format!(
+                "! not dry-run: the cluster serves {} {} once CustomResourceDefinition {} (applied first) is in place\n{}",
+                key.api_version, key.kind, crd.name, diff.unified
+            );
+            Planned {
+                body: rendered.object.clone(),
+                diff,
+                unserved: None,
+            }
+        }
+        None => Planned {
+            body: rendered.object.clone(),
+            diff: ObjectDiff {
+                unified: format!("! {key}: {error}: a sync fails on it\n"),
+                key,
+                action: Action::Refuse,
+                changed: Vec::new(),
+                conflict: None,
+            },
+            unserved: Some(error.to_string()),
+        },
+    }
 }
 
 /// The plan entry of a missing namespace that `syncPolicy.createNamespace: false` keeps bowline
@@ -251,7 +315,11 @@ async fn plan_namespace(
     let body = crate::cluster::prune::namespace_object(namespace, target.app, target.environment);
     let dry_run = cluster.apply(&body, true, target.force_conflicts).await?;
     let diff = diff::compare(live.as_ref(), Some(&dry_run), options);
-    Ok(Planned { body, diff })
+    Ok(Planned {
+        body,
+        diff,
+        unserved: None,
+    })
 }
 
 /// Makes sure `namespace` exists in `cluster` before objects are applied outside [`sync`] (a
@@ -335,7 +403,12 @@ async fn plan_objects(
     let mut object_namespaces = BTreeSet::new();
     for rendered in target.objects {
         let key = ObjectKey::of(&rendered.object);
-        let namespaced = cluster.is_namespaced(&key.api_version, &key.kind).await?;
+        let namespaced = match cluster.is_namespaced(&key.api_version, &key.kind).await {
+            Ok(namespaced) => namespaced,
+            // Not served (yet): judged by its rendered scope here; its plan entry says why.
+            Err(crate::cluster::ClusterError::UnknownKind { .. }) => key.namespace.is_some(),
+            Err(e) => return Err(e.into()),
+        };
         target.destinations.check(&key, !namespaced)?;
         if namespaced && let Some(ns) = &key.namespace {
             object_namespaces.insert(ns.clone());
@@ -548,6 +621,10 @@ pub enum SyncError {
     /// An object lies outside its environment's destinations (nothing was sent for it).
     #[error(transparent)]
     Refused(#[from] Refused),
+    /// The cluster does not serve the kind of some objects (and the app renders no
+    /// CustomResourceDefinition for them): nothing was applied.
+    #[error("{}: nothing was applied", .0.join("; "))]
+    Unserved(Vec<String>),
     /// Objects exist that the app does not manage: a sync never takes them over.
     #[error("{} already {} and {} not managed by {app}: refusing to take {} over", list(objects), if objects.len() == 1 { "exists" } else { "exist" }, if objects.len() == 1 { "is" } else { "are" }, if objects.len() == 1 { "it" } else { "them" })]
     NotManaged {
@@ -597,6 +674,7 @@ impl SyncError {
             SyncError::Cluster(e) => e.is_transient(),
             SyncError::Timeout { .. } => true,
             SyncError::Refused(_)
+            | SyncError::Unserved(_)
             | SyncError::NotManaged { .. }
             | SyncError::NamespaceMissing { .. }
             | SyncError::RolloutFailed { .. } => false,
@@ -627,6 +705,10 @@ pub async fn sync(
             namespace,
             cluster: cluster.name().to_string(),
         });
+    }
+    let unserved: Vec<String> = planned.iter().filter_map(|p| p.unserved.clone()).collect();
+    if !unserved.is_empty() {
+        return Err(SyncError::Unserved(unserved));
     }
     let unmanaged: Vec<ObjectKey> = planned
         .iter()

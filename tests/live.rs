@@ -802,6 +802,78 @@ fn objects_outside_the_destinations_are_refused_before_any_request() {
     );
 }
 
+/// A kind the cluster does not serve is reported on its object, and the rest of the target is
+/// still compared with the live cluster; the sync fails before applying anything. Once the app
+/// renders the kind's CustomResourceDefinition, the object plans as a creation without a
+/// dry-run.
+#[test]
+fn an_unserved_kind_is_reported_on_its_object() {
+    let world = World::new();
+    fs::write(
+        world.path("apps/checkout-api/manifests/widget.yaml"),
+        "apiVersion: widgets.acme.example/v1\nkind: Widget\nmetadata:\n  name: checkout\nspec:\n  size: 3\n",
+    )
+    .expect("widget");
+    let (_, plan) = world.plan_json();
+    let staging = target(&plan, "checkout-api", "staging", "staging-eu-west-1");
+    assert_eq!(staging["live"]["kind"], "cluster", "{staging:#}");
+    let objects = staging["objects"].as_array().expect("objects");
+    let widget = objects
+        .iter()
+        .find(|o| o["key"]["kind"] == "Widget")
+        .unwrap_or_else(|| panic!("{staging:#}"));
+    assert_eq!(widget["action"], "refuse", "{widget:#}");
+    let unified = widget["unified"].as_str().unwrap_or_default();
+    assert!(
+        unified.contains("does not serve kind Widget in widgets.acme.example/v1"),
+        "{unified}"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["key"]["kind"] == "Deployment" && o["action"] == "create"),
+        "{staging:#}"
+    );
+    let out = world.sync("checkout-api", "staging", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("nothing was applied"), "{}", text(&out));
+    assert!(
+        world
+            .staging
+            .get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-staging"),
+                "checkout-api"
+            )
+            .is_none()
+    );
+
+    fs::write(
+        world.path("apps/checkout-api/manifests/widget-crd.yaml"),
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.widgets.acme.example\nspec:\n  group: widgets.acme.example\n  names: {kind: Widget, listKind: WidgetList, plural: widgets, singular: widget}\n  scope: Namespaced\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n",
+    )
+    .expect("crd");
+    world.edit(
+        "bowline.yaml",
+        "      namespace: shop-staging\n",
+        "      namespace: shop-staging\n      destinations:\n        clusterResources:\n          - group: apiextensions.k8s.io\n            kind: CustomResourceDefinition\n",
+    );
+    let (_, plan) = world.plan_json();
+    let staging = target(&plan, "checkout-api", "staging", "staging-eu-west-1");
+    let widget = staging["objects"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["key"]["kind"] == "Widget"))
+        .unwrap_or_else(|| panic!("{staging:#}"));
+    assert_eq!(widget["action"], "create", "{widget:#}");
+    assert!(
+        widget["unified"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("! not dry-run: the cluster serves widgets.acme.example/v1 Widget once CustomResourceDefinition widgets.widgets.acme.example")),
+        "{widget:#}"
+    );
+}
+
 /// An object another bowline app owns: the plan names that app, and the sync refuses it.
 #[test]
 fn an_object_another_bowline_app_owns_is_refused_naming_it() {
