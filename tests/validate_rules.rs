@@ -118,6 +118,7 @@ cases! {
     object_rendered_by_two_apps => "object-rendered-by-two-apps";
     manifest_not_a_manifest => "manifest-not-a-manifest";
     argo_cd_annotations => "argo-cd-annotations";
+    template_uses_image_the_app_does_not_set => "template-uses-image-the-app-does-not-set";
     manifest_duplicate_keys => "manifest-duplicate-keys";
     // Reading the repository (inputs that cannot be stored in Git, made at test time).
     file_too_large => "file-too-large" with setup_file_too_large;
@@ -304,5 +305,37 @@ fn outcome_functions_validate_in_when() {
         diagnostics.is_empty(),
         "rejected() and canceled() are valid:\n{}",
         lines(&diagnostics).join("\n")
+    );
+}
+
+/// `spec.image` is optional: an app whose manifests carry their own images is valid.
+#[test]
+fn an_app_without_an_image_whose_manifests_carry_theirs_is_valid() {
+    let repo = base_repo();
+    let app = repo.path().join("apps/api/app.yaml");
+    let text = std::fs::read_to_string(&app).expect("read");
+    let without: String = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("  image:")
+                && !l.starts_with("    repository:")
+                && !l.starts_with("    tag:")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!without.contains("image"), "{without}");
+    write_file(repo.path(), "apps/api/app.yaml", &without);
+    let deployment = repo.path().join("apps/api/manifests/deployment.yaml");
+    let manifest = std::fs::read_to_string(&deployment).expect("read");
+    write_file(
+        repo.path(),
+        "apps/api/manifests/deployment.yaml",
+        manifest.replace("{{ image }}", "ghcr.io/acme/api:1.4.2"),
+    );
+    let diagnostics = validate(repo.path());
+    assert!(
+        diagnostics.iter().all(|d| !d.is_error()),
+        "{:#?}",
+        lines(&diagnostics)
     );
 }

@@ -368,8 +368,10 @@ pub struct ApplicationSpec {
     /// What it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Container image.
-    pub image: Image,
+    /// Container image (`None`: the manifests carry their own images, and templates that use
+    /// `image` fail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
     /// Shared template parameters.
     #[serde(default)]
     pub parameters: Map<String, Value>,
@@ -451,6 +453,17 @@ pub struct Image {
 }
 
 impl Image {
+    /// The image of an app in an environment: the app's, with the environment's override
+    /// over it (`None` when neither sets one).
+    pub fn effective(base: Option<&Image>, over: Option<&ImageOverride>) -> Option<Image> {
+        match (base, over) {
+            (Some(base), Some(over)) => Some(base.overlay(over)),
+            (Some(base), None) => Some(base.clone()),
+            (None, Some(over)) => Some(Image::default().overlay(over)),
+            (None, None) => None,
+        }
+    }
+
     /// `repository@digest` when a digest is set, else `repository:tag`.
     pub fn reference(&self) -> String {
         match (&self.digest, &self.tag) {

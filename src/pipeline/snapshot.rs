@@ -242,7 +242,7 @@ pub fn prepare(
         app: json!({
             "name": app,
             "labels": application.metadata.labels,
-            "image": application.spec.image.reference(),
+            "image": application.spec.image.as_ref().map(crate::config::Image::reference),
         }),
         parameters: Value::Object(parameter_values(&template.doc, application)),
         environments,
@@ -347,7 +347,7 @@ pub fn prepare_removal(
         app: json!({
             "name": app,
             "labels": application.metadata.labels,
-            "image": application.spec.image.reference(),
+            "image": application.spec.image.as_ref().map(crate::config::Image::reference),
         }),
         parameters: json!({}),
         environments: envs,

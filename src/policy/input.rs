@@ -37,16 +37,14 @@ impl Shared {
     pub fn new(target: &Target<'_>, objects: &[RenderedObject]) -> Shared {
         let app = target.app;
         let namespace = app.namespace_in(target.environment);
-        let image = match app
-            .spec
-            .environments
-            .get(&target.environment.name)
-            .and_then(|e| e.as_ref())
-            .and_then(|e| e.image.as_ref())
-        {
-            Some(over) => app.spec.image.overlay(over),
-            None => app.spec.image.clone(),
-        };
+        let image = crate::config::Image::effective(
+            app.spec.image.as_ref(),
+            app.spec
+                .environments
+                .get(&target.environment.name)
+                .and_then(|e| e.as_ref())
+                .and_then(|e| e.image.as_ref()),
+        );
         let app_value = json!({
             "name": app.metadata.name,
             "labels": app.metadata.labels,

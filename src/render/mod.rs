@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::{Application, ConfigRepo, Document, Environment};
+use crate::config::{Application, ConfigRepo, Document, Environment, Image};
 use crate::diagnostic::Diagnostic;
 use crate::template;
 
@@ -131,29 +131,30 @@ impl<'r> AppRenderer<'r> {
             .namespace
             .clone()
             .unwrap_or_else(|| environment.namespace.clone());
-        let image = match &env_values.image {
-            Some(over) => app.spec.image.overlay(over),
-            None => app.spec.image.clone(),
-        };
+        let image = Image::effective(app.spec.image.as_ref(), env_values.image.as_ref());
         let mut parameters = Value::Object(app.spec.parameters.clone());
         merge(
             &mut parameters,
             &Value::Object(env_values.parameters.clone()),
         );
-        let context = serde_json::json!({
+        let mut context = serde_json::json!({
             "app": {
                 "name": app.metadata.name,
                 "labels": app.metadata.labels,
-                "image": image,
             },
             "env": {
                 "name": environment.name,
                 "clusters": environment.clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
             },
             "namespace": namespace,
-            "image": image.reference(),
             "parameters": parameters,
         });
+        // Without an image, `image` and `app.image` stay undefined, so a template using them
+        // fails (strictly undefined) instead of rendering a null.
+        if let Some(image) = &image {
+            context["image"] = Value::String(image.reference());
+            context["app"]["image"] = serde_json::to_value(image).unwrap_or(Value::Null);
+        }
         let ctx = minijinja::Value::from(minijinja::value::Serde(&context));
 
         let mut objects = Vec::new();
@@ -194,6 +195,11 @@ impl<'r> AppRenderer<'r> {
                         d.file = path.clone();
                     }
                     d.message = format!("environment {}: {}", environment.name, d.message);
+                    if image.is_none() && e.kind() == minijinja::ErrorKind::UndefinedError {
+                        d.message.push_str(
+                            ": this app sets no spec.image, so its templates cannot use image or app.image",
+                        );
+                    }
                     errors.push(d);
                     continue;
                 }
