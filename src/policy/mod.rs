@@ -1009,25 +1009,12 @@ pub fn settings_problems(repo: &ConfigRepo, policies: &PolicySet) -> Vec<Diagnos
     let mut out = Vec::new();
     for (id, setting) in &doc.doc.spec.policies {
         let pointer = crate::diagnostic::pointer_join("/spec/policies", id);
-        if !ids.contains(&id.as_str()) {
-            out.push(doc.error(
-                &pointer,
-                format!(
-                    "unknown policy \"{id}\"{} (policies: {})",
-                    did_you_mean(id, ids.iter().copied()),
-                    ids.join(", ")
-                ),
-            ));
+        if let Some(message) = unknown("policy", id, &ids) {
+            out.push(doc.error(&pointer, message));
         }
         for env in setting.environments.keys() {
-            if !environments.contains(&env.as_str()) {
-                out.push(doc.error(
-                    &format!("{pointer}/environments/{env}"),
-                    format!(
-                        "unknown environment \"{env}\" (environments: {})",
-                        environments.join(", ")
-                    ),
-                ));
+            if let Some(message) = unknown("environment", env, &environments) {
+                out.push(doc.error(&format!("{pointer}/environments/{env}"), message));
             }
         }
         for (i, app) in setting.exclude_apps.iter().enumerate() {
@@ -1042,6 +1029,22 @@ pub fn settings_problems(repo: &ConfigRepo, policies: &PolicySet) -> Vec<Diagnos
     out
 }
 
+/// `unknown policy "x" (did you mean "y"?) (policies: …)` when `name` is not among `known`.
+fn unknown(what: &str, name: &str, known: &[&str]) -> Option<String> {
+    (!known.contains(&name)).then(|| {
+        format!(
+            "unknown {what} \"{name}\"{} ({}: {})",
+            did_you_mean(name, known.iter().copied()),
+            if what == "policy" {
+                "policies"
+            } else {
+                "environments"
+            },
+            known.join(", ")
+        )
+    })
+}
+
 /// Problems of an app's `spec.policyExceptions`: unknown policy ids and environments.
 pub fn exception_problems(
     repo: &ConfigRepo,
@@ -1053,26 +1056,12 @@ pub fn exception_problems(
     let mut out = Vec::new();
     for (i, exception) in app.doc.spec.policy_exceptions.iter().enumerate() {
         let pointer = format!("/spec/policyExceptions/{i}");
-        if !ids.contains(&exception.policy.as_str()) {
-            out.push(app.error(
-                &format!("{pointer}/policy"),
-                format!(
-                    "unknown policy \"{}\"{} (policies: {})",
-                    exception.policy,
-                    did_you_mean(&exception.policy, ids.iter().copied()),
-                    ids.join(", ")
-                ),
-            ));
+        if let Some(message) = unknown("policy", &exception.policy, &ids) {
+            out.push(app.error(&format!("{pointer}/policy"), message));
         }
         for (j, env) in exception.environments.iter().enumerate() {
-            if !environments.contains(&env.as_str()) {
-                out.push(app.error(
-                    &format!("{pointer}/environments/{j}"),
-                    format!(
-                        "unknown environment \"{env}\" (environments: {})",
-                        environments.join(", ")
-                    ),
-                ));
+            if let Some(message) = unknown("environment", env, &environments) {
+                out.push(app.error(&format!("{pointer}/environments/{j}"), message));
             }
         }
     }
