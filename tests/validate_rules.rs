@@ -111,6 +111,7 @@ cases! {
     manifest_undefined_variable => "manifest-undefined-variable";
     rendered_not_yaml => "rendered-not-yaml";
     rendered_object_without_name => "rendered-object-without-name";
+    generate_name => "generate-name";
     rendered_object_not_mapping => "rendered-object-not-mapping";
     rendered_object_without_kind => "rendered-object-without-kind";
     object_defined_twice => "object-defined-twice";

@@ -331,6 +331,11 @@ impl<'r> AppRenderer<'r> {
         };
         let name = match metadata.get("name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() => n.to_string(),
+            _ if metadata.contains_key("generateName") => {
+                return Err(fail(format!(
+                    "{kind} has metadata.generateName but no metadata.name: bowline applies, compares and prunes objects by name, so a name the server makes up cannot be tracked; name it per deploy instead, e.g. name: {{{{ app.name }}}}-migrate-{{{{ app.image.tag }}}} (a Job's template is immutable, so a new name per image also gives each deploy its own Job)"
+                )));
+            }
             _ => return Err(fail(format!("{kind} has no metadata.name"))),
         };
         let namespace = if crate::object::is_cluster_scoped(&kind) {
