@@ -154,33 +154,38 @@ fn platform_key(snapshot: &Snapshot) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The files of app directory `name`, read and refused.
-fn app_inputs(snapshot: &Snapshot, name: &str) -> AppInputs {
-    let prefix = format!("apps/{name}/");
-    let mut inputs: AppInputs = snapshot
-        .files_under(&prefix)
-        .map(|(path, text)| (path.to_string(), Some(text.clone())))
-        .collect();
-    inputs.extend(
-        snapshot
-            .refused()
-            .filter(|path| path.starts_with(&prefix))
-            .map(|path| (path.to_string(), None)),
-    );
-    inputs
+/// The files under `prefix` (an app's directory), read then refused, without copying them.
+fn inputs_under<'s>(
+    snapshot: &'s Snapshot,
+    prefix: &'s str,
+) -> impl Iterator<Item = (&'s str, Option<&'s Arc<str>>)> + 's {
+    snapshot
+        .files_under(prefix)
+        .map(|(path, text)| (path, Some(text)))
+        .chain(snapshot.refused_under(prefix).map(|path| (path, None)))
 }
 
-/// Equal inputs; texts that are the same shared allocation compare without reading them.
-fn same_inputs(a: &AppInputs, b: &AppInputs) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|((pa, ta), (pb, tb))| {
-            pa == pb
-                && match (ta, tb) {
-                    (Some(ta), Some(tb)) => Arc::ptr_eq(ta, tb) || ta == tb,
+/// The files of the app directory at `prefix`, kept with its results.
+fn app_inputs(snapshot: &Snapshot, prefix: &str) -> AppInputs {
+    inputs_under(snapshot, prefix)
+        .map(|(path, text)| (path.to_string(), text.cloned()))
+        .collect()
+}
+
+/// Whether the kept inputs are the app's files in `snapshot`; texts that are the same shared
+/// allocation compare without reading them.
+fn same_inputs(kept: &AppInputs, snapshot: &Snapshot, prefix: &str) -> bool {
+    let mut current = inputs_under(snapshot, prefix);
+    kept.iter().all(|(path, text)| {
+        current.next().is_some_and(|(p, t)| {
+            p == path
+                && match (text, t) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
                     (None, None) => true,
                     _ => false,
                 }
         })
+    }) && current.next().is_none()
 }
 
 impl Checker {
@@ -240,8 +245,8 @@ impl Checker {
             .par_iter()
             .zip(cached.into_par_iter())
             .map(|((name, doc), cached)| {
-                let inputs = app_inputs(snapshot, name);
-                let kept = cached.filter(|c| same_inputs(&c.inputs, &inputs));
+                let prefix = format!("apps/{name}/");
+                let kept = cached.filter(|c| same_inputs(&c.inputs, snapshot, &prefix));
                 match (kept, selected(name)) {
                     (Some(kept), true) => Outcome::Kept(kept),
                     (Some(kept), false) => Outcome::Validated(kept.validation.clone()),
@@ -250,7 +255,7 @@ impl Checker {
                         doc,
                         &broken,
                         &generation.policies,
-                        inputs,
+                        app_inputs(snapshot, &prefix),
                     ))),
                     (None, false) => {
                         Outcome::Validated(validate_app(&repo, doc, &broken, &generation.policies))

@@ -81,13 +81,7 @@ pub fn owner(object: &Value) -> Option<&str> {
 /// True when `object` carries bowline's labels for `app`: only such objects are shown in a
 /// live diff with their content, and only they may be updated by a sync.
 pub fn is_managed_by(object: &Value, app: &str) -> bool {
-    let label = |k: &str| {
-        object
-            .pointer("/metadata/labels")
-            .and_then(|l| l.get(k))
-            .and_then(Value::as_str)
-    };
-    label(MANAGED_BY_LABEL) == Some(MANAGED_BY) && label(APP_KEY) == Some(app)
+    owner(object) == Some(app)
 }
 
 /// The objects among `live` to delete: ours and not desired, in reverse apply order (workloads

@@ -1009,11 +1009,11 @@ pub fn settings_problems(repo: &ConfigRepo, policies: &PolicySet) -> Vec<Diagnos
     let mut out = Vec::new();
     for (id, setting) in &doc.doc.spec.policies {
         let pointer = crate::diagnostic::pointer_join("/spec/policies", id);
-        if let Some(message) = unknown("policy", id, &ids) {
+        if let Some(message) = unknown("policy", "policies", id, &ids) {
             out.push(doc.error(&pointer, message));
         }
         for env in setting.environments.keys() {
-            if let Some(message) = unknown("environment", env, &environments) {
+            if let Some(message) = unknown("environment", "environments", env, &environments) {
                 out.push(doc.error(&format!("{pointer}/environments/{env}"), message));
             }
         }
@@ -1030,16 +1030,11 @@ pub fn settings_problems(repo: &ConfigRepo, policies: &PolicySet) -> Vec<Diagnos
 }
 
 /// `unknown policy "x" (did you mean "y"?) (policies: …)` when `name` is not among `known`.
-fn unknown(what: &str, name: &str, known: &[&str]) -> Option<String> {
+fn unknown(what: &str, plural: &str, name: &str, known: &[&str]) -> Option<String> {
     (!known.contains(&name)).then(|| {
         format!(
-            "unknown {what} \"{name}\"{} ({}: {})",
+            "unknown {what} \"{name}\"{} ({plural}: {})",
             did_you_mean(name, known.iter().copied()),
-            if what == "policy" {
-                "policies"
-            } else {
-                "environments"
-            },
             known.join(", ")
         )
     })
@@ -1056,11 +1051,11 @@ pub fn exception_problems(
     let mut out = Vec::new();
     for (i, exception) in app.doc.spec.policy_exceptions.iter().enumerate() {
         let pointer = format!("/spec/policyExceptions/{i}");
-        if let Some(message) = unknown("policy", &exception.policy, &ids) {
+        if let Some(message) = unknown("policy", "policies", &exception.policy, &ids) {
             out.push(app.error(&format!("{pointer}/policy"), message));
         }
         for (j, env) in exception.environments.iter().enumerate() {
-            if let Some(message) = unknown("environment", env, &environments) {
+            if let Some(message) = unknown("environment", "environments", env, &environments) {
                 out.push(app.error(&format!("{pointer}/environments/{j}"), message));
             }
         }

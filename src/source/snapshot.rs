@@ -172,6 +172,14 @@ impl Snapshot {
         self.refused.iter().map(String::as_str)
     }
 
+    /// Refused paths that start with `prefix`, sorted.
+    pub fn refused_under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.refused
+            .range(prefix.to_string()..)
+            .take_while(move |p| p.starts_with(prefix))
+            .map(String::as_str)
+    }
+
     /// All files, sorted by path.
     pub fn files(&self) -> impl Iterator<Item = (&str, &Arc<str>)> {
         self.files.iter().map(|(p, c)| (p.as_str(), c))
