@@ -14,12 +14,26 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/bowline /usr/local/bin/bowline \
  && strip /usr/local/bin/bowline
 
+# kubectl, for its built-in kustomize: apps kept as kustomizations are built with it. The
+# checksum is Kubernetes' published one for the release.
+FROM debian:bookworm-slim AS kubectl
+ARG KUBECTL_VERSION=v1.32.4
+ARG TARGETARCH=amd64
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && curl -fsSLo /kubectl "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/${TARGETARCH}/kubectl" \
+ && echo "$(curl -fsSL "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/${TARGETARCH}/kubectl.sha256")  /kubectl" \
+    | sha256sum --check \
+ && chmod 0755 /kubectl
+
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates git \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/bowline --create-home bowline
 COPY --from=build /usr/local/bin/bowline /usr/local/bin/bowline
+COPY --from=kubectl /kubectl /usr/local/bin/kubectl
+ENV BOWLINE_KUBECTL=/usr/local/bin/kubectl
 COPY schema /usr/share/bowline/schema
 USER 10001:10001
 WORKDIR /var/lib/bowline

@@ -1,7 +1,8 @@
 //! A repository as a team migrating to bowline brings it (`tests/fixtures/migration/`): a JSON
 //! manifest and an upper-case `.YML` one, YAML written for kubectl (anchors, merge keys, octal
 //! file modes), an app whose manifests carry their own image, and policies relaxed in
-//! `bowline.yaml` for the migration. It goes through `validate`, `plan`, `sync` and `plan`
+//! `bowline.yaml` for the migration, and an app kept as a Kustomize base with an overlay per
+//! environment (built by the kustomize in `kubectl`). It goes through `validate`, `plan`, `sync` and `plan`
 //! again against the Kubernetes API test server; then someone runs `kubectl set image`, and
 //! then two apps claim one object.
 
@@ -47,7 +48,17 @@ impl World {
     }
 
     fn plan(&self) -> (Option<i32>, Value) {
-        let out = self.bowline(&["plan", "--format", "json", "--exit-code"]);
+        self.plan_with(&[])
+    }
+
+    fn plan_app(&self, app: &str, env: &str) -> (Option<i32>, Value) {
+        self.plan_with(&["--app", app, "--env", env])
+    }
+
+    fn plan_with(&self, selection: &[&str]) -> (Option<i32>, Value) {
+        let mut args = vec!["plan", "--format", "json", "--exit-code"];
+        args.extend_from_slice(selection);
+        let out = self.bowline(&args);
         let plan = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", text(&out)));
         (out.status.code(), plan)
@@ -72,7 +83,7 @@ fn a_migrating_repository_validates_plans_syncs_and_stays_in_sync() {
         .expect("validate");
     assert_eq!(validate.status.code(), Some(0), "{}", text(&validate));
     assert!(
-        text(&validate).contains("3 apps") && text(&validate).contains("5 objects"),
+        text(&validate).contains("4 apps") && text(&validate).contains("11 objects"),
         "every manifest is read: {}",
         text(&validate)
     );
@@ -80,13 +91,48 @@ fn a_migrating_repository_validates_plans_syncs_and_stays_in_sync() {
     let (code, plan) = world.plan();
     assert_eq!(code, Some(2), "{plan:#}");
     assert_eq!(
-        plan["totals"]["create"], 8,
-        "5 objects, and the namespace in each of the 3 apps' plans: {plan:#}"
+        plan["totals"]["create"], 16,
+        "11 objects, and the namespace in each of the 5 app/environment plans: {plan:#}"
     );
 
-    for app in ["catalog", "worker", "legacy"] {
-        let out = world.bowline(&["sync", "--app", app, "--env", "staging"]);
-        assert!(out.status.success(), "sync {app}: {}", text(&out));
+    for (app, env) in [
+        ("catalog", "staging"),
+        ("worker", "staging"),
+        ("legacy", "staging"),
+        ("storefront", "staging"),
+        ("storefront", "production"),
+    ] {
+        let out = world.bowline(&["sync", "--app", app, "--env", env]);
+        assert!(out.status.success(), "sync {app} {env}: {}", text(&out));
+    }
+    // The Kustomize app: the overlay's replicas and patch, the base's generated ConfigMap
+    // (with its content hash in the name), the image tag from app.yaml.
+    for (namespace, replicas, requests) in [
+        ("shop", 1, json!({"cpu": "100m", "memory": "128Mi"})),
+        ("shop-prod", 3, Value::Null),
+    ] {
+        let storefront = world
+            .cluster
+            .get("apps/v1", "Deployment", Some(namespace), "storefront")
+            .expect("storefront deployed");
+        assert_eq!(storefront["spec"]["replicas"], replicas, "{storefront:#}");
+        let container = &storefront["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "ghcr.io/acme/storefront:1.4.0");
+        assert_eq!(container["resources"]["requests"], requests);
+        let volume = &storefront["spec"]["template"]["spec"]["volumes"][0]["configMap"];
+        assert_eq!(volume["defaultMode"], 292, "0444 is octal");
+        let config = volume["name"].as_str().expect("config map name");
+        assert!(config.starts_with("storefront-config-"), "{config}");
+        let map = world
+            .cluster
+            .get("v1", "ConfigMap", Some(namespace), config)
+            .expect("generated config map applied");
+        assert!(
+            map["data"]["app.properties"]
+                .as_str()
+                .is_some_and(|p| p.contains("currency=EUR")),
+            "{map:#}"
+        );
     }
     let worker = world
         .cluster
@@ -152,6 +198,82 @@ fn a_migrating_repository_validates_plans_syncs_and_stays_in_sync() {
     assert!(
         report.contains("apps/catalog/manifests/Service.YML")
             && report.contains("also rendered by app \"legacy\""),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_kustomize_config_change_replaces_its_generated_config_map() {
+    let world = World::new();
+    let out = world.bowline(&["sync", "--app", "storefront", "--env", "staging"]);
+    assert!(out.status.success(), "{}", text(&out));
+    fs::write(
+        world
+            .repo
+            .path()
+            .join("apps/storefront/manifests/base/config/app.properties"),
+        "currency=USD\ncheckout.url=http://checkout\n",
+    )
+    .expect("edit the generator's file");
+    let out = world.bowline(&[
+        "plan",
+        "--app",
+        "storefront",
+        "--env",
+        "staging",
+        "--format",
+        "json",
+        "--exit-code",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    // A new ConfigMap (new content hash), the Deployment pointing at it, the old one pruned.
+    assert_eq!(
+        (
+            &plan["totals"]["create"],
+            &plan["totals"]["update"],
+            &plan["totals"]["delete"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{plan:#}"
+    );
+    let out = world.bowline(&["sync", "--app", "storefront", "--env", "staging"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let maps = world.cluster.list("v1", "ConfigMap", Some("shop"));
+    let names: Vec<&str> = maps
+        .iter()
+        .filter_map(|m| m["metadata"]["name"].as_str())
+        .filter(|n| n.starts_with("storefront-config-"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "the old generated ConfigMap is pruned: {names:?}"
+    );
+    let (code, plan) = world.plan_app("storefront", "staging");
+    assert_eq!(code, Some(0), "{plan:#}");
+}
+
+#[test]
+fn without_a_usable_kubectl_a_kustomize_app_fails_validation_saying_so() {
+    let world = World::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .arg("validate")
+        .arg(world.repo.path())
+        .env("BOWLINE_KUBECTL", world.repo.path().join("no-such-kubectl"))
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("apps/storefront/manifests/overlays/staging/kustomization.yaml")
+            && report.contains("cannot run")
+            && report.contains("no-such-kubectl"),
+        "{report}"
+    );
+    // The apps kept as templates still render.
+    assert!(
+        !report.contains("apps/catalog/manifests/deployment.json:1:1: error"),
         "{report}"
     );
 }

@@ -121,6 +121,11 @@ cases! {
     argo_cd_annotations => "argo-cd-annotations";
     template_uses_image_the_app_does_not_set => "template-uses-image-the-app-does-not-set";
     manifest_duplicate_keys => "manifest-duplicate-keys";
+    // Kustomize sources.
+    kustomize_references => "kustomize-references";
+    kustomize_no_overlay => "kustomize-no-overlay";
+    kustomize_path_not_found => "kustomize-path-not-found";
+    kustomize_build_error => "kustomize-build-error";
     // Reading the repository (inputs that cannot be stored in Git, made at test time).
     file_too_large => "file-too-large" with setup_file_too_large;
     non_utf8_file => "non-utf8-file" with setup_non_utf8_file;

@@ -171,27 +171,12 @@ impl ConfigRepo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Role {
     Repository,
-    Application {
-        dir: String,
-    },
-    Manifest {
-        dir: String,
-    },
+    Application { dir: String },
+    Manifest { dir: String },
     Pipeline,
     Canary,
     Policy,
     Ignored(&'static str),
-    /// A file bowline reads but cannot use: an error, so it is never skipped unseen.
-    Refused(&'static str),
-}
-
-/// Whether `path` ends in `.yaml`, `.yml` or `.json` in any case: what a manifest may be.
-fn is_manifest_file(path: &str) -> bool {
-    path.rsplit_once('.').is_some_and(|(_, ext)| {
-        ["yaml", "yml", "json"]
-            .iter()
-            .any(|wanted| ext.eq_ignore_ascii_case(wanted))
-    })
 }
 
 fn role_of(path: &str) -> Role {
@@ -202,12 +187,11 @@ fn role_of(path: &str) -> Role {
         ["apps", dir, f] if *f == "app.yaml" || *f == "app.yml" => Role::Application {
             dir: (*dir).to_string(),
         },
-        ["apps", dir, "manifests", ..] if is_manifest_file(path) => Role::Manifest {
+        // Manifests, and in apps built with Kustomize the files their kustomizations use:
+        // the renderer refuses what it cannot use.
+        ["apps", dir, "manifests", ..] => Role::Manifest {
             dir: (*dir).to_string(),
         },
-        ["apps", _, "manifests", ..] => Role::Refused(
-            "not a manifest: files under manifests/ are Kubernetes manifests ending in .yaml, .yml or .json; move other files out of manifests/",
-        ),
         ["apps", ..] => Role::Ignored("apps/<app>/ holds app.yaml and manifests/"),
         ["pipelines", _] if yaml => Role::Pipeline,
         ["pipelines", ..] => Role::Ignored(
@@ -325,7 +309,6 @@ pub fn load_documents(snapshot: &Snapshot, cache: &LoadCache) -> (ConfigRepo, Ve
                     .push((path.to_string(), text.clone()));
             }
             Role::Policy => {}
-            Role::Refused(why) => diagnostics.push(Diagnostic::file_error(path, why)),
             Role::Ignored(why) => {
                 if path.ends_with(".yaml") || path.ends_with(".yml") {
                     diagnostics.push(

@@ -518,6 +518,17 @@ pub struct AppEnvironment {
     /// Parameters merged over the shared ones.
     #[serde(default)]
     pub parameters: Map<String, Value>,
+    /// The kustomization this environment builds, in an app built with Kustomize.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomize: Option<KustomizeSource>,
+}
+
+/// Which kustomization an environment builds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct KustomizeSource {
+    /// Directory under `manifests/` holding the kustomization (default: `overlays/<env>`,
+    /// else `<env>`, else `manifests/` itself).
+    pub path: String,
 }
 
 /// Which pipeline template an application runs, with its variables.

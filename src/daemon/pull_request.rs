@@ -262,9 +262,15 @@ impl Daemon {
             _ => Vec::new(),
         };
         let base_repo = trusted.as_ref().map(|t| &t.2);
-        let targets: Vec<_> = affected
-            .iter()
-            .flat_map(|app| sync::render_targets(&repo, Some(app), None))
+        // Rendering may run kustomize: off the async workers.
+        let rendered: Vec<_> = tokio::task::block_in_place(|| {
+            affected
+                .iter()
+                .flat_map(|app| sync::render_targets(&repo, Some(app), None))
+                .collect()
+        });
+        let targets: Vec<_> = rendered
+            .into_iter()
             .chain(
                 removed
                     .iter()

@@ -337,11 +337,13 @@ impl Daemon {
         if existing.iter().any(|e| e.revision == sha) {
             return Ok(None);
         }
+        // Rendering may run kustomize: off the async workers.
         let mut new =
-            pipeline::prepare(repo, app, None, sha, "push").map_err(|e| DaemonError::Prepare {
-                app: app.to_string(),
-                message: e.to_string(),
-            })?;
+            tokio::task::block_in_place(|| pipeline::prepare(repo, app, None, sha, "push"))
+                .map_err(|e| DaemonError::Prepare {
+                    app: app.to_string(),
+                    message: e.to_string(),
+                })?;
         if let (Some(pr), Some(trigger)) = (pull_request, new.trigger.as_object_mut()) {
             trigger.insert("pullRequest".into(), pr.number.into());
             if let Some(author) = &pr.author {

@@ -205,26 +205,20 @@ pub fn prepare(
         }
     }
     let mut environments = BTreeMap::new();
+    let invalid = |d: Vec<crate::diagnostic::Diagnostic>| {
+        PrepareError::Invalid(
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    let renderer = crate::render::AppRenderer::new(repo, doc).map_err(invalid)?;
     for env in &app_envs {
         if environment.is_some_and(|e| e != env.name) {
             continue;
         }
-        let renderer = crate::render::AppRenderer::new(repo, doc).map_err(|d| {
-            PrepareError::Invalid(
-                d.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        let objects = renderer.render(env).map_err(|d| {
-            PrepareError::Invalid(
-                d.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let objects = renderer.render(env).map_err(invalid)?;
         environments.insert(
             env.name.clone(),
             EnvSnapshot {

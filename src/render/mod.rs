@@ -8,8 +8,10 @@
 //! byte: keys are sorted and so are objects.
 
 pub mod kube_yaml;
+pub mod kustomize;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -70,43 +72,96 @@ impl RenderedObject {
     }
 }
 
+/// Why a file under `manifests/` of an app rendered from templates is refused.
+const NOT_A_MANIFEST: &str = "not a manifest: files under manifests/ are Kubernetes manifests ending in .yaml, .yml or .json (or, in an app built with Kustomize, the files its kustomizations use); move other files out of manifests/";
+
+/// Whether `path` ends in `.yaml`, `.yml` or `.json` in any case: what a manifest may be.
+fn is_manifest_file(path: &str) -> bool {
+    path.rsplit_once('.').is_some_and(|(_, ext)| {
+        ["yaml", "yml", "json"]
+            .iter()
+            .any(|wanted| ext.eq_ignore_ascii_case(wanted))
+    })
+}
+
 /// The manifests of one application compiled once, ready to render for each environment.
 pub struct AppRenderer<'r> {
     app: &'r Document<Application>,
-    env: minijinja::Environment<'static>,
-    /// Names of the templates that produce objects (not partials), relative to manifests/.
-    roots: Vec<String>,
+    sources: Sources,
     /// `apps/<app>/manifests/`.
     prefix: String,
 }
 
+/// What an app's `manifests/` holds.
+enum Sources {
+    /// MiniJinja templates.
+    Templates {
+        env: Box<minijinja::Environment<'static>>,
+        /// Names of the templates that produce objects (not partials), relative to manifests/.
+        roots: Vec<String>,
+    },
+    /// Kustomizations, built per environment (see [`kustomize`]).
+    Kustomize {
+        files: Vec<(String, Arc<str>)>,
+        /// Directories holding a kustomization, with its file.
+        dirs: BTreeMap<String, String>,
+        /// The app's files written out, on the first build.
+        sandbox: OnceLock<Result<kustomize::Sandbox, String>>,
+    },
+}
+
 impl<'r> AppRenderer<'r> {
-    /// Compiles the manifest templates of `app`; syntax errors come back with file and line.
+    /// Compiles the manifest templates of `app` (or checks its kustomizations); syntax errors
+    /// come back with file and line.
     pub fn new(repo: &ConfigRepo, app: &'r Document<Application>) -> Result<Self, Vec<Diagnostic>> {
+        let prefix = format!("apps/{}/manifests/", app.doc.metadata.name);
+        let files: &[(String, Arc<str>)] = repo
+            .manifests
+            .get(&app.doc.metadata.name)
+            .map_or(&[], |m| m.files.as_slice());
+        let dirs = kustomize::directories(files, &prefix);
+        if !dirs.is_empty() {
+            let errors = kustomize::check_references(files, &prefix);
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+            return Ok(AppRenderer {
+                app,
+                sources: Sources::Kustomize {
+                    files: files.to_vec(),
+                    dirs,
+                    sandbox: OnceLock::new(),
+                },
+                prefix,
+            });
+        }
         let mut env = template::sandbox();
         let mut roots = Vec::new();
         let mut errors = Vec::new();
-        let prefix = format!("apps/{}/manifests/", app.doc.metadata.name);
-        if let Some(manifests) = repo.manifests.get(&app.doc.metadata.name) {
-            for (path, text) in &manifests.files {
-                // Templates are named relative to manifests/, so includes read
-                // `{% include "_labels.yaml" %}`.
-                let name = path.strip_prefix(&prefix).unwrap_or(path).to_string();
-                if let Err(e) = env.add_template_owned(name.clone(), text.to_string()) {
-                    errors.push(template_error(&prefix, &e, Some(text)));
-                    continue;
-                }
-                let partial = name.rsplit('/').next().is_some_and(|f| f.starts_with('_'));
-                if !partial {
-                    roots.push(name);
-                }
+        for (path, text) in files {
+            if !is_manifest_file(path) {
+                errors.push(Diagnostic::file_error(path, NOT_A_MANIFEST));
+                continue;
+            }
+            // Templates are named relative to manifests/, so includes read
+            // `{% include "_labels.yaml" %}`.
+            let name = path.strip_prefix(&prefix).unwrap_or(path).to_string();
+            if let Err(e) = env.add_template_owned(name.clone(), text.to_string()) {
+                errors.push(template_error(&prefix, &e, Some(text)));
+                continue;
+            }
+            let partial = name.rsplit('/').next().is_some_and(|f| f.starts_with('_'));
+            if !partial {
+                roots.push(name);
             }
         }
         if errors.is_empty() {
             Ok(AppRenderer {
                 app,
-                env,
-                roots,
+                sources: Sources::Templates {
+                    env: Box::new(env),
+                    roots,
+                },
                 prefix,
             })
         } else {
@@ -132,102 +187,29 @@ impl<'r> AppRenderer<'r> {
             .clone()
             .unwrap_or_else(|| environment.namespace.clone());
         let image = Image::effective(app.spec.image.as_ref(), env_values.image.as_ref());
-        let mut parameters = Value::Object(app.spec.parameters.clone());
-        merge(
-            &mut parameters,
-            &Value::Object(env_values.parameters.clone()),
-        );
-        let mut context = serde_json::json!({
-            "app": {
-                "name": app.metadata.name,
-                "labels": app.metadata.labels,
-            },
-            "env": {
-                "name": environment.name,
-                "clusters": environment.clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
-            },
-            "namespace": namespace,
-            "parameters": parameters,
-        });
-        // Without an image, `image` and `app.image` stay undefined, so a template using them
-        // fails (strictly undefined) instead of rendering a null.
-        if let Some(image) = &image {
-            context["image"] = Value::String(image.reference());
-            context["app"]["image"] = serde_json::to_value(image).unwrap_or(Value::Null);
-        }
-        let ctx = minijinja::Value::from(minijinja::value::Serde(&context));
-
-        let mut objects = Vec::new();
-        let mut errors = Vec::new();
-        // What the app's manifests may still write in this environment.
-        let mut budget = template::MAX_TOTAL_OUTPUT_BYTES;
-        for name in &self.roots {
-            let path = &format!("{}{name}", self.prefix);
-            if budget == 0 {
-                errors.push(Diagnostic::file_error(
-                    path,
-                    format!(
-                        "environment {}: not rendered: the app's manifests exceed the total limit of {}",
-                        environment.name,
-                        template::describe_size(template::MAX_TOTAL_OUTPUT_BYTES)
-                    ),
-                ));
-                break;
-            }
-            let cap = budget.min(template::MAX_OUTPUT_BYTES);
-            let rendered = self
-                .env
-                .get_template(name)
-                .and_then(|t| template::render_capped(&t, &ctx, cap));
-            if let Ok(text) = &rendered {
-                budget = budget.saturating_sub(text.len());
-            }
-            let text = match rendered {
-                Ok(text) => text,
-                Err(e) => {
-                    let source = e
-                        .name()
-                        .and_then(|n| self.env.get_template(n).ok())
-                        .map(|t| t.source().to_string());
-                    let mut d = template_error(&self.prefix, &e, source.as_deref());
-                    if e.name().is_none() {
-                        // The output cap stops a render without naming the template.
-                        d.file = path.clone();
-                    }
-                    d.message = format!("environment {}: {}", environment.name, d.message);
-                    if image.is_none() && e.kind() == minijinja::ErrorKind::UndefinedError {
-                        d.message.push_str(
-                            ": this app sets no spec.image, so its templates cannot use image or app.image",
-                        );
-                    }
-                    errors.push(d);
-                    continue;
-                }
-            };
-            match kube_yaml::parse_stream(&text) {
-                Ok(docs) => {
-                    for (n, doc) in docs.into_iter().enumerate() {
-                        match self.object(path, n + 1, doc.line, doc.value, &namespace, &environment.name) {
-                            Ok(o) => objects.push(o),
-                            Err(d) => errors.push(d),
-                        }
-                    }
-                }
-                Err(e) => errors.push(Diagnostic::error(
-                    path,
-                    e.line,
-                    e.column,
-                    "",
-                    format!(
-                        "environment {}: rendered output is not valid YAML (line {} of the output): {}{}",
-                        environment.name,
-                        e.line,
-                        if e.field.is_empty() { String::new() } else { format!("{}: ", e.field) },
-                        e.message
-                    ),
-                )),
-            }
-        }
+        let (mut objects, mut errors) = match &self.sources {
+            Sources::Templates { env, roots } => self.render_templates(
+                env,
+                roots,
+                environment,
+                &env_values,
+                &namespace,
+                image.as_ref(),
+            ),
+            Sources::Kustomize {
+                files,
+                dirs,
+                sandbox,
+            } => self.render_kustomization(
+                files,
+                dirs,
+                sandbox,
+                environment,
+                env_values.kustomize.as_ref().map(|k| k.path.as_str()),
+                &namespace,
+                image.as_ref(),
+            ),
+        };
         let mut seen: BTreeMap<(String, String, Option<String>, String), String> = BTreeMap::new();
         for o in &objects {
             let key = (
@@ -293,6 +275,205 @@ impl<'r> AppRenderer<'r> {
         Ok(objects)
     }
 
+    /// Renders each template for `environment`.
+    fn render_templates(
+        &self,
+        env: &minijinja::Environment<'static>,
+        roots: &[String],
+        environment: &Environment,
+        env_values: &crate::config::AppEnvironment,
+        namespace: &str,
+        image: Option<&Image>,
+    ) -> (Vec<RenderedObject>, Vec<Diagnostic>) {
+        let app = &self.app.doc;
+        let mut parameters = Value::Object(app.spec.parameters.clone());
+        merge(
+            &mut parameters,
+            &Value::Object(env_values.parameters.clone()),
+        );
+        let mut context = serde_json::json!({
+            "app": {
+                "name": app.metadata.name,
+                "labels": app.metadata.labels,
+            },
+            "env": {
+                "name": environment.name,
+                "clusters": environment.clusters.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            },
+            "namespace": namespace,
+            "parameters": parameters,
+        });
+        // Without an image, `image` and `app.image` stay undefined, so a template using them
+        // fails (strictly undefined) instead of rendering a null.
+        if let Some(image) = &image {
+            context["image"] = Value::String(image.reference());
+            context["app"]["image"] = serde_json::to_value(image).unwrap_or(Value::Null);
+        }
+        let ctx = minijinja::Value::from(minijinja::value::Serde(&context));
+
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        // What the app's manifests may still write in this environment.
+        let mut budget = template::MAX_TOTAL_OUTPUT_BYTES;
+        for name in roots {
+            let path = &format!("{}{name}", self.prefix);
+            if budget == 0 {
+                errors.push(Diagnostic::file_error(
+                    path,
+                    format!(
+                        "environment {}: not rendered: the app's manifests exceed the total limit of {}",
+                        environment.name,
+                        template::describe_size(template::MAX_TOTAL_OUTPUT_BYTES)
+                    ),
+                ));
+                break;
+            }
+            let cap = budget.min(template::MAX_OUTPUT_BYTES);
+            let rendered = env
+                .get_template(name)
+                .and_then(|t| template::render_capped(&t, &ctx, cap));
+            if let Ok(text) = &rendered {
+                budget = budget.saturating_sub(text.len());
+            }
+            let text = match rendered {
+                Ok(text) => text,
+                Err(e) => {
+                    let source = e
+                        .name()
+                        .and_then(|n| env.get_template(n).ok())
+                        .map(|t| t.source().to_string());
+                    let mut d = template_error(&self.prefix, &e, source.as_deref());
+                    if e.name().is_none() {
+                        // The output cap stops a render without naming the template.
+                        d.file = path.clone();
+                    }
+                    d.message = format!("environment {}: {}", environment.name, d.message);
+                    if image.is_none() && e.kind() == minijinja::ErrorKind::UndefinedError {
+                        d.message.push_str(
+                            ": this app sets no spec.image, so its templates cannot use image or app.image",
+                        );
+                    }
+                    errors.push(d);
+                    continue;
+                }
+            };
+            match kube_yaml::parse_stream(&text) {
+                Ok(docs) => {
+                    for (n, doc) in docs.into_iter().enumerate() {
+                        match self.object(path, n + 1, doc.line, doc.value, namespace, &environment.name) {
+                            Ok(o) => objects.push(o),
+                            Err(d) => errors.push(d),
+                        }
+                    }
+                }
+                Err(e) => errors.push(Diagnostic::error(
+                    path,
+                    e.line,
+                    e.column,
+                    "",
+                    format!(
+                        "environment {}: rendered output is not valid YAML (line {} of the output): {}{}",
+                        environment.name,
+                        e.line,
+                        if e.field.is_empty() { String::new() } else { format!("{}: ", e.field) },
+                        e.message
+                    ),
+                )),
+            }
+        }
+        (objects, errors)
+    }
+
+    /// Builds the kustomization `environment` uses (see [`kustomize`]); each object is
+    /// attributed to the manifest kustomize read it from.
+    #[allow(clippy::too_many_arguments)]
+    fn render_kustomization(
+        &self,
+        files: &[(String, Arc<str>)],
+        dirs: &BTreeMap<String, String>,
+        sandbox: &OnceLock<Result<kustomize::Sandbox, String>>,
+        environment: &Environment,
+        configured: Option<&str>,
+        namespace: &str,
+        image: Option<&Image>,
+    ) -> (Vec<RenderedObject>, Vec<Diagnostic>) {
+        let env_name = environment.name.as_str();
+        let fail = |file: &str, message: String| {
+            let d = Diagnostic::file_error(file, format!("environment {env_name}: {message}"));
+            (Vec::new(), vec![d])
+        };
+        let dir = match kustomize::directory_for(dirs, env_name, configured) {
+            Ok(dir) => dir,
+            Err(message) if configured.is_some() => {
+                let pointer = format!("/spec/environments/{env_name}/kustomize/path");
+                return (Vec::new(), vec![self.app.error(&pointer, message)]);
+            }
+            Err(message) => {
+                let pointer = format!("/spec/environments/{env_name}");
+                return (Vec::new(), vec![self.app.error(&pointer, message)]);
+            }
+        };
+        // `directory_for` only answers directories of `dirs`.
+        let Some(file) = dirs.get(dir) else {
+            return fail(
+                &self.app.file,
+                format!("no kustomization in manifests/{dir}"),
+            );
+        };
+        let kubectl = match kustomize::kubectl() {
+            Ok(kubectl) => kubectl,
+            Err(message) => return fail(file, message),
+        };
+        let sandbox = match sandbox.get_or_init(|| kustomize::Sandbox::new(files, &self.prefix)) {
+            Ok(sandbox) => sandbox,
+            Err(message) => return fail(file, message.clone()),
+        };
+        let built = {
+            let _span = tracing::info_span!(
+                "kustomize",
+                app = %self.app.doc.metadata.name,
+                environment = env_name,
+                dir
+            )
+            .entered();
+            sandbox.build(
+                kubectl,
+                dir,
+                image,
+                kustomize::TIMEOUT,
+                template::MAX_TOTAL_OUTPUT_BYTES,
+            )
+        };
+        let text = match built {
+            Ok(text) => text,
+            Err(message) => return fail(file, format!("kustomize: {message}")),
+        };
+        let documents = match kube_yaml::parse_stream(&text) {
+            Ok(documents) => documents,
+            Err(e) => {
+                return fail(
+                    file,
+                    format!("kustomize's output is not valid YAML: {}", e.message),
+                );
+            }
+        };
+        let mut outlines = kustomize::Outlines::default();
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for (n, document) in documents.into_iter().enumerate() {
+            let mut value = document.value;
+            let source =
+                kustomize::take_origin(&mut value, &self.prefix).unwrap_or_else(|| file.clone());
+            let text = |p: &str| value.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            let line = outlines.line(files, &source, text("/kind"), text("/metadata/name"));
+            match self.object(&source, n + 1, line, value, namespace, env_name) {
+                Ok(o) => objects.push(o),
+                Err(d) => errors.push(d),
+            }
+        }
+        (objects, errors)
+    }
+
     /// Checks one rendered document and adds bowline's metadata.
     fn object(
         &self,
@@ -331,6 +512,13 @@ impl<'r> AppRenderer<'r> {
         };
         let name = match metadata.get("name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() => n.to_string(),
+            _ if metadata.contains_key("generateName")
+                && matches!(self.sources, Sources::Kustomize { .. }) =>
+            {
+                return Err(fail(format!(
+                    "{kind} has metadata.generateName but no metadata.name: bowline applies, compares and prunes objects by name, so a name the server makes up cannot be tracked; give it a metadata.name (a new one per release, e.g. with a nameSuffix in the overlay, since a Job's template is immutable)"
+                )));
+            }
             _ if metadata.contains_key("generateName") => {
                 return Err(fail(format!(
                     "{kind} has metadata.generateName but no metadata.name: bowline applies, compares and prunes objects by name, so a name the server makes up cannot be tracked; name it per deploy instead, e.g. name: {{{{ app.name }}}}-migrate-{{{{ app.image.tag }}}} (a Job's template is immutable, so a new name per image also gives each deploy its own Job)"
