@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::config::validate::{self, BrokenTemplates};
 use crate::config::{self, Application, ConfigRepo, Document, LoadCache};
 use crate::diagnostic::{self, Diagnostic};
+use crate::object::ObjectKey;
 use crate::policy::{PolicyError, PolicyReport, PolicySet, check_render, load::from_snapshot};
 use crate::render::{self, RenderSummary};
 use crate::source::{ROOT_FILE, Snapshot};
@@ -45,6 +46,58 @@ pub struct Checked {
     pub policy: PolicyReport,
     /// Apps rendered and evaluated by this check (the others' results were kept from before).
     pub computed: usize,
+    /// Which app renders which object into which cluster (complete only when every app was
+    /// selected).
+    pub declarations: Declarations,
+}
+
+/// Which app renders which object into which cluster, at the commit a check looked at.
+#[derive(Debug, Clone, Default)]
+pub struct Declarations {
+    apps: HashMap<String, Arc<AppResult>>,
+    /// Every app of the repository was checked: an app not listed is not in the repository.
+    complete: bool,
+}
+
+impl Declarations {
+    fn renders(result: &AppResult, context: &str, identity: &ObjectIdentity) -> bool {
+        result.claims.iter().any(|env| {
+            env.clusters.iter().any(|(c, _)| c == context)
+                && env.objects.iter().any(|o| o.identity == *identity)
+        })
+    }
+}
+
+impl crate::cluster::prune::Declarations for Declarations {
+    fn declares(&self, app: &str, context: &str, key: &ObjectKey) -> Option<bool> {
+        match self.apps.get(app) {
+            None => self.complete.then_some(false),
+            // A failed render may have declared it.
+            Some(r) if r.rendered.iter().any(|s| s.result.is_err()) => None,
+            Some(r) => Some(Self::renders(r, context, &identity_of(key))),
+        }
+    }
+
+    fn others_declaring(&self, app: &str, context: &str, key: &ObjectKey) -> Vec<String> {
+        let identity = identity_of(key);
+        let mut apps: Vec<String> = self
+            .apps
+            .values()
+            .filter(|r| r.name != app && Self::renders(r, context, &identity))
+            .map(|r| r.name.clone())
+            .collect();
+        apps.sort();
+        apps
+    }
+}
+
+fn identity_of(key: &ObjectKey) -> ObjectIdentity {
+    ObjectIdentity::new(
+        &key.api_version,
+        &key.kind,
+        key.namespace.as_deref(),
+        &key.name,
+    )
 }
 
 /// Loads `snapshot`, renders the selected apps and environments (all when `None`) and
@@ -105,6 +158,20 @@ struct ObjectIdentity {
     kind: String,
     namespace: Option<String>,
     name: String,
+}
+
+impl ObjectIdentity {
+    fn new(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+        ObjectIdentity {
+            group: api_version
+                .rsplit_once('/')
+                .map_or("", |(g, _)| g)
+                .to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -283,9 +350,14 @@ impl Checker {
         let mut rendered = Vec::new();
         let mut policy = PolicyReport::default();
         let mut results = Vec::new();
+        let mut declarations = Declarations {
+            apps: HashMap::new(),
+            complete: app_filter.is_none(),
+        };
         for outcome in &outcomes {
             match outcome {
                 Outcome::Kept(r) | Outcome::Computed(r) => {
+                    declarations.apps.insert(r.name.clone(), r.clone());
                     diagnostics.extend(r.validation.iter().cloned());
                     for summary in r.rendered.iter().filter(|s| in_env(&s.environment)) {
                         if let Err(errors) = &summary.result {
@@ -324,6 +396,7 @@ impl Checker {
             rendered,
             policy,
             computed,
+            declarations,
         })
     }
 
@@ -395,16 +468,12 @@ fn compute_app(
                     objects: objects
                         .iter()
                         .map(|o| {
-                            let identity = ObjectIdentity {
-                                group: o
-                                    .api_version
-                                    .rsplit_once('/')
-                                    .map_or("", |(g, _)| g)
-                                    .to_string(),
-                                kind: o.kind.clone(),
-                                namespace: o.namespace.clone(),
-                                name: o.name.clone(),
-                            };
+                            let identity = ObjectIdentity::new(
+                                &o.api_version,
+                                &o.kind,
+                                o.namespace.as_deref(),
+                                &o.name,
+                            );
                             Claim {
                                 hash: hash_of(&identity),
                                 identity,

@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cluster::prune::Declarations;
 use crate::cluster::{Cluster, ClusterError, ClusterPool, Health, health};
 use crate::config::{Application, ConfigRepo, Environment, SyncPolicy};
 use crate::destination::{Destinations, Refused};
@@ -73,6 +74,11 @@ pub struct AppTarget<'a> {
     pub prune: bool,
     /// Take over fields owned by other field managers.
     pub force_conflicts: bool,
+    /// kubeconfig context of the cluster: what identifies it for ownership.
+    pub context: &'a str,
+    /// Which apps of the repository declare which objects, when known: an object another app
+    /// declares is never pruned, and one whose owning app no longer declares it is taken over.
+    pub declarations: Option<&'a dyn Declarations>,
 }
 
 /// How objects are compared for `target`: the given options plus the implicit rules of its
@@ -192,14 +198,25 @@ async fn plan_one(
         }
         Err(e) => return Err(e.into()),
     };
+    let mut taken_from = None;
     if let Some(existing) = &live
         && !crate::cluster::prune::is_managed_by(existing, target.app)
     {
-        return Ok(Planned {
-            body: rendered.object.clone(),
-            diff: ObjectDiff::refused(key, target.app, crate::cluster::prune::owner(existing)),
-            unserved: None,
-        });
+        let owner = crate::cluster::prune::owner(existing);
+        // Moved between apps in the repository: the old owner no longer declares it.
+        let handed_over = owner
+            .zip(target.declarations)
+            .is_some_and(|(owner, declared)| {
+                declared.declares(owner, target.context, &key) == Some(false)
+            });
+        if !handed_over {
+            return Ok(Planned {
+                body: rendered.object.clone(),
+                diff: ObjectDiff::refused(key, target.app, owner),
+                unserved: None,
+            });
+        }
+        taken_from = owner.map(str::to_string);
     }
     let body = apply_body(&rendered.object, live.as_ref(), options);
     let (dry_run, conflict) = match cluster.apply(&body, true, target.force_conflicts).await {
@@ -220,6 +237,14 @@ async fn plan_one(
             diff.unified
         );
         diff.conflict = Some(conflict);
+    }
+    if let Some(owner) = taken_from {
+        tracing::info!(object = %diff.key, from = %owner, "taken over from an app that no longer declares it");
+        diff.unified = format!(
+            "! taken over from bowline app {owner}, which no longer declares it\n{}",
+            diff.unified
+        );
+        diff.taken_over_from = Some(owner);
     }
     Ok(Planned {
         body,
@@ -271,6 +296,7 @@ fn unserved(
                 action: Action::Refuse,
                 changed: Vec::new(),
                 conflict: None,
+                taken_over_from: None,
             },
             unserved: Some(error.to_string()),
         },
@@ -290,6 +316,7 @@ fn uncreated_namespace(namespace: &str, cluster: &str) -> ObjectDiff {
         changed: Vec::new(),
         unified,
         conflict: None,
+        taken_over_from: None,
     }
 }
 
@@ -485,11 +512,11 @@ async fn plan_objects(
         // Namespaces holding desired objects, and the environment's own while the app has
         // anything to deploy, are never pruned. An app that renders nothing (removed from the
         // repository) leaves the namespace bowline created for it when no other app uses it.
-        let kept_namespaces: HashSet<&str> = target
+        let mut kept_namespaces: HashSet<String> = target
             .objects
             .iter()
-            .filter_map(|o| o.namespace.as_deref())
-            .chain((!target.objects.is_empty()).then_some(target.namespace))
+            .filter_map(|o| o.namespace.clone())
+            .chain((!target.objects.is_empty()).then(|| target.namespace.to_string()))
             .collect();
         let namespaces: Vec<String> = target
             .objects
@@ -527,8 +554,18 @@ async fn plan_objects(
                 tracing::warn!(object = %key, "not pruned: outside the destinations");
                 continue;
             }
+            // Moved to another app in the repository: that app takes it over.
+            if let Some(declared) = target.declarations {
+                let others = declared.others_declaring(target.app, target.context, &key);
+                if !others.is_empty() {
+                    tracing::info!(object = %key, apps = ?others, "not pruned: another app declares it now");
+                    // Nor is the namespace holding it (namespaces come last).
+                    kept_namespaces.extend(key.namespace.clone());
+                    continue;
+                }
+            }
             if crate::cluster::prune::is_namespace(object)
-                && (kept_namespaces.contains(key.name.as_str())
+                && (kept_namespaces.contains(&key.name)
                     || cluster
                         .namespace_used_by_others(&key.name, target.app)
                         .await?)
@@ -948,6 +985,7 @@ pub async fn plan_targets(
     configured: bool,
     masker: &Masker,
     revision: &str,
+    declarations: Option<&dyn Declarations>,
 ) -> Vec<TargetPlan> {
     let revision = crate::desired::revision_name(revision);
     // One attempt per cluster and plan: an unreachable cluster costs its timeout once.
@@ -993,6 +1031,8 @@ pub async fn plan_targets(
                     objects: &objects,
                     prune: policy.prune,
                     force_conflicts: policy.force_conflicts,
+                    context: &cluster.context,
+                    declarations,
                 };
                 if let Some(refused) = &refused {
                     out.push(plan_offline(&app_target, &diff, &refused.to_string()));
@@ -1060,6 +1100,161 @@ mod tests {
         (cluster, dir)
     }
 
+    /// Declarations for tests: which app declares which ConfigMap (by name); `None` for the
+    /// apps listed as unknown.
+    #[derive(Debug)]
+    struct Declared {
+        by: Vec<(&'static str, &'static str)>,
+        unknown: Vec<&'static str>,
+    }
+
+    impl Declarations for Declared {
+        fn declares(&self, app: &str, _context: &str, key: &ObjectKey) -> Option<bool> {
+            if self.unknown.contains(&app) {
+                return None;
+            }
+            Some(self.by.iter().any(|(a, n)| *a == app && *n == key.name))
+        }
+
+        fn others_declaring(&self, app: &str, _context: &str, key: &ObjectKey) -> Vec<String> {
+            self.by
+                .iter()
+                .filter(|(a, n)| *a != app && *n == key.name)
+                .map(|(a, _)| a.to_string())
+                .collect()
+        }
+    }
+
+    /// `config_map` of another app: its labels and annotations.
+    fn of_app(mut object: RenderedObject, app: &str) -> RenderedObject {
+        for field in ["labels", "annotations"] {
+            object.object["metadata"][field]["bowline.dev/app"] = json!(app);
+        }
+        object
+    }
+
+    #[tokio::test]
+    async fn an_object_moved_between_apps_is_handed_over_never_pruned() {
+        let server = TestServer::start();
+        let (cluster, _dir) = connect(&server).await;
+        let destinations =
+            Destinations::from_spec("staging", &DestinationsSpec::default(), "shop-staging");
+        let options = DiffOptions::default();
+        let quick = SyncOptions {
+            wait: false,
+            ..SyncOptions::default()
+        };
+        let old_objects = vec![config_map("shop-staging")];
+        let old = AppTarget {
+            app: "web",
+            environment: "staging",
+            cluster: "staging-eu",
+            namespace: "shop-staging",
+            destinations: &destinations,
+            objects: &old_objects,
+            prune: true,
+            force_conflicts: false,
+            context: "test",
+            declarations: None,
+        };
+        sync(&cluster, &old, &options, &quick, &|_| {})
+            .await
+            .expect("web applies its ConfigMap");
+
+        // The commit moves the ConfigMap from web to api.
+        let moved = Declared {
+            by: vec![("api", "web")],
+            unknown: vec![],
+        };
+        let web = AppTarget {
+            objects: &[],
+            declarations: Some(&moved),
+            ..old.clone()
+        };
+        let plan = plan_with(&cluster, &web, &options, true)
+            .await
+            .expect("plan");
+        assert_eq!(plan.counts.delete, 0, "{:?}", plan.objects);
+        let api_objects = vec![of_app(config_map("shop-staging"), "api")];
+        let api = AppTarget {
+            app: "api",
+            objects: &api_objects,
+            declarations: Some(&moved),
+            ..old.clone()
+        };
+        let plan = plan_with(&cluster, &api, &options, true)
+            .await
+            .expect("plan");
+        let handed = plan
+            .objects
+            .iter()
+            .find(|o| o.key.kind == "ConfigMap")
+            .expect("the ConfigMap is planned");
+        assert_eq!(handed.action, Action::Update, "{handed:?}");
+        assert_eq!(handed.taken_over_from.as_deref(), Some("web"));
+        assert!(
+            handed
+                .unified
+                .starts_with("! taken over from bowline app web, which no longer declares it"),
+            "{}",
+            handed.unified
+        );
+
+        // While web still declares it, or nothing is known of web's render, api is refused.
+        for declared in [
+            Declared {
+                by: vec![("api", "web"), ("web", "web")],
+                unknown: vec![],
+            },
+            Declared {
+                by: vec![("api", "web")],
+                unknown: vec!["web"],
+            },
+        ] {
+            let refused = AppTarget {
+                declarations: Some(&declared),
+                ..api.clone()
+            };
+            let plan = plan_with(&cluster, &refused, &options, true)
+                .await
+                .expect("plan");
+            assert!(
+                plan.objects.iter().any(|o| o.action == Action::Refuse),
+                "{:?}",
+                plan.objects
+            );
+        }
+        let refused = AppTarget {
+            declarations: None,
+            ..api.clone()
+        };
+        let err = sync(&cluster, &refused, &options, &quick, &|_| {})
+            .await
+            .expect_err("not taken over without declarations");
+        assert!(err.to_string().contains("web"), "{err}");
+
+        // Either order of the two syncs ends with api owning the ConfigMap and nothing pruned.
+        sync(&cluster, &web, &options, &quick, &|_| {})
+            .await
+            .expect("web syncs without it");
+        sync(&cluster, &api, &options, &quick, &|_| {})
+            .await
+            .expect("api takes it over");
+        let live = server
+            .get("v1", "ConfigMap", Some("shop-staging"), "web")
+            .expect("still there");
+        assert_eq!(live["metadata"]["labels"]["bowline.dev/app"], "api");
+        assert_eq!(live["metadata"]["annotations"]["bowline.dev/app"], "api");
+        let plan = plan_with(&cluster, &api, &options, true)
+            .await
+            .expect("plan");
+        assert!(
+            plan.objects.iter().all(|o| o.action == Action::Unchanged),
+            "{:?}",
+            plan.objects
+        );
+    }
+
     #[tokio::test]
     async fn a_removed_app_takes_its_namespace_only_when_no_other_app_uses_it() {
         let server = TestServer::start();
@@ -1076,6 +1271,8 @@ mod tests {
             objects: &objects,
             prune: true,
             force_conflicts: false,
+            context: "test",
+            declarations: None,
         };
         let removed = AppTarget {
             objects: &[],
@@ -1169,6 +1366,8 @@ mod tests {
             objects: &objects,
             prune: true,
             force_conflicts: false,
+            context: "test",
+            declarations: None,
         };
         let options = DiffOptions::default();
 

@@ -277,3 +277,75 @@ fn without_a_usable_kubectl_a_kustomize_app_fails_validation_saying_so() {
         "{report}"
     );
 }
+
+#[test]
+fn an_object_moved_between_apps_is_handed_over_and_never_pruned() {
+    for first in ["catalog", "legacy"] {
+        let world = World::new();
+        for app in ["catalog", "legacy"] {
+            let out = world.bowline(&["sync", "--app", app, "--env", "staging"]);
+            assert!(out.status.success(), "sync {app}: {}", text(&out));
+        }
+        // One commit moves the Service from catalog to legacy.
+        let repo = world.repo.path();
+        fs::rename(
+            repo.join("apps/catalog/manifests/Service.YML"),
+            repo.join("apps/legacy/manifests/service.yaml"),
+        )
+        .expect("move the manifest");
+        let validate = Command::new(env!("CARGO_BIN_EXE_bowline"))
+            .arg("validate")
+            .arg(repo)
+            .output()
+            .expect("validate");
+        assert_eq!(validate.status.code(), Some(0), "{}", text(&validate));
+
+        let (_, plan) = world.plan_app("catalog", "staging");
+        assert_eq!(
+            plan["totals"]["delete"], 0,
+            "catalog's prune leaves the Service legacy declares: {plan:#}"
+        );
+        let (_, plan) = world.plan_app("legacy", "staging");
+        let service = plan["targets"][0]["objects"]
+            .as_array()
+            .and_then(|objects| objects.iter().find(|o| o["key"]["kind"] == "Service"))
+            .cloned()
+            .unwrap_or_else(|| panic!("the Service is planned: {plan:#}"));
+        assert_eq!(service["action"], "update", "{service:#}");
+        assert_eq!(service["takenOverFrom"], "catalog", "{service:#}");
+
+        // In either order, the Service ends up legacy's and is never deleted.
+        let second = if first == "catalog" {
+            "legacy"
+        } else {
+            "catalog"
+        };
+        for app in [first, second] {
+            let out = world.bowline(&["sync", "--app", app, "--env", "staging"]);
+            assert!(out.status.success(), "sync {app}: {}", text(&out));
+            let live = world
+                .cluster
+                .get("v1", "Service", Some("shop"), "catalog")
+                .unwrap_or_else(|| panic!("the Service was deleted by the sync of {app}"));
+            let owner = &live["metadata"]["labels"]["bowline.dev/app"];
+            let expected = if app == "legacy" || first == "legacy" {
+                "legacy"
+            } else {
+                "catalog"
+            };
+            assert_eq!(owner, expected, "after syncing {app}");
+        }
+        assert!(
+            !world
+                .cluster
+                .requests()
+                .iter()
+                .any(|r| r.method == "DELETE" && r.path.contains("/services/")),
+            "no Service was ever deleted"
+        );
+        for app in ["catalog", "legacy"] {
+            let (code, plan) = world.plan_app(app, "staging");
+            assert_eq!(code, Some(0), "{plan:#}");
+        }
+    }
+}

@@ -515,6 +515,8 @@ fn drift(world: &World, deployed: &[serde_json::Value]) -> Vec<String> {
             objects: &objects,
             prune: false,
             force_conflicts: true,
+            context: "staging-eu-west-1",
+            declarations: None,
         };
         let plan = bowline::sync::plan(&cluster, &target, &bowline::diff::DiffOptions::default())
             .await

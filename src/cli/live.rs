@@ -92,6 +92,7 @@ pub fn plan(
         kubeconfig.is_some(),
         &masker(),
         &super::pipeline::git_head(&repo.repo).unwrap_or_default(),
+        Some(&loaded.declarations),
     ));
     let live = LiveDiff::new(planned, kubeconfig.as_deref());
 
@@ -210,6 +211,8 @@ pub fn sync(
                     objects: &objects,
                     prune: prune || policy.prune,
                     force_conflicts: policy.force_conflicts,
+                    context: &cluster.context,
+                    declarations: Some(&loaded.declarations),
                 };
                 sync::sync(&connected, &app_target, &diff, &sync_options, &print_event).await
             });

@@ -31,6 +31,45 @@ pub struct Loaded {
     pub rendered: Vec<RenderSummary>,
     /// Policy results and exceptions (the results are also in `diagnostics`).
     pub policy: PolicyReport,
+    /// Which app declares which object, across the whole repository.
+    pub declarations: RepoDeclarations,
+}
+
+/// Which app of the repository declares which object, computed at first use when the command
+/// selected one app (only a question of ownership needs the other apps' renders).
+#[derive(Debug)]
+pub struct RepoDeclarations {
+    snapshot: Snapshot,
+    all: std::sync::OnceLock<Option<check::Declarations>>,
+}
+
+impl RepoDeclarations {
+    fn get(&self) -> Option<&check::Declarations> {
+        self.all
+            .get_or_init(|| {
+                check::check_snapshot(&self.snapshot, None, None)
+                    .ok()
+                    .map(|c| c.declarations)
+            })
+            .as_ref()
+    }
+}
+
+impl bowline::cluster::prune::Declarations for RepoDeclarations {
+    fn declares(&self, app: &str, context: &str, key: &bowline::object::ObjectKey) -> Option<bool> {
+        self.get()?.declares(app, context, key)
+    }
+
+    fn others_declaring(
+        &self,
+        app: &str,
+        context: &str,
+        key: &bowline::object::ObjectKey,
+    ) -> Vec<String> {
+        self.get()
+            .map(|d| d.others_declaring(app, context, key))
+            .unwrap_or_default()
+    }
 }
 
 pub fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Result<Loaded> {
@@ -42,11 +81,16 @@ pub fn load(args: &RepoArgs, app: Option<&str>, env: Option<&str>) -> anyhow::Re
     let checked = check::check_snapshot(&snapshot, app, env)?;
     diagnostics.extend(checked.diagnostics);
     diagnostic::sort_and_dedup(&mut diagnostics);
+    let all = std::sync::OnceLock::new();
+    if app.is_none() {
+        let _ = all.set(Some(checked.declarations));
+    }
     Ok(Loaded {
         repo: checked.repo,
         diagnostics,
         rendered: checked.rendered,
         policy: checked.policy,
+        declarations: RepoDeclarations { snapshot, all },
     })
 }
 

@@ -4,9 +4,12 @@
 //! An object is pruned only when it carries bowline's managed-by label and both the app and
 //! environment annotations of the app being synced, is not owned by another object (pods of a
 //! ReplicaSet, …), and is no longer desired. Nothing else is ever deleted. A Namespace is
-//! moreover kept while objects of other apps live in it (the caller asks the cluster).
+//! moreover kept while objects of other apps live in it (the caller asks the cluster), and an
+//! object another app of the repository now declares is left for that app to take over
+//! ([`Declarations`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -76,6 +79,37 @@ pub fn owner(object: &Value) -> Option<&str> {
     (label(MANAGED_BY_LABEL) == Some(MANAGED_BY))
         .then(|| label(APP_KEY))
         .flatten()
+}
+
+/// Which apps of the repository declare which objects, per cluster (by kubeconfig context):
+/// consulted before pruning an object another app may now declare, and before taking over an
+/// object another app manages.
+pub trait Declarations: Send + Sync + std::fmt::Debug {
+    /// Whether `app` declares `key` in the cluster of kubeconfig `context`; `None` when that is
+    /// not known (the app's render failed, or it was not checked).
+    fn declares(&self, app: &str, context: &str, key: &ObjectKey) -> Option<bool>;
+
+    /// The apps other than `app` that declare `key` in the cluster of `context`, sorted.
+    fn others_declaring(&self, app: &str, context: &str, key: &ObjectKey) -> Vec<String>;
+}
+
+/// The newest declarations a long-running process knows (the daemon's last good commit),
+/// shared with its stages and drift checks; `None` until the first check.
+pub type SharedDeclarations = Arc<std::sync::RwLock<Option<Arc<dyn Declarations>>>>;
+
+/// The current value of `shared`.
+pub fn current(shared: &SharedDeclarations) -> Option<Arc<dyn Declarations>> {
+    shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// Replaces the value of `shared`.
+pub fn publish(shared: &SharedDeclarations, declarations: Arc<dyn Declarations>) {
+    *shared
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(declarations);
 }
 
 /// True when `object` carries bowline's labels for `app`: only such objects are shown in a

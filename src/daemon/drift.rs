@@ -79,6 +79,7 @@ impl Daemon {
             })
             .map(|list| list.into_iter().map(|e| e.app).collect())
             .unwrap_or_default();
+        let declarations = crate::cluster::prune::current(&self.services.declarations);
         // One attempt per cluster and pass, through the process's shared connections.
         let mut connections: HashMap<(String, String), Result<Arc<Cluster>, String>> =
             HashMap::new();
@@ -137,6 +138,8 @@ impl Daemon {
                         // A field another manager took (`kubectl edit`) is drift too: compare
                         // and heal as the owner of the deployed revision.
                         force_conflicts: true,
+                        context: &cluster.context,
+                        declarations: declarations.as_deref(),
                     };
                     let mut drift = TargetDrift {
                         environment: environment.name.clone(),

@@ -218,6 +218,8 @@ impl Daemon {
         let checked = self.check(&planned_snapshot)?;
         diagnostics.extend(checked.diagnostics);
         diagnostic::sort_and_dedup(&mut diagnostics);
+        // Who declares what once merged: a move between apps plans as a handover.
+        let declarations = checked.declarations;
         let repo = checked.repo;
         let root = lock(&self.state)
             .roots
@@ -296,6 +298,7 @@ impl Daemon {
                     configured.is_some(),
                     &self.config.masker,
                     &request.pr.head_sha,
+                    Some(&declarations),
                 )
                 .await;
                 LiveDiff::new(planned, None)
@@ -307,6 +310,7 @@ impl Daemon {
                     false,
                     &self.config.masker,
                     &request.pr.head_sha,
+                    None,
                 )
                 .await;
                 for t in &mut planned {

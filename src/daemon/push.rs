@@ -109,12 +109,18 @@ impl Daemon {
             .snapshot(&sha)
             .and_then(|(snapshot, _)| self.check(&snapshot))
         {
-            Ok(checked) => tracing::info!(
-                commit = %sha,
-                apps = checked.repo.apps.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "checked the last good commit"
-            ),
+            Ok(checked) => {
+                tracing::info!(
+                    commit = %sha,
+                    apps = checked.repo.apps.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "checked the last good commit"
+                );
+                crate::cluster::prune::publish(
+                    &self.services.declarations,
+                    Arc::new(checked.declarations),
+                );
+            }
             Err(e) => {
                 tracing::warn!(commit = %sha, error = %e, "could not check the last good commit")
             }
@@ -204,6 +210,7 @@ impl Daemon {
         let roots = tokio::task::block_in_place(|| self.source.input_roots(&sha))?;
         if !last_roots.is_empty() && roots == last_roots {
             tracing::info!(commit = %sha, "new commit changes no application");
+            self.warm_checks();
             self.advance(&sha, roots, None)?;
             return Ok(Reconciled::NoAppChanged { commit: sha });
         }
@@ -239,6 +246,7 @@ impl Daemon {
                 kept: last_good.unwrap_or_else(|| "nothing".into()),
             });
         }
+        crate::cluster::prune::publish(&self.services.declarations, Arc::new(checked.declarations));
         let inputs = tokio::task::block_in_place(|| self.source.tree_ids(&sha))
             .map(|ids| inputs::digests(&repo, &ids, None))?;
         let previous = lock(&self.state).inputs.clone();

@@ -83,6 +83,10 @@ pub struct ObjectDiff {
     /// conflict (the diff shows the change as a forced apply would make it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflict: Option<String>,
+    /// The bowline app that manages the object now and no longer declares it: the change
+    /// hands the object over (see [`crate::cluster::prune::Declarations`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_from: Option<String>,
 }
 
 /// Counts of objects per action.
@@ -236,6 +240,7 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
             changed: Vec::new(),
             unified: String::new(),
             conflict: None,
+            taken_over_from: None,
         };
     }
     let prepare = |object: &Value| {
@@ -268,6 +273,7 @@ pub fn compare(live: Option<&Value>, desired: Option<&Value>, options: &DiffOpti
         changed,
         unified,
         conflict: None,
+        taken_over_from: None,
     }
 }
 
@@ -287,6 +293,7 @@ impl ObjectDiff {
             changed: Vec::new(),
             unified,
             conflict: None,
+            taken_over_from: None,
         }
     }
 }

@@ -127,6 +127,9 @@ pub struct Services {
     /// How long a heartbeat stays valid: another process resumes a running execution only
     /// after its owner has not renewed it for this long.
     pub ownership_ttl: Duration,
+    /// Which app declares which object at the newest good commit, once known: deploys never
+    /// prune an object another app now declares, and take over one its old app gave up.
+    pub declarations: crate::cluster::prune::SharedDeclarations,
 }
 
 /// Default interval of heartbeats on running executions.
@@ -167,6 +170,7 @@ impl Services {
             owner: owner_id(),
             heartbeat: HEARTBEAT,
             ownership_ttl: OWNERSHIP_TTL,
+            declarations: Arc::default(),
         }
     }
 }

@@ -100,6 +100,7 @@ async fn sync_env_in(
     if reverse {
         order.reverse();
     }
+    let declarations = crate::cluster::prune::current(&run.engine.services.declarations);
     for cluster in order {
         let target = AppTarget {
             app: &app,
@@ -110,6 +111,8 @@ async fn sync_env_in(
             objects: &rendered,
             prune: run.snapshot.prune,
             force_conflicts: run.snapshot.force_conflicts,
+            context: &cluster.context,
+            declarations: declarations.as_deref(),
         };
         let options = SyncOptions {
             timeout,
