@@ -2360,3 +2360,111 @@ async fn a_pull_request_checks_only_the_app_it_changes() {
     assert_eq!(checked(&text, "computed"), apps + 1.0, "{text}");
     assert_eq!(checked(&text, "kept"), apps - 1.0, "{text}");
 }
+
+/// One commit removes inventory-worker (prune on) and moves its ConfigMap to checkout-api: the
+/// removal deletes the worker's other objects but leaves the ConfigMap, which checkout-api's
+/// deploy takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_moved_out_of_a_removed_app_is_taken_over_not_deleted() {
+    let (w, first) = start().await;
+    w.edit(
+        "bowline.yaml",
+        "      namespace: shop-staging\n",
+        "      namespace: shop-staging\n      maxDeletePercent: 100\n",
+    );
+    let deployed = deploy_worker(&w, &first).await;
+    let staging = &w.kube[0];
+    // checkout-api renders a ServiceMonitor.
+    let crd: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds/servicemonitor.json"),
+        )
+        .expect("CRD fixture"),
+    )
+    .expect("CRD fixture is JSON");
+    staging.create(crd);
+    staging.clear_requests();
+
+    std::fs::remove_dir_all(w.work.path().join("apps/inventory-worker")).expect("remove");
+    std::fs::write(
+        w.work.path().join("apps/checkout-api/manifests/worker-config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: inventory-worker\ndata:\n  owner: checkout\n",
+    )
+    .expect("moved manifest");
+    w.edit(
+        "apps/checkout-api/app.yaml",
+        "    automated: false\n",
+        "    automated: true\n",
+    );
+    commit_all(
+        &w.git,
+        "refs/heads/main",
+        "checkout-api takes over the worker's config",
+        Some(&deployed),
+    );
+    let outcome = w.daemon.reconcile_branch().await.expect("reconcile");
+    let Reconciled::Started { executions, .. } = outcome else {
+        panic!("nothing started: {outcome:?}");
+    };
+    assert_eq!(
+        executions.len(),
+        2,
+        "removal and checkout-api: {executions:?}"
+    );
+    let store = w.store();
+    eventually(
+        "staging: the worker removed, its ConfigMap checkout-api's",
+        Duration::from_secs(60),
+        || {
+            let deployment = staging.get(
+                "apps/v1",
+                "Deployment",
+                Some("shop-staging"),
+                "inventory-worker",
+            );
+            let owner = staging
+                .get("v1", "ConfigMap", Some("shop-staging"), "inventory-worker")
+                .and_then(|c| {
+                    c["metadata"]["labels"]["bowline.dev/app"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+            deployment.is_none() && owner.as_deref() == Some("checkout-api")
+        },
+    )
+    .await;
+    let removal = executions
+        .iter()
+        .find(|id| {
+            store
+                .execution(id)
+                .map(|e| e.pipeline == "removal")
+                .unwrap_or(false)
+        })
+        .expect("the removal execution");
+    eventually("the staging removal stage", Duration::from_secs(30), || {
+        store
+            .stages(removal)
+            .expect("stages")
+            .iter()
+            .any(|s| s.name == "remove-staging" && s.status == StageStatus::Succeeded)
+    })
+    .await;
+    let config = staging
+        .get("v1", "ConfigMap", Some("shop-staging"), "inventory-worker")
+        .expect("the ConfigMap stays");
+    assert_eq!(config["data"]["owner"], "checkout");
+    assert!(
+        !staging
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.ends_with("/configmaps/inventory-worker")),
+        "the moved ConfigMap was deleted: {:?}",
+        staging
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    assert!(worker_objects(staging, "shop-staging") == ["ConfigMap"]);
+}

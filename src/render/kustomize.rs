@@ -182,8 +182,15 @@ enum Entry {
 
 /// Problems with the paths every kustomization of an app names: each must be a relative
 /// path to a file or directory of the app's own `manifests/` (`prefix`) in `files`.
+///
+/// Every other file must be named by one of them: kustomize never reads a file no
+/// kustomization names, so a manifest left out would silently not be deployed (and pruned if
+/// it was). A `.yaml`, `.yml` or `.json` file nothing names is an error, any other (a
+/// `README.md`) a warning.
 pub fn check_references(files: &[(String, Arc<str>)], prefix: &str) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    let mut all_read = true;
     for (path, text) in files {
         let Some(rel) = path.strip_prefix(prefix) else {
             continue;
@@ -205,6 +212,7 @@ pub fn check_references(files: &[(String, Arc<str>)], prefix: &str) -> Vec<Diagn
                     e.field.clone(),
                     format!("not valid YAML: {}", e.message),
                 ));
+                all_read = false;
                 continue;
             }
         };
@@ -215,6 +223,7 @@ pub fn check_references(files: &[(String, Arc<str>)], prefix: &str) -> Vec<Diagn
                     path,
                     format!("not a kustomization kustomize can read: {e}"),
                 ));
+                all_read = false;
                 continue;
             }
         };
@@ -271,9 +280,36 @@ pub fn check_references(files: &[(String, Arc<str>)], prefix: &str) -> Vec<Diagn
             .chain(entries("transformers", &refs.transformers))
             .chain(entries("validators", &refs.validators));
         for (field, reference) in named {
-            if let Err(why) = check_reference(files, prefix, dir, reference) {
-                problems.push(at(reference, field, format!("\"{reference}\" {why}")));
+            match check_reference(files, prefix, dir, reference) {
+                Ok(target) => {
+                    used.insert(target);
+                }
+                Err(why) => problems.push(at(reference, field, format!("\"{reference}\" {why}"))),
             }
+        }
+    }
+    if all_read {
+        for (path, _) in files {
+            let Some(rel) = path.strip_prefix(prefix) else {
+                continue;
+            };
+            if is_kustomization(rel) || used.contains(path) {
+                continue;
+            }
+            let manifest = rel.rsplit_once('.').is_some_and(|(_, ext)| {
+                ["yaml", "yml", "json"]
+                    .iter()
+                    .any(|wanted| ext.eq_ignore_ascii_case(wanted))
+            });
+            let unused = Diagnostic::file_error(
+                path,
+                "no kustomization of this app names this file, so kustomize never reads it: list it (resources, patches, a generator's files) or move it out of manifests/",
+            );
+            problems.push(if manifest {
+                unused
+            } else {
+                unused.into_warning()
+            });
         }
     }
     problems
@@ -319,14 +355,14 @@ fn position(text: &str, needle: &str) -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
-/// Why `reference`, named by the kustomization in `dir`, may not be built; `Ok` when it is a
-/// file or directory of the app's manifests.
+/// Why `reference`, named by the kustomization in `dir`, may not be built; when it is a file
+/// or directory of the app's manifests, its repository path.
 fn check_reference(
     files: &[(String, Arc<str>)],
     prefix: &str,
     dir: &str,
     reference: &str,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let reference = reference.trim();
     let remote = reference.contains("://")
         || reference.contains("?ref=")
@@ -363,7 +399,7 @@ fn check_reference(
             .iter()
             .any(|(p, _)| *p == full || p.starts_with(&under));
     if exists {
-        Ok(())
+        Ok(full)
     } else {
         Err(format!("is not in the repository: {full} does not exist"))
     }

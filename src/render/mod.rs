@@ -107,6 +107,8 @@ enum Sources {
         dirs: BTreeMap<String, String>,
         /// The app's files written out, on the first build.
         sandbox: OnceLock<Result<kustomize::Sandbox, String>>,
+        /// Problems with its files that do not stop a build (a file nothing names).
+        warnings: Vec<Diagnostic>,
     },
 }
 
@@ -121,9 +123,10 @@ impl<'r> AppRenderer<'r> {
             .map_or(&[], |m| m.files.as_slice());
         let dirs = kustomize::directories(files, &prefix);
         if !dirs.is_empty() {
-            let errors = kustomize::check_references(files, &prefix);
-            if !errors.is_empty() {
-                return Err(errors);
+            let warnings = kustomize::check_references(files, &prefix);
+            if warnings.iter().any(Diagnostic::is_error) {
+                // With its warnings: they are reported together.
+                return Err(warnings);
             }
             return Ok(AppRenderer {
                 app,
@@ -131,6 +134,7 @@ impl<'r> AppRenderer<'r> {
                     files: files.to_vec(),
                     dirs,
                     sandbox: OnceLock::new(),
+                    warnings,
                 },
                 prefix,
             });
@@ -169,6 +173,14 @@ impl<'r> AppRenderer<'r> {
         }
     }
 
+    /// Problems with the app's files that do not stop a render, reported with each render.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        match &self.sources {
+            Sources::Templates { .. } => &[],
+            Sources::Kustomize { warnings, .. } => warnings,
+        }
+    }
+
     /// Renders every manifest for `environment`, sorted in apply order.
     pub fn render(
         &self,
@@ -200,6 +212,7 @@ impl<'r> AppRenderer<'r> {
                 files,
                 dirs,
                 sandbox,
+                ..
             } => self.render_kustomization(
                 files,
                 dirs,
@@ -732,7 +745,10 @@ pub fn render_app(
                 Ok(r) => r.render(e),
                 Err(errors) => Err(errors.clone()),
             };
-            let warnings = result.as_deref().map(lint).unwrap_or_default();
+            let mut warnings = result.as_deref().map(lint).unwrap_or_default();
+            if let Ok(r) = &renderer {
+                warnings.extend(r.warnings().iter().cloned());
+            }
             Rendered {
                 app: app.doc.metadata.name.clone(),
                 environment: e.name.clone(),
