@@ -280,7 +280,7 @@ fn every_file_under_manifests_is_read_or_refused() {
         assert_eq!(
             errors,
             vec![
-                "apps/checkout-api/manifests/notes.txt:1:1: error: not a manifest: files under manifests/ are Kubernetes manifests ending in .yaml, .yml or .json; move other files out of manifests/"
+                "apps/checkout-api/manifests/notes.txt:1:1: error: not a manifest: files under manifests/ are Kubernetes manifests ending in .yaml, .yml or .json (or, in an app built with Kustomize, the files its kustomizations use); move other files out of manifests/"
             ]
         );
         let app = &checked.repo.apps["checkout-api"];

@@ -187,8 +187,15 @@ enum Entry {
 /// kustomization names, so a manifest left out would silently not be deployed (and pruned if
 /// it was). A `.yaml`, `.yml` or `.json` file nothing names is an error, any other (a
 /// `README.md`) a warning.
-pub fn check_references(files: &[(String, Arc<str>)], prefix: &str) -> Vec<Diagnostic> {
+///
+/// Returns the problems with references, which stop a build, and those with files nothing
+/// names, which do not.
+pub fn check_references(
+    files: &[(String, Arc<str>)],
+    prefix: &str,
+) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     let mut problems = Vec::new();
+    let mut unused_files = Vec::new();
     let mut used = std::collections::HashSet::new();
     let mut all_read = true;
     for (path, text) in files {
@@ -305,14 +312,14 @@ pub fn check_references(files: &[(String, Arc<str>)], prefix: &str) -> Vec<Diagn
                 path,
                 "no kustomization of this app names this file, so kustomize never reads it: list it (resources, patches, a generator's files) or move it out of manifests/",
             );
-            problems.push(if manifest {
+            unused_files.push(if manifest {
                 unused
             } else {
                 unused.into_warning()
             });
         }
     }
-    problems
+    (problems, unused_files)
 }
 
 fn path_fields<'r>(
@@ -843,7 +850,8 @@ mod tests {
                 "resources:\n- ../../base\n- ../../../other/manifests\n- /etc\n- missing.yaml\nconfigMapGenerator:\n- name: c\n  files:\n  - key=../../base/deploy.yaml\n  - ../../../../../../etc/passwd\npatches:\n- path: p.yaml\n- patch: |-\n    inline\nhelmCharts:\n- name: x\n",
             ),
         ]);
-        let problems = check_references(&fs, PREFIX);
+        let (problems, unused) = check_references(&fs, PREFIX);
+        assert!(unused.is_empty(), "{unused:?}");
         let messages: Vec<String> = problems
             .iter()
             .map(|d| {

@@ -88,6 +88,9 @@ fn is_manifest_file(path: &str) -> bool {
 pub struct AppRenderer<'r> {
     app: &'r Document<Application>,
     sources: Sources,
+    /// Problems with the app's files that do not stop its renders: a file that is not a
+    /// manifest, or that no kustomization names.
+    file_problems: Vec<Diagnostic>,
     /// `apps/<app>/manifests/`.
     prefix: String,
 }
@@ -107,8 +110,6 @@ enum Sources {
         dirs: BTreeMap<String, String>,
         /// The app's files written out, on the first build.
         sandbox: OnceLock<Result<kustomize::Sandbox, String>>,
-        /// Problems with its files that do not stop a build (a file nothing names).
-        warnings: Vec<Diagnostic>,
     },
 }
 
@@ -123,10 +124,9 @@ impl<'r> AppRenderer<'r> {
             .map_or(&[], |m| m.files.as_slice());
         let dirs = kustomize::directories(files, &prefix);
         if !dirs.is_empty() {
-            let warnings = kustomize::check_references(files, &prefix);
-            if warnings.iter().any(Diagnostic::is_error) {
-                // With its warnings: they are reported together.
-                return Err(warnings);
+            let (errors, unused) = kustomize::check_references(files, &prefix);
+            if !errors.is_empty() {
+                return Err(errors.into_iter().chain(unused).collect());
             }
             return Ok(AppRenderer {
                 app,
@@ -134,17 +134,18 @@ impl<'r> AppRenderer<'r> {
                     files: files.to_vec(),
                     dirs,
                     sandbox: OnceLock::new(),
-                    warnings,
                 },
+                file_problems: unused,
                 prefix,
             });
         }
         let mut env = template::sandbox();
         let mut roots = Vec::new();
         let mut errors = Vec::new();
+        let mut file_problems = Vec::new();
         for (path, text) in files {
             if !is_manifest_file(path) {
-                errors.push(Diagnostic::file_error(path, NOT_A_MANIFEST));
+                file_problems.push(Diagnostic::file_error(path, NOT_A_MANIFEST));
                 continue;
             }
             // Templates are named relative to manifests/, so includes read
@@ -166,19 +167,19 @@ impl<'r> AppRenderer<'r> {
                     env: Box::new(env),
                     roots,
                 },
+                file_problems,
                 prefix,
             })
         } else {
+            errors.extend(file_problems);
             Err(errors)
         }
     }
 
-    /// Problems with the app's files that do not stop a render, reported with each render.
-    pub fn warnings(&self) -> &[Diagnostic] {
-        match &self.sources {
-            Sources::Templates { .. } => &[],
-            Sources::Kustomize { warnings, .. } => warnings,
-        }
+    /// Problems with the app's files that do not stop its renders (errors among them still
+    /// make the repository invalid), reported with each render.
+    pub fn file_problems(&self) -> &[Diagnostic] {
+        &self.file_problems
     }
 
     /// Renders every manifest for `environment`, sorted in apply order.
@@ -212,7 +213,6 @@ impl<'r> AppRenderer<'r> {
                 files,
                 dirs,
                 sandbox,
-                ..
             } => self.render_kustomization(
                 files,
                 dirs,
@@ -747,7 +747,7 @@ pub fn render_app(
             };
             let mut warnings = result.as_deref().map(lint).unwrap_or_default();
             if let Ok(r) = &renderer {
-                warnings.extend(r.warnings().iter().cloned());
+                warnings.extend(r.file_problems().iter().cloned());
             }
             Rendered {
                 app: app.doc.metadata.name.clone(),
