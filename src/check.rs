@@ -55,11 +55,45 @@ pub struct Checked {
 #[derive(Debug, Clone, Default)]
 pub struct Declarations {
     apps: HashMap<String, Arc<AppResult>>,
-    /// Every app of the repository was checked: an app not listed is not in the repository.
-    complete: bool,
+    /// Apps known to have been removed from the repository: they declare nothing. Any other
+    /// app missing from `apps` is unknown (another repository's, say).
+    removed: BTreeSet<String>,
+}
+
+/// The newest declarations a long-running process knows (the daemon's last good commit),
+/// shared with its stages and drift checks; `None` until the first check.
+pub type SharedDeclarations = Arc<std::sync::RwLock<Option<Arc<Declarations>>>>;
+
+/// The current value of `shared`.
+pub fn current(shared: &SharedDeclarations) -> Option<Arc<Declarations>> {
+    shared
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Replaces the value of `shared`.
+pub fn publish(shared: &SharedDeclarations, declarations: Declarations) {
+    *shared.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(declarations));
 }
 
 impl Declarations {
+    /// These declarations, knowing that the apps `before` (an earlier commit's, with the
+    /// apps removed before it) that this commit does not have were removed.
+    pub fn after(mut self, before: impl IntoIterator<Item = String>) -> Self {
+        for app in before {
+            if !self.apps.contains_key(&app) {
+                self.removed.insert(app);
+            }
+        }
+        self
+    }
+
+    /// The apps these declarations know: those of the commit and those removed before it.
+    pub fn known_apps(&self) -> impl Iterator<Item = String> + '_ {
+        self.apps.keys().chain(&self.removed).cloned()
+    }
+
     fn renders(result: &AppResult, context: &str, identity: &ObjectIdentity) -> bool {
         result.claims.iter().any(|env| {
             env.clusters.iter().any(|(c, _)| c == context)
@@ -71,7 +105,8 @@ impl Declarations {
 impl crate::cluster::prune::Declarations for Declarations {
     fn declares(&self, app: &str, context: &str, key: &ObjectKey) -> Option<bool> {
         match self.apps.get(app) {
-            None => self.complete.then_some(false),
+            None if self.removed.contains(app) => Some(false),
+            None => None,
             // A failed render may have declared it.
             Some(r) if r.rendered.iter().any(|s| s.result.is_err()) => None,
             Some(r) => Some(Self::renders(r, context, &identity_of(key))),
@@ -350,10 +385,7 @@ impl Checker {
         let mut rendered = Vec::new();
         let mut policy = PolicyReport::default();
         let mut results = Vec::new();
-        let mut declarations = Declarations {
-            apps: HashMap::new(),
-            complete: app_filter.is_none(),
-        };
+        let mut declarations = Declarations::default();
         for outcome in &outcomes {
             match outcome {
                 Outcome::Kept(r) | Outcome::Computed(r) => {

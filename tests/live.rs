@@ -874,18 +874,19 @@ fn an_unserved_kind_is_reported_on_its_object() {
     );
 }
 
-/// An object another bowline app owns: the plan names that app, and the sync refuses it.
+/// An object a bowline app of another repository owns: the plan names that app, and the sync
+/// refuses it.
 #[test]
 fn an_object_another_bowline_app_owns_is_refused_naming_it() {
     let world = World::new();
     world.staging.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "checkout-api-config", "namespace": "shop-staging",
-            "labels": {"app.kubernetes.io/managed-by": "bowline", "bowline.dev/app": "storefront-web"},
-            "annotations": {"bowline.dev/app": "storefront-web", "bowline.dev/environment": "staging"}},
+            "labels": {"app.kubernetes.io/managed-by": "bowline", "bowline.dev/app": "payments-api"},
+            "annotations": {"bowline.dev/app": "payments-api", "bowline.dev/environment": "staging"}},
         "data": {"k": "v"}}));
     let plan = text(&world.bowline(&["plan"]));
     assert!(
-        plan.contains("! v1 ConfigMap shop-staging/checkout-api-config: exists, owned by bowline app storefront-web, not checkout-api: would be refused"),
+        plan.contains("! v1 ConfigMap shop-staging/checkout-api-config: exists, owned by bowline app payments-api, not checkout-api: would be refused"),
         "{plan}"
     );
     let out = world.sync("checkout-api", "staging", &[]);
@@ -901,7 +902,7 @@ fn an_object_another_bowline_app_owns_is_refused_naming_it() {
         .expect("still there");
     assert_eq!(
         live["metadata"]["labels"]["bowline.dev/app"],
-        "storefront-web"
+        "payments-api"
     );
 }
 

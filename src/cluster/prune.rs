@@ -9,7 +9,6 @@
 //! ([`Declarations`]).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -91,25 +90,6 @@ pub trait Declarations: Send + Sync + std::fmt::Debug {
 
     /// The apps other than `app` that declare `key` in the cluster of `context`, sorted.
     fn others_declaring(&self, app: &str, context: &str, key: &ObjectKey) -> Vec<String>;
-}
-
-/// The newest declarations a long-running process knows (the daemon's last good commit),
-/// shared with its stages and drift checks; `None` until the first check.
-pub type SharedDeclarations = Arc<std::sync::RwLock<Option<Arc<dyn Declarations>>>>;
-
-/// The current value of `shared`.
-pub fn current(shared: &SharedDeclarations) -> Option<Arc<dyn Declarations>> {
-    shared
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-}
-
-/// Replaces the value of `shared`.
-pub fn publish(shared: &SharedDeclarations, declarations: Arc<dyn Declarations>) {
-    *shared
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(declarations);
 }
 
 /// True when `object` carries bowline's labels for `app`: only such objects are shown in a

@@ -79,7 +79,7 @@ impl Daemon {
             })
             .map(|list| list.into_iter().map(|e| e.app).collect())
             .unwrap_or_default();
-        let declarations = crate::cluster::prune::current(&self.services.declarations);
+        let declarations = crate::check::current(&self.services.declarations);
         // One attempt per cluster and pass, through the process's shared connections.
         let mut connections: HashMap<(String, String), Result<Arc<Cluster>, String>> =
             HashMap::new();
@@ -139,7 +139,9 @@ impl Daemon {
                         // and heal as the owner of the deployed revision.
                         force_conflicts: true,
                         context: &cluster.context,
-                        declarations: declarations.as_deref(),
+                        declarations: declarations
+                            .as_deref()
+                            .map(|d| d as &dyn crate::cluster::prune::Declarations),
                     };
                     let mut drift = TargetDrift {
                         environment: environment.name.clone(),

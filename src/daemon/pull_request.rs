@@ -218,8 +218,15 @@ impl Daemon {
         let checked = self.check(&planned_snapshot)?;
         diagnostics.extend(checked.diagnostics);
         diagnostic::sort_and_dedup(&mut diagnostics);
-        // Who declares what once merged: a move between apps plans as a handover.
-        let declarations = checked.declarations;
+        // Who declares what once merged: a move between apps plans as a handover, also out of
+        // an app the pull request removes.
+        let declarations = checked.declarations.after(
+            trusted.iter().flat_map(|t| t.2.apps.keys().cloned()).chain(
+                crate::check::current(&self.services.declarations)
+                    .iter()
+                    .flat_map(|d| d.known_apps().collect::<Vec<_>>()),
+            ),
+        );
         let repo = checked.repo;
         let root = lock(&self.state)
             .roots

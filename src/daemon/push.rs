@@ -116,10 +116,7 @@ impl Daemon {
                     ms = started.elapsed().as_millis() as u64,
                     "checked the last good commit"
                 );
-                crate::cluster::prune::publish(
-                    &self.services.declarations,
-                    Arc::new(checked.declarations),
-                );
+                crate::check::publish(&self.services.declarations, checked.declarations);
             }
             Err(e) => {
                 tracing::warn!(commit = %sha, error = %e, "could not check the last good commit")
@@ -246,7 +243,16 @@ impl Daemon {
                 kept: last_good.unwrap_or_else(|| "nothing".into()),
             });
         }
-        crate::cluster::prune::publish(&self.services.declarations, Arc::new(checked.declarations));
+        // Apps of earlier commits this one no longer has were removed: what they managed may
+        // be taken over by the apps that declare it now.
+        let before: Vec<String> = match crate::check::current(&self.services.declarations) {
+            Some(previous) => previous.known_apps().collect(),
+            None => lock(&self.state).inputs.keys().cloned().collect(),
+        };
+        crate::check::publish(
+            &self.services.declarations,
+            checked.declarations.after(before),
+        );
         let inputs = tokio::task::block_in_place(|| self.source.tree_ids(&sha))
             .map(|ids| inputs::digests(&repo, &ids, None))?;
         let previous = lock(&self.state).inputs.clone();

@@ -129,7 +129,7 @@ pub struct Services {
     pub ownership_ttl: Duration,
     /// Which app declares which object at the newest good commit, once known: deploys never
     /// prune an object another app now declares, and take over one its old app gave up.
-    pub declarations: crate::cluster::prune::SharedDeclarations,
+    pub declarations: crate::check::SharedDeclarations,
 }
 
 /// Default interval of heartbeats on running executions.

@@ -100,7 +100,7 @@ async fn sync_env_in(
     if reverse {
         order.reverse();
     }
-    let declarations = crate::cluster::prune::current(&run.engine.services.declarations);
+    let declarations = crate::check::current(&run.engine.services.declarations);
     for cluster in order {
         let target = AppTarget {
             app: &app,
@@ -112,7 +112,9 @@ async fn sync_env_in(
             prune: run.snapshot.prune,
             force_conflicts: run.snapshot.force_conflicts,
             context: &cluster.context,
-            declarations: declarations.as_deref(),
+            declarations: declarations
+                .as_deref()
+                .map(|d| d as &dyn crate::cluster::prune::Declarations),
         };
         let options = SyncOptions {
             timeout,
