@@ -127,6 +127,7 @@ cases! {
     kustomize_path_not_found => "kustomize-path-not-found";
     kustomize_build_error => "kustomize-build-error";
     kustomize_unused_files => "kustomize-unused-files";
+    kustomize_image_not_used => "kustomize-image-not-used";
     // Reading the repository (inputs that cannot be stored in Git, made at test time).
     file_too_large => "file-too-large" with setup_file_too_large;
     non_utf8_file => "non-utf8-file" with setup_non_utf8_file;

@@ -666,6 +666,21 @@ pub fn run(
     Ok((status.success(), stdout, stderr))
 }
 
+/// Whether a container of `object` (at any depth: Pods, workload templates, CronJobs) runs an
+/// image of `repository`.
+pub fn uses_image(object: &Value, repository: &str) -> bool {
+    match object {
+        Value::Object(map) => map.iter().any(|(key, value)| match value {
+            Value::String(image) if key == "image" => image
+                .strip_prefix(repository)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '@'])),
+            other => uses_image(other, repository),
+        }),
+        Value::Array(items) => items.iter().any(|v| uses_image(v, repository)),
+        _ => false,
+    }
+}
+
 /// kubectl's error output as one message: the `err="…"` of its log line when there is one.
 fn error_text(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
@@ -918,6 +933,17 @@ mod tests {
             generated["metadata"]["annotations"],
             serde_json::json!({"a": "b"})
         );
+    }
+
+    #[test]
+    fn images_are_found_in_any_container() {
+        let cron = serde_json::json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "a", "image": "ghcr.io/acme/api:1.0"}],
+            "initContainers": [{"name": "b", "image": "busybox"}]}}}}}});
+        assert!(uses_image(&cron, "ghcr.io/acme/api"));
+        assert!(uses_image(&cron, "busybox"));
+        assert!(!uses_image(&cron, "ghcr.io/acme/ap"));
+        assert!(!uses_image(&cron, "ghcr.io/acme"));
     }
 
     #[test]

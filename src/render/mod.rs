@@ -3,6 +3,7 @@
 //! Manifests under `apps/<app>/manifests/` are MiniJinja templates (sandboxed, see
 //! [`crate::template`]) with `app`, `env`, `namespace`, `image` and `parameters` in the
 //! context; files whose name starts with `_` are partials, only used through `{% include %}`.
+//! An app whose manifests hold a kustomization is built by kustomize instead ([`kustomize`]).
 //! bowline's labels and annotations are added, namespaced objects get the app's namespace when
 //! they name none, and objects are sorted by [`order`]. The output is deterministic byte for
 //! byte: keys are sorted and so are objects.
@@ -483,6 +484,22 @@ impl<'r> AppRenderer<'r> {
                 Ok(o) => objects.push(o),
                 Err(d) => errors.push(d),
             }
+        }
+        // kustomize sets a tag only on an image the manifests name: spec.image would otherwise
+        // be ignored without a word, and a release would deploy nothing new.
+        if let Some(image) = image.filter(|i| !i.repository.is_empty())
+            && errors.is_empty()
+            && !objects
+                .iter()
+                .any(|o| kustomize::uses_image(&o.object, &image.repository))
+        {
+            errors.push(self.app.error(
+                "/spec/image/repository",
+                format!(
+                    "environment {env_name}: no container of the kustomization's output uses image {}: kustomize sets spec.image's tag only on an image the manifests name; name it in a manifest, or remove spec.image",
+                    image.repository
+                ),
+            ));
         }
         (objects, errors)
     }
