@@ -1,10 +1,11 @@
 //! A repository as a team migrating to bowline brings it (`tests/fixtures/migration/`): a JSON
 //! manifest and an upper-case `.YML` one, YAML written for kubectl (anchors, merge keys, octal
-//! file modes), an app whose manifests carry their own image, and policies relaxed in
+//! file modes), an app whose manifests carry their own image, policies relaxed in
 //! `bowline.yaml` for the migration, and an app kept as a Kustomize base with an overlay per
-//! environment (built by the kustomize in `kubectl`). It goes through `validate`, `plan`, `sync` and `plan`
-//! again against the Kubernetes API test server; then someone runs `kubectl set image`, and
-//! then two apps claim one object.
+//! environment (built by the kustomize in `kubectl`). It goes through `validate`, `render`,
+//! `plan`, `sync` and `plan` again against the Kubernetes API test server; then someone runs
+//! `kubectl set image`, and then two apps claim one object. Further tests: a Kustomize
+//! generator's input changing, no usable `kubectl`, and an object moved between apps.
 
 mod common;
 
@@ -87,6 +88,26 @@ fn a_migrating_repository_validates_plans_syncs_and_stays_in_sync() {
         "every manifest is read: {}",
         text(&validate)
     );
+
+    // The Kustomize app renders with each object attributed to the file it came from.
+    let render = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .args(["render", "--app", "storefront", "--env", "production"])
+        .arg(world.repo.path())
+        .output()
+        .expect("render");
+    assert!(render.status.success(), "{}", text(&render));
+    let stream = String::from_utf8_lossy(&render.stdout);
+    for source in [
+        "# Source: apps/storefront/manifests/base/deployment.yaml",
+        "# Source: apps/storefront/manifests/base/service.yaml",
+        "# Source: apps/storefront/manifests/base/kustomization.yaml",
+    ] {
+        assert!(stream.contains(source), "{source}\n{stream}");
+    }
+    assert!(
+        stream.contains("replicas: 3") && stream.contains("image: ghcr.io/acme/storefront:1.4.0")
+    );
+    assert!(!stream.contains("config.kubernetes.io/origin"), "{stream}");
 
     let (code, plan) = world.plan();
     assert_eq!(code, Some(2), "{plan:#}");

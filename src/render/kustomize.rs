@@ -303,11 +303,7 @@ pub fn check_references(
             if is_kustomization(rel) || used.contains(path) {
                 continue;
             }
-            let manifest = rel.rsplit_once('.').is_some_and(|(_, ext)| {
-                ["yaml", "yml", "json"]
-                    .iter()
-                    .any(|wanted| ext.eq_ignore_ascii_case(wanted))
-            });
+            let manifest = super::is_manifest_file(rel);
             let unused = Diagnostic::file_error(
                 path,
                 "no kustomization of this app names this file, so kustomize never reads it: list it (resources, patches, a generator's files) or move it out of manifests/",
