@@ -14,6 +14,9 @@ pkg-config --exists openssl 2>/dev/null || need_pkgs+=(libssl-dev)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)  # runs ../shared/canary-vectors/check.py
 # Manifests are checked against what the real kubectl sends (tests/kube_yaml.rs).
 command -v kubectl >/dev/null 2>&1 || need_pkgs+=(kubernetes-client)
+# The PostgreSQL store is tested on a throwaway cluster (initdb in a temp dir); Debian keeps
+# the server binaries in /usr/lib/postgresql/<version>/bin.
+{ command -v initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb'; } >/dev/null 2>&1 || need_pkgs+=(postgresql)
 if ((${#need_pkgs[@]})); then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -12,6 +12,7 @@ use chrono::Utc;
 
 use bowline::diagnostic;
 use bowline::pipeline::{self, Engine, Progress, Services, operations};
+use bowline::store::postgres::PostgresStore;
 use bowline::store::{
     Decision, Durability, ExecutionFilter, ExecutionStatus, SqliteStore, Store, StoreError,
 };
@@ -22,16 +23,27 @@ use super::repo::{RepoArgs, load};
 /// Where execution state lives.
 #[derive(clap::Args)]
 pub struct StateArgs {
-    /// SQLite file holding executions (created when missing).
+    /// Where state lives: a SQLite file (created when missing), or a PostgreSQL URL such as
+    /// `postgres://bowline@db.internal:5432/bowline?sslmode=require`, which several replicas
+    /// can share. The password goes in --state-password-file, never in the URL.
     #[arg(
         long,
         global = true,
         default_value = "bowline.db",
         env = "BOWLINE_STATE"
     )]
-    pub state: PathBuf,
+    pub state: String,
+    /// File holding the PostgreSQL password (a mounted Secret, say).
+    #[arg(long, global = true, env = "BOWLINE_STATE_PASSWORD_FILE")]
+    pub state_password_file: Option<PathBuf>,
+    /// File holding the key that masks secret values in diffs (hex; generated, mode 0600, when
+    /// missing). Default: beside the SQLite file. With PostgreSQL state it is required, and
+    /// every replica must read the same file, so that masks agree.
+    #[arg(long, global = true, env = "BOWLINE_MASK_KEY_FILE")]
+    pub mask_key_file: Option<PathBuf>,
     /// `normal`: committed state survives crashes and restarts of bowline; `full`: every
     /// commit is synced to disk and survives power loss too (one fsync per transition).
+    /// SQLite only: PostgreSQL's durability is the server's.
     #[arg(
         long,
         global = true,
@@ -52,12 +64,56 @@ pub enum DurabilityArg {
 }
 
 impl StateArgs {
+    /// The PostgreSQL URL, when `--state` is one.
+    fn postgres_url(&self) -> Option<&str> {
+        (self.state.starts_with("postgres://") || self.state.starts_with("postgresql://"))
+            .then_some(self.state.as_str())
+    }
+
     pub fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if let Some(url) = self.postgres_url() {
+            let parsed = url::Url::parse(url).context("--state is not a valid PostgreSQL URL")?;
+            if parsed.password().is_some() {
+                anyhow::bail!(
+                    "--state carries a password: put it in --state-password-file instead (a URL shows in process lists and logs)"
+                );
+            }
+            let password = match &self.state_password_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ),
+                None => None,
+            };
+            return Ok(Arc::new(PostgresStore::connect(url, password)?));
+        }
+        if self.state_password_file.is_some() {
+            anyhow::bail!(
+                "--state-password-file is for PostgreSQL state; --state is a SQLite file"
+            );
+        }
         let durability = match self.state_durability {
             DurabilityArg::Normal => Durability::Normal,
             DurabilityArg::Full => Durability::Full,
         };
-        Ok(Arc::new(SqliteStore::open_with(&self.state, durability)?))
+        Ok(Arc::new(SqliteStore::open_with(
+            Path::new(&self.state),
+            durability,
+        )?))
+    }
+
+    /// The key that masks secret values: from --mask-key-file, else kept beside the SQLite
+    /// file.
+    pub fn mask_key(&self) -> anyhow::Result<[u8; 32]> {
+        match (&self.mask_key_file, self.postgres_url()) {
+            (Some(path), _) => Ok(bowline::store::files::mask_key_at(path)?),
+            (None, None) => Ok(bowline::store::files::mask_key(Path::new(&self.state))?),
+            (None, Some(_)) => anyhow::bail!(
+                "with PostgreSQL state, set --mask-key-file to a file every replica reads (a Kubernetes Secret): the key must be the same for all of them"
+            ),
+        }
     }
 }
 

@@ -185,7 +185,8 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits::default(),
         connect,
         masker: Masker::with_key(
-            bowline::store::files::mask_key(&args.state.state)
+            args.state
+                .mask_key()
                 .context("the secret-mask key kept with the state")?,
         ),
         max_concurrent_work: usize::from(args.max_concurrent_work),

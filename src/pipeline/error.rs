@@ -85,9 +85,11 @@ impl From<StoreError> for StageError {
     /// by another process, or stored data this version cannot use, stays so.
     fn from(e: StoreError) -> StageError {
         match e {
-            StoreError::Sqlite { .. } | StoreError::File(_) | StoreError::Migration { .. } => {
-                StageError::Transient(e.to_string())
-            }
+            StoreError::Sqlite { .. }
+            | StoreError::Postgres { .. }
+            | StoreError::PostgresPool { .. }
+            | StoreError::File(_)
+            | StoreError::Migration { .. } => StageError::Transient(e.to_string()),
             StoreError::NotOwner { .. }
             | StoreError::NoExecution(_)
             | StoreError::NoStage { .. }

@@ -73,7 +73,12 @@ pub fn mask_key_path(state: &Path) -> PathBuf {
 
 /// The secret-mask key kept beside `state`, generated (mode 0600) on first use.
 pub fn mask_key(state: &Path) -> Result<[u8; 32], FileError> {
-    let path = mask_key_path(state);
+    mask_key_at(&mask_key_path(state))
+}
+
+/// The secret-mask key in the file at `path`, generated (mode 0600) when it does not exist.
+pub fn mask_key_at(path: &Path) -> Result<[u8; 32], FileError> {
+    let path = path.to_path_buf();
     match OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -2,11 +2,12 @@
 //! and outputs), an event log, manual judgments, and per (app, environment, cluster) the
 //! revisions applied with their rendered objects (for rollback).
 //!
-//! The default implementation is an embedded SQLite file ([`sqlite::SqliteStore`]); a Postgres
-//! implementation for several replicas can sit behind the same trait. Every method is one
-//! transaction: when it returns `Ok`, the change is committed.
+//! The default implementation is an embedded SQLite file ([`sqlite::SqliteStore`]); for several
+//! replicas, a shared PostgreSQL database ([`postgres::PostgresStore`]) sits behind the same
+//! trait. Every method is one transaction: when it returns `Ok`, the change is committed.
 
 pub mod files;
+pub mod postgres;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
 
 /// Why the store failed.
@@ -28,6 +30,23 @@ pub enum StoreError {
         /// The SQLite error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The PostgreSQL database could not be reached, migrated or queried.
+    #[error("state store {target}: {}", postgres::describe(.source))]
+    Postgres {
+        /// `host:port/dbname` (never the password).
+        target: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// No connection to the PostgreSQL database could be had (pool, TLS or runtime setup).
+    #[error("state store {target}: {message}")]
+    PostgresPool {
+        /// `host:port/dbname` (never the password).
+        target: String,
+        /// What failed.
+        message: String,
     },
     /// The state file could not be made private.
     #[error("state store: {0}")]

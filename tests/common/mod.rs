@@ -20,6 +20,8 @@
 
 #![allow(dead_code)] // Each test crate uses a different subset of the helpers.
 
+pub mod postgres;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
