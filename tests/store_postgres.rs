@@ -109,7 +109,7 @@ fn executions_survive_reconnecting() {
     assert_eq!(soak.error, None);
     drop(store);
     let store = PostgresStore::connect(&url, None).expect("reconnect");
-    assert_eq!(store.schema_version().expect("version"), 5);
+    assert_eq!(store.schema_version().expect("version"), 6);
     let e2 = store.execution(&e.id).expect("execution");
     assert_eq!(e2.status, ExecutionStatus::Running);
     assert_eq!(e2.created_at, e.created_at);
@@ -833,7 +833,7 @@ fn replicas_migrating_a_fresh_database_at_once_all_succeed() {
             .expect("thread")
             .expect("connect")
             .expect("version");
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
     }
 }
 
@@ -1015,5 +1015,64 @@ fn bowline_runs_a_pipeline_with_its_state_in_postgres() {
         text(&leaky).contains("--state-password-file") && !text(&leaky).contains("hunter2"),
         "{}",
         text(&leaky)
+    );
+}
+
+/// One running execution per app and environment is the database's rule, not the store's
+/// code: a raw UPDATE making a second one RUNNING is refused, and a claim waits.
+#[test]
+fn the_database_refuses_a_second_running_execution_of_an_environment() {
+    let (url, store) = open();
+    let first = store
+        .create_execution(new("web", &["staging"]))
+        .expect("first");
+    assert_eq!(
+        store
+            .claim(&first.id, "me", Duration::from_secs(30))
+            .expect("claim"),
+        Claim::Started
+    );
+    let mut overlapping = new("web", &["staging", "production"]);
+    overlapping.revision = "def456".into();
+    let second = store.create_execution(overlapping).expect("second");
+    let raw = sql(
+        &url,
+        &format!(
+            "UPDATE executions SET status = 'RUNNING' WHERE id = '{}'",
+            second.id
+        ),
+    )
+    .expect_err("the database refuses it");
+    assert!(
+        raw.to_string().contains("duplicate key") || format!("{raw:?}").contains("23505"),
+        "{raw:?}"
+    );
+    assert_eq!(
+        store
+            .claim(&second.id, "me", Duration::from_secs(30))
+            .expect("claim"),
+        Claim::Blocked
+    );
+    // Another app runs beside it.
+    let other_env = store
+        .create_execution(new("api", &["staging"]))
+        .expect("another app");
+    assert_eq!(
+        store
+            .claim(&other_env.id, "me", Duration::from_secs(30))
+            .expect("claim"),
+        Claim::Started
+    );
+    store
+        .finish_execution(&other_env.id, ExecutionStatus::Succeeded, None)
+        .expect("finish");
+    store
+        .finish_execution(&first.id, ExecutionStatus::Succeeded, None)
+        .expect("finish");
+    assert_eq!(
+        store
+            .claim(&second.id, "me", Duration::from_secs(30))
+            .expect("claim"),
+        Claim::Started
     );
 }

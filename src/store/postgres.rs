@@ -142,6 +142,35 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_by_state ON outbox (state, next_attempt_at);
 "#,
+    // One running execution per app and environment, as a constraint of the database (see
+    // the SQLite store's version 6).
+    r#"
+CREATE TABLE running_environments (
+    app TEXT COLLATE "C" NOT NULL,
+    environment TEXT COLLATE "C" NOT NULL,
+    execution_id TEXT COLLATE "C" NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    PRIMARY KEY (app, environment)
+);
+INSERT INTO running_environments (app, environment, execution_id)
+    SELECT e.app, j.value, e.id
+    FROM executions e, jsonb_array_elements_text(e.environments::jsonb) AS j(value)
+    WHERE e.status = 'RUNNING'
+    ON CONFLICT DO NOTHING;
+CREATE FUNCTION executions_running() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'RUNNING' AND OLD.status <> 'RUNNING' THEN
+        INSERT INTO running_environments (app, environment, execution_id)
+            SELECT NEW.app, j.value, NEW.id
+            FROM jsonb_array_elements_text(NEW.environments::jsonb) AS j(value);
+    ELSIF NEW.status <> 'RUNNING' AND OLD.status = 'RUNNING' THEN
+        DELETE FROM running_environments WHERE execution_id = NEW.id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER executions_running AFTER UPDATE OF status ON executions
+    FOR EACH ROW EXECUTE FUNCTION executions_running();
+"#,
 ];
 
 /// Advisory lock (single 64-bit key) held while migrating: replicas starting together migrate
@@ -795,7 +824,7 @@ impl Store for PostgresStore {
             lock_app(&tx, &app).await.map_err(&pg)?;
             let Some(row) = tx
                 .query_opt(
-                    "SELECT environments, status, owner, owned_until FROM executions
+                    "SELECT status, owner, owned_until FROM executions
                      WHERE id = $1 FOR UPDATE",
                     &[&id],
                 )
@@ -804,10 +833,9 @@ impl Store for PostgresStore {
             else {
                 return Err(StoreError::NoExecution(id));
             };
-            let envs: String = col(&db, &row, 0)?;
-            let status: String = col(&db, &row, 1)?;
-            let current: Option<String> = col(&db, &row, 2)?;
-            let until: Option<String> = col(&db, &row, 3)?;
+            let status: String = col(&db, &row, 0)?;
+            let current: Option<String> = col(&db, &row, 1)?;
+            let until: Option<String> = col(&db, &row, 2)?;
             let now = now();
             let until_new = ts(lease_end(now, ttl));
             let at = ts(now);
@@ -848,31 +876,23 @@ impl Store for PostgresStore {
                     "execution {id} is {status}, not queued"
                 )));
             }
-            let envs: Vec<String> =
-                serde_json::from_str(&envs).map_err(|e| corrupt("environments", e))?;
-            let running = tx
-                .query(
-                    "SELECT environments FROM executions WHERE app = $1 AND status = 'RUNNING' AND id <> $2",
-                    &[&app, &id],
+            // The database refuses a second running execution of an environment of this app
+            // (table running_environments): then this one waits.
+            let started = tx
+                .execute(
+                    "UPDATE executions SET status = 'RUNNING', updated_at = $2, owner = $3,
+                        heartbeat_at = $2, owned_until = $4
+                     WHERE id = $1",
+                    &[&id, &at, &owner, &until_new],
                 )
-                .await
-                .map_err(&pg)?;
-            for other in running {
-                let other: String = col(&db, &other, 0)?;
-                let other: Vec<String> =
-                    serde_json::from_str(&other).map_err(|e| corrupt("environments", e))?;
-                if overlaps(&other, &envs) {
+                .await;
+            match started {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     return Ok(Claim::Blocked);
                 }
+                Err(e) => return Err(pg(e)),
             }
-            tx.execute(
-                "UPDATE executions SET status = 'RUNNING', updated_at = $2, owner = $3,
-                    heartbeat_at = $2, owned_until = $4
-                 WHERE id = $1",
-                &[&id, &at, &owner, &until_new],
-            )
-            .await
-            .map_err(&pg)?;
             append_event(&tx, &id, None, "started", &at)
                 .await
                 .map_err(&pg)?;

@@ -136,6 +136,31 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_by_state ON outbox (state, next_attempt_at);
 "#,
+    // One running execution per app and environment, as a constraint of the database: an
+    // execution that becomes RUNNING takes a row per environment (the primary key refuses a
+    // second), and gives them back when it stops running.
+    r#"
+CREATE TABLE running_environments (
+    app TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    PRIMARY KEY (app, environment)
+);
+INSERT OR IGNORE INTO running_environments (app, environment, execution_id)
+    SELECT e.app, j.value, e.id FROM executions e, json_each(e.environments) j
+    WHERE e.status = 'RUNNING';
+CREATE TRIGGER executions_start_running AFTER UPDATE OF status ON executions
+WHEN NEW.status = 'RUNNING' AND OLD.status <> 'RUNNING'
+BEGIN
+    INSERT INTO running_environments (app, environment, execution_id)
+        SELECT NEW.app, value, NEW.id FROM json_each(NEW.environments);
+END;
+CREATE TRIGGER executions_stop_running AFTER UPDATE OF status ON executions
+WHEN NEW.status <> 'RUNNING' AND OLD.status = 'RUNNING'
+BEGIN
+    DELETE FROM running_environments WHERE execution_id = NEW.id;
+END;
+"#,
 ];
 
 /// The first bytes of every SQLite database file.
@@ -684,16 +709,16 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        type ClaimRow = (String, String, String, Option<String>, Option<String>);
+        type ClaimRow = (String, Option<String>, Option<String>);
         let row: Option<ClaimRow> = tx
             .query_row(
-                "SELECT app, environments, status, owner, owned_until FROM executions WHERE id = ?1",
+                "SELECT status, owner, owned_until FROM executions WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((app, envs, status, current, until)) = row else {
+        let Some((status, current, until)) = row else {
             return Err(StoreError::NoExecution(id.to_string()));
         };
         let now = now();
@@ -733,31 +758,23 @@ impl Store for SqliteStore {
                 "execution {id} is {status}, not queued"
             )));
         }
-        let envs: Vec<String> =
-            serde_json::from_str(&envs).map_err(|e| corrupt("environments", e))?;
-        let running: Vec<String> = {
-            let mut stmt = tx
-                .prepare("SELECT environments FROM executions WHERE app = ?1 AND status = 'RUNNING' AND id <> ?2")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map(params![app, id], |r| r.get(0))
-                .map_err(|e| self.err(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
-        };
-        for other in running {
-            let other: Vec<String> =
-                serde_json::from_str(&other).map_err(|e| corrupt("environments", e))?;
-            if overlaps(&other, &envs) {
-                return Ok(Claim::Blocked);
-            }
-        }
-        tx.execute(
+        // The database refuses a second running execution of an environment of this app
+        // (table running_environments): then this one waits.
+        let started = tx.execute(
             "UPDATE executions SET status = 'RUNNING', updated_at = ?2, owner = ?3,
                 heartbeat_at = ?2, owned_until = ?4
              WHERE id = ?1",
             params![id, at, owner, until_new],
-        )
-        .map_err(|e| self.err(e))?;
+        );
+        match started {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Ok(Claim::Blocked);
+            }
+            Err(e) => return Err(self.err(e)),
+        }
         append_event(&tx, id, None, "started", &at).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(Claim::Started)
@@ -1422,6 +1439,50 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         (dir, store)
+    }
+
+    /// One running execution per app and environment is the database's rule: a raw UPDATE
+    /// making a second one RUNNING is refused, and a claim waits until the first ends.
+    #[test]
+    fn the_database_refuses_a_second_running_execution_of_an_environment() {
+        let (dir, store) = open();
+        let first = store
+            .create_execution(new("web", &["staging"]))
+            .expect("first");
+        let ttl = Duration::from_secs(30);
+        assert_eq!(
+            store.claim(&first.id, "me", ttl).expect("claim"),
+            Claim::Started
+        );
+        let mut overlapping = new("web", &["staging", "production"]);
+        overlapping.revision = "def456".into();
+        let second = store.create_execution(overlapping).expect("second");
+        let raw = Connection::open(dir.path().join("state.db")).expect("raw connection");
+        let refused = raw
+            .execute(
+                "UPDATE executions SET status = 'RUNNING' WHERE id = ?1",
+                params![second.id],
+            )
+            .expect_err("the database refuses it");
+        assert!(refused.to_string().contains("UNIQUE"), "{refused}");
+        assert_eq!(
+            store.claim(&second.id, "me", ttl).expect("claim"),
+            Claim::Blocked
+        );
+        let api = store
+            .create_execution(new("api", &["staging"]))
+            .expect("another app");
+        assert_eq!(
+            store.claim(&api.id, "me", ttl).expect("claim"),
+            Claim::Started
+        );
+        store
+            .finish_execution(&first.id, ExecutionStatus::Succeeded, None)
+            .expect("finish");
+        assert_eq!(
+            store.claim(&second.id, "me", ttl).expect("claim"),
+            Claim::Started
+        );
     }
 
     #[test]
