@@ -7,6 +7,7 @@
 //! deletes JSON objects.
 
 pub mod health;
+pub mod lease;
 pub mod pool;
 pub mod prune;
 pub mod retry;
@@ -310,6 +311,11 @@ impl Cluster {
         })?;
         tracing::info!(cluster = %cluster.name, version = %version.git_version, "connected");
         Ok(cluster)
+    }
+
+    /// The client connected to the cluster (for Leases and other direct calls).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Cluster name from bowline.yaml.
