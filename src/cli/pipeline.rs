@@ -24,8 +24,9 @@ use super::repo::{RepoArgs, load};
 #[derive(clap::Args)]
 pub struct StateArgs {
     /// Where state lives: a SQLite file (created when missing), or a PostgreSQL URL such as
-    /// `postgres://bowline@db.internal:5432/bowline?sslmode=require`, which several replicas
-    /// can share. The password goes in --state-password-file, never in the URL.
+    /// `postgres://bowline@db.internal:5432/bowline?sslmode=require`, a database the daemon
+    /// and `bowline run`/`executions` can share. The password goes in --state-password-file,
+    /// never in the URL.
     #[arg(
         long,
         global = true,
