@@ -15,12 +15,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 
+use super::rows::{
+    EXECUTION_COLUMNS, OUTBOX_COLUMNS, OUTBOX_RETENTION, corrupt, lease_end, now, overlaps,
+    parse_json, parse_time, ts,
+};
 use super::sqlite::{DELIVERY_CAP, DELIVERY_RETENTION};
 use super::{
     AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
@@ -185,17 +189,10 @@ const DELIVERIES_LOCK: i32 = 1;
 /// plus one).
 const OUTBOX_LOCK: i32 = 2;
 
-/// How long delivered or refused outbox entries are kept (as the SQLite store).
-const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
-
 /// Connections in the pool.
 const POOL_SIZE: usize = 8;
 
-const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested, owner, heartbeat_at, owned_until";
-
 const STAGE_COLUMNS: &str = "name, stage_type, environment, status, attempts, inputs, outputs, started_at, finished_at, error";
-
-const OUTBOX_COLUMNS: &str = "id, kind, repo, subject, name, payload, version, state, attempts, next_attempt_at, last_error, recorded_at";
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
@@ -256,43 +253,6 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-fn now() -> DateTime<Utc> {
-    Utc::now()
-}
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn corrupt(what: &str, message: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_string(),
-        message: message.to_string(),
-    }
-}
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| corrupt("timestamp", e))
-}
-
-fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(what, e))
-}
-
-/// When ownership taken or refreshed at `now` for `ttl` lapses.
-fn lease_end(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
-    chrono::TimeDelta::from_std(ttl)
-        .ok()
-        .and_then(|ttl| now.checked_add_signed(ttl))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn overlaps(a: &[String], b: &[String]) -> bool {
-    a.iter().any(|x| b.contains(x))
 }
 
 /// `host:port/dbname` of a connection configuration (no credentials).

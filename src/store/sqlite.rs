@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
-use serde_json::Value;
 
+use super::rows::{
+    EXECUTION_COLUMNS, OUTBOX_COLUMNS, OUTBOX_RETENTION, corrupt, lease_end, now, overlaps,
+    parse_json, parse_time, ts,
+};
 use super::{
     AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
     NewExecution, OutboxEntry, OutboxKey, OutboxKind, OutboxOutcome, OutboxState, OutboxStats,
@@ -173,12 +176,6 @@ pub const DELIVERY_RETENTION: std::time::Duration = std::time::Duration::from_se
 /// At most this many delivery ids are remembered by default; the oldest go first.
 pub const DELIVERY_CAP: usize = 100_000;
 
-/// How long delivered or refused outbox entries are kept (for `last_error` and to skip
-/// nothing still wanted); pending ones are kept until delivered.
-const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
-
-const OUTBOX_COLUMNS: &str = "id, kind, repo, subject, name, payload, version, state, attempts, next_attempt_at, last_error, recorded_at";
-
 type OutboxRow = (
     i64,
     String,
@@ -248,14 +245,6 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     delivery_retention: chrono::TimeDelta,
     delivery_cap: i64,
-}
-
-fn now() -> DateTime<Utc> {
-    Utc::now()
-}
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl SqliteStore {
@@ -474,25 +463,6 @@ fn create_new(path: &Path, durability: Durability) -> Result<(), StoreError> {
     made
 }
 
-fn corrupt(what: &str, message: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_string(),
-        message: message.to_string(),
-    }
-}
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| corrupt("timestamp", e))
-}
-
-fn parse_json(text: &str, what: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(what, e))
-}
-
-const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested, owner, heartbeat_at, owned_until";
-
 type ExecutionRow = (
     (String, String, String, String, String, String, String),
     (String, String, Option<String>, bool),
@@ -601,18 +571,6 @@ fn append_event(
         params![id, at, stage, message],
     )?;
     Ok(())
-}
-
-/// When ownership taken or refreshed at `now` for `ttl` lapses.
-fn lease_end(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
-    chrono::TimeDelta::from_std(ttl)
-        .ok()
-        .and_then(|ttl| now.checked_add_signed(ttl))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn overlaps(a: &[String], b: &[String]) -> bool {
-    a.iter().any(|x| b.contains(x))
 }
 
 impl Store for SqliteStore {

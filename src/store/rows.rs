@@ -1,0 +1,56 @@
+//! What both state stores share beside the [`super::Store`] trait: how timestamps and JSON are
+//! stored as text (RFC 3339 with milliseconds, so text order is time order), ownership lease
+//! ends, and the column lists and retention both stores' SQL use.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::StoreError;
+
+/// How long delivered or refused outbox entries are kept (for `last_error` and to skip
+/// nothing still wanted); pending ones are kept until delivered.
+pub(super) const OUTBOX_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+pub(super) const EXECUTION_COLUMNS: &str = "id, app, environments, revision, pipeline, status, trigger, created_at, updated_at, error, cancel_requested, owner, heartbeat_at, owned_until";
+
+pub(super) const OUTBOX_COLUMNS: &str = "id, kind, repo, subject, name, payload, version, state, attempts, next_attempt_at, last_error, recorded_at";
+
+pub(super) fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// A timestamp as stored.
+pub(super) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(super) fn corrupt(what: &str, message: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: message.to_string(),
+    }
+}
+
+pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| corrupt("timestamp", e))
+}
+
+pub(super) fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+/// When ownership taken or refreshed at `now` for `ttl` lapses.
+pub(super) fn lease_end(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Whether two executions' environment lists share one.
+pub(super) fn overlaps(a: &[String], b: &[String]) -> bool {
+    a.iter().any(|x| b.contains(x))
+}
