@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bowline::cluster::ConnectOptions;
 use bowline::pipeline::{Engine, Services};
 use bowline::store::{
-    AppliedRevision, Claim, Durability, Event, Execution, ExecutionFilter, ExecutionStatus,
+    AppliedRevision, Claim, Durability, Event, Execution, ExecutionFilter, ExecutionStatus, Fence,
     Judgment, NewExecution, NewStage, OutboxEntry, OutboxKey, OutboxOutcome, OutboxStats,
     SqliteStore, StageState, StageUpdate, Store, StoreError,
 };
@@ -35,8 +35,27 @@ impl Store for Timed {
     fn create_execution(&self, new: NewExecution) -> Result<Execution, StoreError> {
         self.inner.create_execution(new)
     }
-    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError> {
-        self.inner.claim(id, owner, ttl)
+    fn claim_fenced(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Claim, StoreError> {
+        self.inner.claim_fenced(id, owner, ttl, fence)
+    }
+    fn record_fence(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.inner.record_fence(fence)
+    }
+    fn finish_owned(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        error: Option<&str>,
+        owner: &str,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_owned(id, status, error, owner, fence)
     }
     fn heartbeat(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.inner.heartbeat(id, owner, ttl)

@@ -9,9 +9,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use bowline::store::{
-    AppliedRevision, Claim, Decision, ExecutionFilter, ExecutionStatus, Judgment, NewExecution,
-    NewStage, OutboxKey, OutboxKind, OutboxOutcome, OutboxState, OutboxStats, PostgresStore,
-    StageStatus, StageUpdate, Store, StoreError,
+    AppliedRevision, Claim, Decision, ExecutionFilter, ExecutionStatus, Fence, Judgment,
+    NewExecution, NewStage, OutboxKey, OutboxKind, OutboxOutcome, OutboxState, OutboxStats,
+    PostgresStore, StageStatus, StageUpdate, Store, StoreError,
 };
 use chrono::Utc;
 
@@ -1075,4 +1075,228 @@ fn the_database_refuses_a_second_running_execution_of_an_environment() {
             .expect("claim"),
         Claim::Started
     );
+}
+
+/// Fencing by shard holds, the same in both stores: holds only move forward; a transition,
+/// a claim or a finish under an older hold is refused once a newer one is recorded; a fenced
+/// claim takes a running execution over at once.
+fn fences_refuse_the_replica_that_lost_the_shard(store: &dyn Store) {
+    let fence = |holder: &str, generation: i64| Fence {
+        shard: 3,
+        holder: holder.into(),
+        generation,
+    };
+    assert!(store.record_fence(&fence("a", 1)).expect("record"));
+    assert!(
+        store.record_fence(&fence("a", 1)).expect("again"),
+        "the same hold again"
+    );
+    assert!(
+        !store.record_fence(&fence("b", 0)).expect("older"),
+        "an older generation"
+    );
+    assert!(
+        !store.record_fence(&fence("b", 1)).expect("same"),
+        "the same generation by another"
+    );
+    let e = store
+        .create_execution(new("web", &["staging"]))
+        .expect("create");
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .claim_fenced(&e.id, "a", ttl, Some(&fence("a", 1)))
+            .expect("claim"),
+        Claim::Started
+    );
+    let update = |holder: &str, generation: i64| StageUpdate {
+        status: Some(StageStatus::Running),
+        owner: Some(holder.into()),
+        fence: Some(fence(holder, generation)),
+        ..StageUpdate::default()
+    };
+    store
+        .update_stage(&e.id, "deploy", update("a", 1))
+        .expect("a holds the shard");
+    // b takes the shard over: a's heartbeat is still valid, the fence lets b take over.
+    assert!(store.record_fence(&fence("b", 2)).expect("newer"));
+    match store.update_stage(&e.id, "deploy", update("a", 1)) {
+        Err(StoreError::Fenced {
+            shard: 3,
+            generation: 1,
+            current,
+        }) => assert_eq!(current, "2 held by b"),
+        other => panic!("a's transition after b took over: {other:?}"),
+    }
+    assert!(matches!(
+        store.claim_fenced(&e.id, "a", ttl, Some(&fence("a", 1))),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(
+        store.claim(&e.id, "c", ttl).expect("unfenced claim"),
+        Claim::Owned {
+            owner: "a".into(),
+            until: store
+                .execution(&e.id)
+                .expect("e")
+                .owned_until
+                .expect("until"),
+        },
+        "without a fence, a live heartbeat still keeps others out"
+    );
+    assert_eq!(
+        store
+            .claim_fenced(&e.id, "b", ttl, Some(&fence("b", 2)))
+            .expect("takeover"),
+        Claim::TakenOver {
+            previous: Some("a".into())
+        }
+    );
+    assert!(
+        messages(store, &e.id)
+            .iter()
+            .any(|m| m == "resumed by b (took shard 3 over from a, generation 2)")
+    );
+    assert!(
+        !store.heartbeat(&e.id, "a", ttl).expect("heartbeat"),
+        "a is told it lost it"
+    );
+    assert!(matches!(
+        store.finish_owned(
+            &e.id,
+            ExecutionStatus::Failed,
+            None,
+            "a",
+            Some(&fence("a", 1))
+        ),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(matches!(
+        store.finish_owned(&e.id, ExecutionStatus::Failed, None, "a", None),
+        Err(StoreError::NotOwner { .. })
+    ));
+    store
+        .update_stage(&e.id, "deploy", update("b", 2))
+        .expect("b's transition");
+    store
+        .finish_owned(
+            &e.id,
+            ExecutionStatus::Succeeded,
+            None,
+            "b",
+            Some(&fence("b", 2)),
+        )
+        .expect("b finishes");
+    let done = store.execution(&e.id).expect("e");
+    assert_eq!(done.status, ExecutionStatus::Succeeded);
+    assert!(
+        matches!(
+            store.finish_owned(
+                &e.id,
+                ExecutionStatus::Failed,
+                None,
+                "b",
+                Some(&fence("b", 2))
+            ),
+            Err(StoreError::NotOwner { .. })
+        ),
+        "only a running execution is finished"
+    );
+}
+
+#[test]
+fn postgres_fences_refuse_the_replica_that_lost_the_shard() {
+    let (_, store) = open();
+    fences_refuse_the_replica_that_lost_the_shard(&store);
+}
+
+#[test]
+fn sqlite_fences_refuse_the_replica_that_lost_the_shard() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = bowline::store::SqliteStore::open(&dir.path().join("state.db")).expect("store");
+    fences_refuse_the_replica_that_lost_the_shard(&store);
+}
+
+#[test]
+fn a_newer_hold_waits_for_a_transition_under_the_older_one_to_commit() {
+    // The fence row is share-locked by a transition: recording a newer hold waits for it, so
+    // nothing under the older hold commits after the newer one.
+    let (url, store) = open();
+    let store = Arc::new(store);
+    let fence = |holder: &str, generation: i64| Fence {
+        shard: 1,
+        holder: holder.into(),
+        generation,
+    };
+    assert!(store.record_fence(&fence("a", 1)).expect("record"));
+    sql(
+        &url,
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;
+         CREATE TRIGGER slow BEFORE UPDATE ON stages FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .expect("slow trigger");
+    let e = store
+        .create_execution(new("web", &["staging"]))
+        .expect("create");
+    store
+        .claim_fenced(&e.id, "a", Duration::from_secs(60), Some(&fence("a", 1)))
+        .expect("claim");
+    let slow = {
+        let (store, id) = (store.clone(), e.id.clone());
+        std::thread::spawn(move || {
+            store.update_stage(
+                &id,
+                "deploy",
+                StageUpdate {
+                    status: Some(StageStatus::Running),
+                    owner: Some("a".into()),
+                    fence: Some(Fence {
+                        shard: 1,
+                        holder: "a".into(),
+                        generation: 1,
+                    }),
+                    ..StageUpdate::default()
+                },
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert!(store.record_fence(&fence("b", 2)).expect("newer"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "the newer hold was recorded while the older one's transition ran ({:?})",
+        started.elapsed()
+    );
+    slow.join()
+        .expect("thread")
+        .expect("a's transition committed first");
+}
+
+#[test]
+fn wake_ups_reach_every_replica_listening() {
+    let (url, a) = open();
+    let b = PostgresStore::connect(&url, None).expect("second replica");
+    let mut wakes = b.subscribe().expect("postgres carries wake-ups");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        // The first notice after listening starts is the listener's own "look now".
+        let first = tokio::time::timeout(Duration::from_secs(10), wakes.recv())
+            .await
+            .expect("listening")
+            .expect("notice");
+        assert_eq!(first.payload, "");
+        // Skip the other "look now" notices.
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), wakes.recv()).await {
+            assert_eq!(n.payload, "");
+        }
+        a.notify(bowline::store::WAKE_EXECUTIONS, "checkout-api")
+            .expect("notify");
+        let notice = tokio::time::timeout(Duration::from_secs(10), wakes.recv())
+            .await
+            .expect("woken within 10 s")
+            .expect("notice");
+        assert_eq!(notice.channel, bowline::store::WAKE_EXECUTIONS);
+        assert_eq!(notice.payload, "checkout-api");
+    });
 }

@@ -71,6 +71,11 @@ impl StateArgs {
             .then_some(self.state.as_str())
     }
 
+    /// Whether the state is a database several processes share (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.postgres_url().is_some()
+    }
+
     pub fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         if let Some(url) = self.postgres_url() {
             let parsed = url::Url::parse(url).context("--state is not a valid PostgreSQL URL")?;

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use std::sync::Arc;
+
+use bowline::daemon::replicas::{self, Coordinator, ReplicaConfig};
 use bowline::daemon::{Daemon, DaemonConfig};
 use bowline::diff::Masker;
 use bowline::forge::{GitHub, RepoRef};
@@ -109,6 +112,86 @@ pub struct ServeArgs {
     /// The longest time to receive a webhook body; a slower sender is answered 408.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "BOWLINE_WEBHOOK_BODY_TIMEOUT")]
     pub webhook_body_timeout: Duration,
+    #[command(flatten)]
+    pub replicas: ReplicaArgs,
+}
+
+/// How several replicas share the work (off unless `--lease-namespace` is given).
+#[derive(clap::Args)]
+pub struct ReplicaArgs {
+    /// Run as one of several replicas on one PostgreSQL state, coordinated by Leases in this
+    /// namespace: a leader follows the branch and sends statuses, apps are split into shards
+    /// held by the replicas.
+    #[arg(long, env = "BOWLINE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// kubeconfig context of the API server holding the Leases (default: the in-cluster
+    /// service account, else the default kubeconfig).
+    #[arg(long, env = "BOWLINE_LEASE_CONTEXT")]
+    pub lease_context: Option<String>,
+    /// Prefix of the Lease names; replicas of one deployment share it.
+    #[arg(long, default_value = "bowline", env = "BOWLINE_LEASE_PREFIX")]
+    pub lease_prefix: String,
+    /// How long a Lease holds without renewal (renewed every third of it); a replica that
+    /// dies is replaced within about this long.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "BOWLINE_LEASE_DURATION")]
+    pub lease_duration: Duration,
+    /// Shards the apps are split into; every replica must use the same number.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024), env = "BOWLINE_SHARDS")]
+    pub shards: u32,
+    /// This replica's identity in Leases and fences (default: host name, process id and a
+    /// random part).
+    #[arg(long, env = "BOWLINE_REPLICA_ID")]
+    pub replica_id: Option<String>,
+}
+
+/// The coordination of several replicas, when asked for.
+async fn replicas(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<(ReplicaConfig, Arc<replicas::Holdings>)>> {
+    let r = &args.replicas;
+    let Some(namespace) = &r.lease_namespace else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        args.state.is_shared(),
+        "--lease-namespace needs a state every replica shares: --state postgres://…"
+    );
+    anyhow::ensure!(
+        r.lease_duration >= Duration::from_secs(2),
+        "--lease-duration {}: at least 2s",
+        humantime::format_duration(r.lease_duration)
+    );
+    let client = match &r.lease_context {
+        Some(context) => {
+            let options = bowline::cluster::ConnectOptions {
+                context: None,
+                ..super::live::connect_options(&args.clusters)
+            };
+            bowline::cluster::Cluster::connect("leases", context, &options)
+                .await
+                .with_context(|| format!("the Lease API (context {context})"))?
+                .client()
+                .clone()
+        }
+        None => kube::Client::try_default()
+            .await
+            .context("the Lease API (in-cluster service account or default kubeconfig)")?,
+    };
+    let holder = r
+        .replica_id
+        .clone()
+        .unwrap_or_else(bowline::pipeline::owner_id);
+    let config = ReplicaConfig {
+        client,
+        namespace: namespace.clone(),
+        prefix: r.lease_prefix.clone(),
+        shards: r.shards,
+        lease_duration: r.lease_duration,
+    };
+    Ok(Some((
+        config,
+        Arc::new(replicas::Holdings::new(&holder, r.shards)),
+    )))
 }
 
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
@@ -131,6 +214,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.state.open()?;
+    let replicas = replicas(&args).await?;
     let connect = super::live::connect_options(&args.clusters);
     let mut services =
         Services::new(connect.clone()).with_link_local_egress(args.allow_link_local_egress);
@@ -191,9 +275,21 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
         ),
         max_concurrent_work: usize::from(args.max_concurrent_work),
         outbox: bowline::daemon::OutboxConfig::default(),
+        replicas: replicas.as_ref().map(|(_, holdings)| holdings.clone()),
     };
     let daemon = Daemon::new(config, source, store, services, github, webhook_secret)?;
-    let resumed = daemon.resume()?;
+    let coordinator = replicas.map(|(config, holdings)| {
+        tracing::info!(replica = %holdings.holder(), namespace = %config.namespace, shards = config.shards, "running as one of several replicas");
+        Arc::new(Coordinator::new(config, holdings))
+    });
+    // One of several replicas resumes the executions of the shards it takes, when it takes them.
+    let resumed = match coordinator {
+        Some(_) => 0,
+        None => daemon.resume()?,
+    };
+    let coordination = coordinator
+        .clone()
+        .map(|c| tokio::spawn(c.run(Arc::downgrade(&daemon))));
     let _watcher = match &args.watch {
         Some(path) => Some(bowline::daemon::watch::watch(path, &daemon)?),
         None => None,
@@ -227,6 +323,13 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     poll.abort();
     drift.abort();
     let stopped = daemon.shutdown(args.shutdown_grace).await;
+    if let Some(coordinator) = &coordinator {
+        // After the executions stopped: the next holders resume them at once.
+        coordinator.release_all().await;
+    }
+    if let Some(task) = coordination {
+        task.abort();
+    }
     tracing::info!(stopped, "bowline stopped");
     if !bowline::telemetry::json() {
         eprintln!("bowline: stopped ({stopped} execution(s) left to resume)");

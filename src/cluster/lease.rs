@@ -208,7 +208,7 @@ impl LeaseLock {
 }
 
 /// When a Lease expires: its last renewal plus its duration (long past when never renewed).
-fn expiry(spec: &LeaseSpec) -> Timestamp {
+pub fn expiry(spec: &LeaseSpec) -> Timestamp {
     let renewed = spec
         .renew_time
         .as_ref()

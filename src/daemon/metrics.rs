@@ -44,6 +44,10 @@ pub struct Metrics {
     /// Failed GitHub requests (each attempt) by kind (`server_error`, `rate_limited`,
     /// `client_error`, `network`).
     pub github_failures: IntCounterVec,
+    /// 1 while this replica holds the leader Lease (always 1 for a single process).
+    pub leader: IntGauge,
+    /// Shards of apps this replica holds (0 for a single process, which runs every app).
+    pub shards: IntGauge,
 }
 
 const BUCKETS: &[f64] = &[
@@ -147,7 +151,19 @@ impl Metrics {
             "Age of the oldest status or comment not delivered to GitHub yet (0 when none).",
         )?;
         registry.register(Box::new(outbox_oldest_seconds.clone()))?;
+        let leader = IntGauge::new(
+            "bowline_leader",
+            "1 while this replica follows the branch and sends the outbox.",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
+        let shards = IntGauge::new(
+            "bowline_shards_held",
+            "Shards of apps whose executions this replica runs.",
+        )?;
+        registry.register(Box::new(shards.clone()))?;
         Ok(Metrics {
+            leader,
+            shards,
             registry,
             webhooks,
             fetches,

@@ -21,6 +21,7 @@ mod pull_request;
 mod push;
 pub mod queue;
 mod removal;
+pub mod replicas;
 pub mod watch;
 mod work;
 
@@ -249,6 +250,9 @@ pub struct DaemonConfig {
     pub max_concurrent_work: usize,
     /// How statuses and comments are retried until GitHub has them.
     pub outbox: OutboxConfig,
+    /// With several replicas on one store: what this one holds (the leader Lease, shards of
+    /// apps), kept by a [`replicas::Coordinator`]. `None`: one process does everything.
+    pub replicas: Option<Arc<replicas::Holdings>>,
 }
 
 impl Default for DaemonConfig {
@@ -263,6 +267,7 @@ impl Default for DaemonConfig {
             masker: crate::diff::Masker::default(),
             max_concurrent_work: 4,
             outbox: OutboxConfig::default(),
+            replicas: None,
         }
     }
 }
@@ -355,14 +360,19 @@ impl Daemon {
         config: DaemonConfig,
         source: GitSource,
         store: Arc<dyn Store>,
-        services: Services,
+        mut services: Services,
         github: Option<GitHub>,
         webhook_secret: Option<Vec<u8>>,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let cursor = store.meta(CURSOR_KEY)?;
+        if let Some(holdings) = &config.replicas {
+            services.owner = holdings.holder().to_string();
+            services.fencing = Some(holdings.clone());
+        }
         let max_concurrent_work = config.max_concurrent_work;
         let outbox = outbox::Outbox::new(store.clone(), github.is_some());
         let metrics = Metrics::new()?;
+        metrics.leader.set(i64::from(config.replicas.is_none()));
         let failures = metrics.github_failures.clone();
         let github = github.map(|g| {
             g.with_failure_hook(Arc::new(move |failure: crate::forge::client::Failure| {
@@ -403,6 +413,11 @@ impl Daemon {
                 daemon.outbox.wake_handle(),
             ));
             *lock(&daemon.outbox_task) = Some(sender.abort_handle());
+            if daemon.config.replicas.is_some()
+                && let Some(notices) = daemon.store.subscribe()
+            {
+                runtime.spawn(replicas::listen(Arc::downgrade(&daemon), notices));
+            }
         }
         if let Some(sha) = cursor {
             // The digests of the last reconciled commit; when it is gone from the mirror (a new
@@ -453,7 +468,24 @@ impl Daemon {
 
     /// Runs `execution` in the background, reporting its progress as the
     /// `bowline/deploy/<app>` status of its revision.
+    ///
+    /// With several replicas, only the holder of the app's shard runs it: elsewhere the
+    /// execution stays queued in the store and the holder is woken.
     pub(crate) fn spawn_execution(self: &Arc<Self>, execution: Execution) {
+        if let Some(holdings) = &self.config.replicas
+            && !holdings.runs(&execution.app)
+        {
+            if let Err(e) = self
+                .store
+                .notify(crate::store::WAKE_EXECUTIONS, &execution.app)
+            {
+                tracing::warn!(execution = %execution.id, error = %e, "could not wake the replica running the app");
+            }
+            return;
+        }
+        if lock(&self.tasks).runs(&execution.id) {
+            return;
+        }
         let target_url = self.config.public_url.as_ref().map(|u| {
             format!(
                 "{}/api/v1/executions/{}",
@@ -559,6 +591,13 @@ impl Daemon {
                 ),
                 Err(e) => (CommitState::Error, e.to_string()),
             };
+            if let Err(pipeline::EngineError::Lost { .. } | pipeline::EngineError::Fenced { .. }) =
+                &outcome
+            {
+                // Another process carries it on and reports it.
+                tracing::info!(execution = %id, app = %app, "execution carried on elsewhere");
+                return;
+            }
             match &outcome {
                 Ok(status) => {
                     tracing::info!(execution = %id, app = %app, status = status.as_str(), "execution ended")
@@ -580,7 +619,14 @@ impl Daemon {
         }
         tasks.reap();
         let handle = tasks.set.spawn(runner);
-        tasks.ids.insert(handle.id(), (execution.id, handle));
+        tasks.ids.insert(
+            handle.id(),
+            RunningExecution {
+                execution: execution.id,
+                app: execution.app,
+                handle,
+            },
+        );
     }
 
     fn record_canary_score(&self, id: &str) {
@@ -653,10 +699,10 @@ impl Daemon {
             if tasks.set.is_empty() {
                 break;
             }
-            for (task, (execution, handle)) in &tasks.ids {
-                if !parked.contains(task) && self.durably_waiting(execution) {
-                    tracing::info!(execution = %execution, "stopping an execution that only waits");
-                    handle.abort();
+            for (task, running) in &tasks.ids {
+                if !parked.contains(task) && self.durably_waiting(&running.execution) {
+                    tracing::info!(execution = %running.execution, "stopping an execution that only waits");
+                    running.handle.abort();
                     parked.insert(*task);
                 }
             }
@@ -700,7 +746,7 @@ impl Daemon {
     /// or the task is dropped.
     pub async fn poll_loop(self: Arc<Self>) {
         loop {
-            self.request_reconcile();
+            self.request_poll();
             let failures = lock(&self.state).failures;
             let base = self.config.poll_interval * 2u32.pow(failures.min(4));
             let jitter = base.mul_f64(rand_fraction() / 10.0);
@@ -722,7 +768,10 @@ impl Daemon {
                 _ = tokio::time::sleep(interval + interval.mul_f64(rand_fraction() / 10.0)) => {}
                 _ = self.stopped() => return,
             }
-            self.queue.enqueue(work::Work::Drift);
+            // With several replicas the leader checks drift, once for all.
+            if self.leads() {
+                self.queue.enqueue(work::Work::Drift);
+            }
         }
     }
 
@@ -851,12 +900,25 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 struct ExecutionTasks {
     set: JoinSet<()>,
     /// The execution of each task, and how to stop it alone.
-    ids: HashMap<tokio::task::Id, (String, tokio::task::AbortHandle)>,
+    ids: HashMap<tokio::task::Id, RunningExecution>,
     /// Set on shutdown: no execution starts any more in this process.
     closed: bool,
 }
 
+/// An execution task of this process.
+struct RunningExecution {
+    execution: String,
+    app: String,
+    handle: tokio::task::AbortHandle,
+}
+
 impl ExecutionTasks {
+    /// Whether execution `id` runs in this process.
+    fn runs(&mut self, id: &str) -> bool {
+        self.reap();
+        self.ids.values().any(|r| r.execution == id)
+    }
+
     /// Forgets the tasks that ended.
     fn reap(&mut self) {
         while let Some(done) = self.set.try_join_next_with_id() {

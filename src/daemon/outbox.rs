@@ -79,6 +79,11 @@ impl Outbox {
         }
     }
 
+    /// Wakes the sender (it looks at the store at once).
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// The notification that wakes the sender.
     pub(super) fn wake_handle(&self) -> Arc<Notify> {
         Arc::clone(&self.wake)
@@ -179,6 +184,10 @@ impl Daemon {
         let Some(github) = &self.github else {
             return poll;
         };
+        // With several replicas the leader sends, alone, so nothing is sent twice at once.
+        if !self.leads() {
+            return poll;
+        }
         if let Some(left) = self.paused_for() {
             return left;
         }

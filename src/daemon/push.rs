@@ -27,6 +27,12 @@ pub enum Reconciled {
         /// The commit.
         commit: String,
     },
+    /// A new commit, read and checked by a replica that does not lead: the leader starts its
+    /// executions.
+    Followed {
+        /// The commit.
+        commit: String,
+    },
     /// A new commit; executions were started for these apps.
     Started {
         /// The commit.
@@ -180,6 +186,7 @@ impl Daemon {
                     Reconciled::Unchanged => "unchanged",
                     Reconciled::NoAppChanged { .. } => "no_app_changed",
                     Reconciled::Started { .. } => "started",
+                    Reconciled::Followed { .. } => "followed",
                 };
                 self.metrics.reconciles.with_label_values(&[label]).inc();
             }
@@ -208,6 +215,10 @@ impl Daemon {
         if !last_roots.is_empty() && roots == last_roots {
             tracing::info!(commit = %sha, "new commit changes no application");
             self.warm_checks();
+            if !self.leads() {
+                self.follow(&sha, roots, None);
+                return Ok(Reconciled::Followed { commit: sha });
+            }
             self.advance(&sha, roots, None)?;
             return Ok(Reconciled::NoAppChanged { commit: sha });
         }
@@ -224,7 +235,7 @@ impl Daemon {
                 .find(|d| d.severity == diagnostic::Severity::Error)
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            if let Some(repo_ref) = &github_repo {
+            if let Some(repo_ref) = github_repo.as_ref().filter(|_| self.leads()) {
                 let status = CommitStatus {
                     context: PLAN_CONTEXT.into(),
                     state: CommitState::Failure,
@@ -255,6 +266,13 @@ impl Daemon {
         );
         let inputs = tokio::task::block_in_place(|| self.source.tree_ids(&sha))
             .map(|ids| inputs::digests(&repo, &ids, None))?;
+        if !self.leads() {
+            if github_repo.is_some() {
+                lock(&self.state).github_repo = github_repo;
+            }
+            self.follow(&sha, roots, Some(inputs));
+            return Ok(Reconciled::Followed { commit: sha });
+        }
         let previous = lock(&self.state).inputs.clone();
         let changed = changed_apps(&previous, &inputs);
         tracing::info!(commit = %sha, changed = changed.len(), apps = ?changed, "new commit on the tracked branch");
@@ -306,11 +324,35 @@ impl Daemon {
         Ok(())
     }
 
+    /// Makes `sha` the last good commit in memory only: a replica that does not lead follows
+    /// the branch for its plans and API, and leaves the cursor to the leader.
+    fn follow(
+        &self,
+        sha: &str,
+        roots: Vec<String>,
+        inputs: Option<std::collections::BTreeMap<String, String>>,
+    ) {
+        let mut state = lock(&self.state);
+        state.last_good = Some(sha.to_string());
+        state.roots = roots;
+        if let Some(inputs) = inputs {
+            state.inputs = inputs;
+        }
+    }
+
     /// The pull request commit `sha` merges, with its author when known: from a `closed`
     /// delivery, else (number only) from the commit message.
     fn pull_request_of(&self, sha: &str) -> Option<MergedPullRequest> {
         if let Some(merged) = lock(&self.merged).get(sha) {
             return Some(merged.clone());
+        }
+        // Learnt by another replica.
+        if let Ok(Some(text)) = self.store.meta(&merge_key(sha))
+            && let Some((number, author)) = text.split_once(' ')
+            && let Ok(number) = number.parse()
+        {
+            let author = (!author.is_empty()).then(|| author.to_string());
+            return Some(MergedPullRequest { number, author });
         }
         self.source
             .commit_message(sha)
@@ -383,8 +425,20 @@ impl Daemon {
             merged.clear();
         }
         let author = (!author.trim().is_empty()).then(|| author.trim().to_string());
+        if self.config.replicas.is_some() {
+            // The leader starts the executions and may not have seen this delivery.
+            let text = format!("{number} {}", author.as_deref().unwrap_or(""));
+            if let Err(e) = self.store.set_meta(&merge_key(sha), &text) {
+                tracing::warn!(commit = %sha, error = %e, "could not record the merged pull request");
+            }
+        }
         merged.insert(sha.to_string(), MergedPullRequest { number, author });
     }
+}
+
+/// Store key of the pull request commit `sha` merges, for the replica that leads.
+fn merge_key(sha: &str) -> String {
+    format!("pullRequest.mergedBy.{sha}")
 }
 
 /// A merged pull request, as the executions delivering it record it.

@@ -142,7 +142,16 @@ impl Daemon {
 
     /// Asks for a reconcile of the tracked branch (a push, a merge, a changed working copy);
     /// it runs after the one running, if any.
+    ///
+    /// On a replica that does not lead, the request is also handed to the leader through
+    /// the store; this replica's own run only follows (fetches and checks).
     pub fn request_reconcile(&self) -> Enqueued {
+        self.hand_reconcile_to_leader();
+        self.queue.enqueue(Work::Reconcile(Vec::new()))
+    }
+
+    /// A reconcile asked for by this replica's own poll timer (never handed over).
+    pub(super) fn request_poll(&self) -> Enqueued {
         self.queue.enqueue(Work::Reconcile(Vec::new()))
     }
 

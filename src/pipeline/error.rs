@@ -91,6 +91,7 @@ impl From<StoreError> for StageError {
             | StoreError::File(_)
             | StoreError::Migration { .. } => StageError::Transient(e.to_string()),
             StoreError::NotOwner { .. }
+            | StoreError::Fenced { .. }
             | StoreError::NoExecution(_)
             | StoreError::NoStage { .. }
             | StoreError::Corrupt { .. }

@@ -45,6 +45,13 @@ pub enum EngineError {
         /// Execution id.
         id: String,
     },
+    /// Another replica took over the shard of the execution's app; this replica stopped
+    /// working on it (or never started: it does not hold the shard).
+    #[error("shard {shard} is held by another replica; stopped working on its execution here")]
+    Fenced {
+        /// The app's shard.
+        shard: u32,
+    },
     /// The execution's stored data is not usable.
     #[error("execution {id}: {message}")]
     Invalid {
@@ -60,6 +67,8 @@ impl From<StoreError> for EngineError {
         match e {
             // A fenced write refused: another process owns the execution now.
             StoreError::NotOwner { execution, .. } => EngineError::Lost { id: execution },
+            // A fenced write refused: another replica holds the app's shard now.
+            StoreError::Fenced { shard, .. } => EngineError::Fenced { shard },
             other => EngineError::Store(other),
         }
     }
@@ -130,6 +139,18 @@ pub struct Services {
     /// Which app declares which object at the newest good commit, once known: deploys never
     /// prune an object another app now declares, and take over one its old app gave up.
     pub declarations: crate::check::SharedDeclarations,
+    /// With several replicas: which shards this one holds. An execution runs only on the
+    /// holder of its app's shard, and every transition carries that hold as a fencing token.
+    /// `None`: one process, no shards.
+    pub fencing: Option<Arc<dyn Fencing>>,
+}
+
+/// The shards a replica holds, as the engine asks: the hold on an app's shard, if any.
+pub trait Fencing: Send + Sync {
+    /// The shard of `app`.
+    fn shard_of(&self, app: &str) -> u32;
+    /// This replica's hold on the shard of `app`, when it holds it.
+    fn fence(&self, app: &str) -> Option<crate::store::Fence>;
 }
 
 /// Default interval of heartbeats on running executions.
@@ -171,6 +192,7 @@ impl Services {
             heartbeat: HEARTBEAT,
             ownership_ttl: OWNERSHIP_TTL,
             declarations: Arc::default(),
+            fencing: None,
         }
     }
 }
@@ -192,6 +214,8 @@ const EGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Engine {
     store: Arc<dyn Store>,
     services: Arc<Services>,
+    /// The shard hold of the execution being run, carried by each of its transitions.
+    fence: Option<crate::store::Fence>,
 }
 
 /// What one stage attempt produced: its outputs, or why it failed and whether another
@@ -214,6 +238,7 @@ impl Engine {
         Engine {
             store,
             services: Arc::new(services),
+            fence: None,
         }
     }
 
@@ -235,8 +260,29 @@ impl Engine {
     /// environment) or, when another process runs it, for that one to end or to stop
     /// heartbeating; then owns it, runs or resumes its stages and renews its heartbeat.
     /// Returns the final status; [`EngineError::Lost`] when another process took it over.
+    /// With several replicas ([`Services::fencing`]) it runs only on the holder of the app's
+    /// shard ([`EngineError::Fenced`] elsewhere), and takes the execution over at once from a
+    /// replica that lost the shard.
     #[tracing::instrument(level = "info", skip(self), fields(owner = %self.services.owner))]
     pub async fn run(&self, id: &str) -> Result<ExecutionStatus, EngineError> {
+        let Some(fencing) = &self.services.fencing else {
+            return self.run_owned(id).await;
+        };
+        let app = self.store.execution(id)?.app;
+        let Some(fence) = fencing.fence(&app) else {
+            return Err(EngineError::Fenced {
+                shard: fencing.shard_of(&app),
+            });
+        };
+        tracing::Span::current().record("owner", tracing::field::display(&fence.holder));
+        let engine = Engine {
+            fence: Some(fence),
+            ..self.clone()
+        };
+        engine.run_owned(id).await
+    }
+
+    async fn run_owned(&self, id: &str) -> Result<ExecutionStatus, EngineError> {
         let owner = self.services.owner.clone();
         let ttl = self.services.ownership_ttl;
         let mut told = false;
@@ -245,7 +291,10 @@ impl Engine {
             if execution.status.is_final() {
                 return Ok(execution.status);
             }
-            match self.store.claim(id, &owner, ttl)? {
+            match self
+                .store
+                .claim_fenced(id, &owner, ttl, self.fence.as_ref())?
+            {
                 Claim::Started => break,
                 Claim::TakenOver { previous } => {
                     tracing::info!(
@@ -386,13 +435,8 @@ impl Engine {
     ) -> Result<ExecutionStatus, EngineError> {
         stages::remove_leftover_tracks(self, id, snapshot).await;
         // Only the owner ends it: a process whose execution was taken over stops here.
-        if !self
-            .store
-            .heartbeat(id, &self.services.owner, self.services.ownership_ttl)?
-        {
-            return Err(EngineError::Lost { id: id.to_string() });
-        }
-        self.store.finish_execution(id, status, error)?;
+        self.store
+            .finish_owned(id, status, error, &self.services.owner, self.fence.as_ref())?;
         self.progress(Progress::Finished(status));
         Ok(status)
     }
@@ -515,6 +559,7 @@ impl Engine {
                         )),
                         event: Some(event),
                         owner: Some(self.services.owner.clone()),
+                        fence: self.fence.clone(),
                         ..StageUpdate::default()
                     },
                 )?;
@@ -533,6 +578,7 @@ impl Engine {
                         outputs: Some(outputs),
                         event: Some("succeeded".into()),
                         owner: Some(self.services.owner.clone()),
+                        fence: self.fence.clone(),
                         ..StageUpdate::default()
                     },
                 )?;
@@ -574,6 +620,7 @@ impl Engine {
                     None => status.as_str().to_ascii_lowercase(),
                 })),
                 owner: Some(self.services.owner.clone()),
+                fence: self.fence.clone(),
                 ..StageUpdate::default()
             },
         )?;

@@ -101,6 +101,19 @@ pub enum StoreError {
         /// The former owner that tried the change.
         owner: String,
     },
+    /// A change by a replica whose hold on the app's shard is no longer the newest: another
+    /// replica took the shard over, so this one must stop.
+    #[error(
+        "shard {shard}: fenced off (this replica holds generation {generation}, the store has {current})"
+    )]
+    Fenced {
+        /// The shard.
+        shard: u32,
+        /// The generation the change carried.
+        generation: i64,
+        /// The newest generation recorded, with its holder.
+        current: String,
+    },
     /// An execution of this app and revision is already queued or running: a second one would
     /// deliver the same change twice.
     #[error("execution {existing} of {app} at revision {revision} is already {}", status.as_str().to_ascii_lowercase())]
@@ -383,7 +396,37 @@ pub struct StageUpdate {
     /// Apply only while this owner owns the execution (a fencing token): a process whose
     /// execution was taken over cannot change it any more ([`StoreError::NotOwner`]).
     pub owner: Option<String>,
+    /// Apply only while this shard hold is the newest recorded ([`Store::record_fence`]): a
+    /// replica that lost the app's shard cannot change it any more ([`StoreError::Fenced`]).
+    pub fence: Option<Fence>,
 }
+
+/// A replica's hold on a shard of apps: the fencing token every stage transition of the
+/// shard's executions carries. Generations only grow; the newest recorded one wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The shard.
+    pub shard: u32,
+    /// The holding replica.
+    pub holder: String,
+    /// The shard Lease's `leaseTransitions` when the replica took it.
+    pub generation: i64,
+}
+
+/// A wake-up sent between replicas through the store (PostgreSQL `NOTIFY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// What it is about ([`WAKE_EXECUTIONS`], [`WAKE_RECONCILE`]).
+    pub channel: String,
+    /// Details (an app, a branch); never needed for correctness, only for speed.
+    pub payload: String,
+}
+
+/// Channel of notices that an execution was queued or let go: shard owners look for work.
+pub const WAKE_EXECUTIONS: &str = "bowline_executions";
+
+/// Channel of notices that the tracked branch should be reconciled: the leader looks.
+pub const WAKE_RECONCILE: &str = "bowline_reconcile";
 
 /// One entry of an execution's event log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -578,7 +621,30 @@ pub trait Store: Send + Sync {
     /// running; a running one is the caller's when it owns it already or when its owner's
     /// heartbeat has expired. Ownership and the first heartbeat are taken in the same
     /// transaction as the claim.
-    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError>;
+    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError> {
+        self.claim_fenced(id, owner, ttl, None)
+    }
+    /// [`Store::claim`] by a replica holding `fence` on the execution's shard: refused with
+    /// [`StoreError::Fenced`] when the fence is not the newest; with it, a running execution
+    /// is taken over at once (its owner lost the shard, so it may not write any more).
+    fn claim_fenced(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Claim, StoreError>;
+    /// Records `fence` as its shard's hold when its generation is newer than the one
+    /// recorded (or the same hold again); `false` when a newer hold is recorded.
+    fn record_fence(&self, fence: &Fence) -> Result<bool, StoreError>;
+    /// Sends a wake-up to every replica listening (no-op for a single-process store).
+    fn notify(&self, _channel: &str, _payload: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Wake-ups from other replicas, when the store carries them (`None`: it does not).
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
+    }
     /// Refreshes `owner`'s heartbeat on running execution `id` for another `ttl`. `false`
     /// when `owner` no longer owns it (taken over, or ended): the caller must stop working on
     /// it.
@@ -611,6 +677,16 @@ pub trait Store: Send + Sync {
         id: &str,
         status: ExecutionStatus,
         error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// [`Store::finish_execution`] by `owner`, only while it owns the execution and, with
+    /// `fence`, while that hold on the shard is the newest.
+    fn finish_owned(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        error: Option<&str>,
+        owner: &str,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
     /// Asks for cancellation on behalf of `user`; the engine stops at the next stage boundary
     /// or wait.

@@ -27,9 +27,9 @@ use super::rows::{
 };
 use super::sqlite::{DELIVERY_CAP, DELIVERY_RETENTION};
 use super::{
-    AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
-    NewExecution, OutboxEntry, OutboxKey, OutboxKind, OutboxOutcome, OutboxState, OutboxStats,
-    StageState, StageStatus, StageUpdate, Store, StoreError,
+    AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Fence,
+    Judgment, NewExecution, OutboxEntry, OutboxKey, OutboxKind, OutboxOutcome, OutboxState,
+    OutboxStats, StageState, StageStatus, StageUpdate, Store, StoreError,
 };
 
 /// Schema versions, oldest first: the SQLite store's migrations translated to PostgreSQL.
@@ -175,6 +175,16 @@ $$;
 CREATE TRIGGER executions_running AFTER UPDATE OF status ON executions
     FOR EACH ROW EXECUTE FUNCTION executions_running();
 "#,
+    // Which replica holds each shard of apps, by the generation of its shard Lease: the
+    // fencing token of stage transitions (the SQLite store's version 7).
+    r#"
+CREATE TABLE shard_fences (
+    shard BIGINT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+"#,
 ];
 
 /// Advisory lock (single 64-bit key) held while migrating: replicas starting together migrate
@@ -197,11 +207,23 @@ const STAGE_COLUMNS: &str = "name, stage_type, environment, status, attempts, in
 /// The PostgreSQL store.
 pub struct PostgresStore {
     db: Db,
+    /// How to open the connection that listens for wake-ups.
+    listen: Listen,
+    /// Wake-ups from other replicas, once someone subscribed.
+    notices: std::sync::OnceLock<tokio::sync::broadcast::Sender<super::Notice>>,
     /// Runs the queries; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     delivery_retention: chrono::TimeDelta,
     delivery_cap: i64,
+}
+
+/// The connection settings of the listening connection (a pooled one cannot `LISTEN`).
+#[derive(Clone)]
+struct Listen {
+    config: tokio_postgres::Config,
+    tls: Option<rustls::ClientConfig>,
+    target: Arc<str>,
 }
 
 /// What a query needs: the pool, and the database's name for errors.
@@ -492,12 +514,24 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if config.get_ssl_mode() == SslMode::Require {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&target)?);
-            Manager::from_config(config, tls, manager_config)
+        let tls = if config.get_ssl_mode() == SslMode::Require {
+            Some(tls_config(&target)?)
         } else {
             config.ssl_mode(SslMode::Disable);
-            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+            None
+        };
+        let listen = Listen {
+            config: config.clone(),
+            tls: tls.clone(),
+            target: target.as_str().into(),
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(
+                config,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                manager_config,
+            ),
+            None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
         };
         let pool_err = |message: String| StoreError::PostgresPool {
             target: target.clone(),
@@ -521,6 +555,8 @@ impl PostgresStore {
                 pool,
                 target: target.as_str().into(),
             },
+            listen,
+            notices: std::sync::OnceLock::new(),
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             delivery_retention: chrono::TimeDelta::from_std(DELIVERY_RETENTION)
@@ -652,6 +688,145 @@ async fn active_duplicate(
     }))
 }
 
+/// Ends execution `id` with `status` and logs it; `false` when there is no such execution.
+async fn finish_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+    status: ExecutionStatus,
+    error: Option<&str>,
+) -> Result<bool, tokio_postgres::Error> {
+    let at = ts(now());
+    let changed = tx
+        .execute(
+            "UPDATE executions SET status = $2, error = $3, updated_at = $4 WHERE id = $1",
+            &[&id, &status.as_str(), &error, &at],
+        )
+        .await?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let message = match error {
+        Some(e) => format!("{status}: {e}"),
+        None => status.to_string(),
+    };
+    append_event(tx, id, None, &message, &at).await?;
+    Ok(true)
+}
+
+/// Refuses with [`StoreError::Fenced`] unless `fence` is its shard's newest hold. The row is
+/// share-locked, so a newer hold cannot be recorded before this transaction ends: once a
+/// successor's hold is committed, no change under the older one commits after it.
+async fn check_fence(
+    db: &Db,
+    tx: &deadpool_postgres::Transaction<'_>,
+    fence: &Fence,
+) -> Result<(), StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT holder, generation FROM shard_fences WHERE shard = $1 FOR SHARE",
+            &[&i64::from(fence.shard)],
+        )
+        .await
+        .map_err(db.pg())?;
+    let current = match row {
+        Some(row) => Some((col(db, &row, 0)?, col(db, &row, 1)?)),
+        None => None,
+    };
+    super::rows::fence_holds(fence, current)
+}
+
+/// Wake-ups kept for a slow listener; one that falls behind rescans anyway.
+const NOTICE_BUFFER: usize = 256;
+
+/// Keeps a connection listening on the wake-up channels, forwarding what arrives to `sender`;
+/// reconnects after a loss (with a wake-up on every channel then, as some may have been
+/// missed). Ends when nobody listens any more.
+async fn listen_loop(listen: Listen, sender: tokio::sync::broadcast::Sender<super::Notice>) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let result = match &listen.tls {
+            Some(tls) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone());
+                match listen.config.connect(tls).await {
+                    Ok((client, connection)) => listen_on(client, connection, &sender).await,
+                    Err(e) => Err(describe(&e)),
+                }
+            }
+            None => match listen.config.connect(tokio_postgres::NoTls).await {
+                Ok((client, connection)) => listen_on(client, connection, &sender).await,
+                Err(e) => Err(describe(&e)),
+            },
+        };
+        if sender.receiver_count() == 0 {
+            return;
+        }
+        match result {
+            Ok(()) => delay = Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(store = %listen.target, error = %e, "listening for wake-ups: reconnecting");
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Listens on one connection until it ends.
+async fn listen_on<S, T>(
+    client: tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    sender: &tokio::sync::broadcast::Sender<super::Notice>,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (messages, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(message)) => {
+                    if messages.send(message).is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => return Err(describe(&e)),
+                None => return Ok(()),
+            }
+        }
+    });
+    let listening = client
+        .batch_execute(&format!(
+            "LISTEN {}; LISTEN {}",
+            super::WAKE_EXECUTIONS,
+            super::WAKE_RECONCILE
+        ))
+        .await;
+    if let Err(e) = listening {
+        driver.abort();
+        return Err(describe(&e));
+    }
+    for channel in [super::WAKE_EXECUTIONS, super::WAKE_RECONCILE] {
+        let _ = sender.send(super::Notice {
+            channel: channel.to_string(),
+            payload: String::new(),
+        });
+    }
+    while let Some(message) = inbox.recv().await {
+        if let tokio_postgres::AsyncMessage::Notification(n) = message {
+            let _ = sender.send(super::Notice {
+                channel: n.channel().to_string(),
+                payload: n.payload().to_string(),
+            });
+        }
+        if sender.receiver_count() == 0 {
+            break;
+        }
+    }
+    drop(client);
+    driver.await.map_err(|e| e.to_string())?
+}
+
 async fn read_execution(db: &Db, id: &str) -> Result<Execution, StoreError> {
     let client = db.client().await?;
     let row = client
@@ -765,12 +940,21 @@ impl Store for PostgresStore {
         })
     }
 
-    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError> {
-        let (id, owner) = (id.to_string(), owner.to_string());
+    fn claim_fenced(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Claim, StoreError> {
+        let (id, owner, fence) = (id.to_string(), owner.to_string(), fence.cloned());
         self.run(|db| async move {
             let pg = db.pg();
             let mut client = db.client().await?;
             let tx = client.transaction().await.map_err(&pg)?;
+            if let Some(fence) = &fence {
+                check_fence(&db, &tx, fence).await?;
+            }
             // The app never changes: read it first, then serialize with the app's other
             // claims and creations.
             let Some(app_row) = tx
@@ -803,7 +987,8 @@ impl Store for PostgresStore {
                 let until = until.as_deref().map(parse_time).transpose()?;
                 let claim = match (&current, until) {
                     (Some(current), _) if *current == owner => Claim::Started,
-                    (Some(current), Some(until)) if until > now => {
+                    // A fenced claim takes over at once: the owner lost the shard.
+                    (Some(current), Some(until)) if until > now && fence.is_none() => {
                         return Ok(Claim::Owned {
                             owner: current.clone(),
                             until,
@@ -820,10 +1005,11 @@ impl Store for PostgresStore {
                 .await
                 .map_err(&pg)?;
                 if let Claim::TakenOver { previous } = &claim {
-                    let message = match previous {
-                        Some(p) => format!("resumed by {owner} (the heartbeat of {p} expired)"),
-                        None => format!("resumed by {owner}"),
-                    };
+                    let message = super::rows::resumed_message(
+                        &owner,
+                        previous.as_deref(),
+                        fence.as_ref(),
+                    );
                     append_event(&tx, &id, None, &message, &at)
                         .await
                         .map_err(&pg)?;
@@ -975,6 +1161,9 @@ impl Store for PostgresStore {
                     });
                 }
             }
+            if let Some(fence) = &update.fence {
+                check_fence(&db, &tx, fence).await?;
+            }
             let status = update.status.map(|s| s.as_str());
             // Started means started work: waiting for an execution window is not (a stage's
             // timeout counts from here).
@@ -1054,26 +1243,105 @@ impl Store for PostgresStore {
             let pg = db.pg();
             let mut client = db.client().await?;
             let tx = client.transaction().await.map_err(&pg)?;
-            let at = ts(now());
-            let changed = tx
-                .execute(
-                    "UPDATE executions SET status = $2, error = $3, updated_at = $4 WHERE id = $1",
-                    &[&id, &status.as_str(), &error, &at],
+            if !finish_in(&tx, &id, status, error.as_deref())
+                .await
+                .map_err(&pg)?
+            {
+                return Err(StoreError::NoExecution(id));
+            }
+            tx.commit().await.map_err(&pg)
+        })
+    }
+
+    fn finish_owned(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        error: Option<&str>,
+        owner: &str,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let (id, owner, fence) = (id.to_string(), owner.to_string(), fence.cloned());
+        let error = error.map(str::to_string);
+        self.run(|db| async move {
+            let pg = db.pg();
+            let mut client = db.client().await?;
+            let tx = client.transaction().await.map_err(&pg)?;
+            if let Some(fence) = &fence {
+                check_fence(&db, &tx, fence).await?;
+            }
+            let current = tx
+                .query_opt(
+                    "SELECT owner FROM executions WHERE id = $1 AND status = 'RUNNING' FOR UPDATE",
+                    &[&id],
                 )
                 .await
                 .map_err(&pg)?;
-            if changed == 0 {
+            let current: Option<Option<String>> = current.map(|r| col(&db, &r, 0)).transpose()?;
+            if current.flatten().as_deref() != Some(owner.as_str()) {
+                return Err(StoreError::NotOwner {
+                    execution: id,
+                    owner,
+                });
+            }
+            if !finish_in(&tx, &id, status, error.as_deref())
+                .await
+                .map_err(&pg)?
+            {
                 return Err(StoreError::NoExecution(id));
             }
-            let message = match &error {
-                Some(e) => format!("{status}: {e}"),
-                None => status.to_string(),
-            };
-            append_event(&tx, &id, None, &message, &at)
-                .await
-                .map_err(&pg)?;
             tx.commit().await.map_err(&pg)
         })
+    }
+
+    fn record_fence(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let fence = fence.clone();
+        self.run(|db| async move {
+            let changed = db
+                .client()
+                .await?
+                .execute(
+                    "INSERT INTO shard_fences (shard, holder, generation, recorded_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (shard) DO UPDATE SET
+                        holder = excluded.holder, generation = excluded.generation,
+                        recorded_at = excluded.recorded_at
+                     WHERE excluded.generation > shard_fences.generation
+                        OR (excluded.generation = shard_fences.generation
+                            AND excluded.holder = shard_fences.holder)",
+                    &[
+                        &i64::from(fence.shard),
+                        &fence.holder,
+                        &fence.generation,
+                        &ts(now()),
+                    ],
+                )
+                .await
+                .map_err(db.pg())?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let (channel, payload) = (channel.to_string(), payload.to_string());
+        self.run(|db| async move {
+            db.client()
+                .await?
+                .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                .await
+                .map_err(db.pg())?;
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<super::Notice>> {
+        let sender = self.notices.get_or_init(|| {
+            let (sender, _) = tokio::sync::broadcast::channel(NOTICE_BUFFER);
+            self.handle
+                .spawn(listen_loop(self.listen.clone(), sender.clone()));
+            sender
+        });
+        Some(sender.subscribe())
     }
 
     fn request_cancel(&self, id: &str, user: &str) -> Result<(), StoreError> {

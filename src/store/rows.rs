@@ -54,3 +54,40 @@ pub(super) fn lease_end(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 pub(super) fn overlaps(a: &[String], b: &[String]) -> bool {
     a.iter().any(|x| b.contains(x))
 }
+
+/// `Ok` when `fence` is the shard's recorded hold (`current`: holder and generation), else
+/// [`StoreError::Fenced`] naming the newer hold.
+pub(super) fn fence_holds(
+    fence: &super::Fence,
+    current: Option<(String, i64)>,
+) -> Result<(), StoreError> {
+    match current {
+        Some((holder, generation)) if holder == fence.holder && generation == fence.generation => {
+            Ok(())
+        }
+        current => Err(StoreError::Fenced {
+            shard: fence.shard,
+            generation: fence.generation,
+            current: current.map_or_else(
+                || "none".to_string(),
+                |(holder, generation)| format!("{generation} held by {holder}"),
+            ),
+        }),
+    }
+}
+
+/// The event logged when `owner` resumes a running execution from `previous`.
+pub(super) fn resumed_message(
+    owner: &str,
+    previous: Option<&str>,
+    fence: Option<&super::Fence>,
+) -> String {
+    match (previous, fence) {
+        (Some(p), Some(f)) => format!(
+            "resumed by {owner} (took shard {} over from {p}, generation {})",
+            f.shard, f.generation
+        ),
+        (Some(p), None) => format!("resumed by {owner} (the heartbeat of {p} expired)"),
+        (None, _) => format!("resumed by {owner}"),
+    }
+}

@@ -20,9 +20,9 @@ use super::rows::{
     parse_json, parse_time, ts,
 };
 use super::{
-    AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Judgment,
-    NewExecution, OutboxEntry, OutboxKey, OutboxKind, OutboxOutcome, OutboxState, OutboxStats,
-    StageState, StageStatus, StageUpdate, Store, StoreError,
+    AppliedRevision, Claim, Decision, Event, Execution, ExecutionFilter, ExecutionStatus, Fence,
+    Judgment, NewExecution, OutboxEntry, OutboxKey, OutboxKind, OutboxOutcome, OutboxState,
+    OutboxStats, StageState, StageStatus, StageUpdate, Store, StoreError,
 };
 
 /// Schema versions, oldest first. Never edit a released migration; add a new one.
@@ -163,6 +163,16 @@ WHEN NEW.status <> 'RUNNING' AND OLD.status = 'RUNNING'
 BEGIN
     DELETE FROM running_environments WHERE execution_id = NEW.id;
 END;
+"#,
+    // Which replica holds each shard of apps, by the generation of its shard Lease: the
+    // fencing token of stage transitions when several replicas share one store.
+    r#"
+CREATE TABLE shard_fences (
+    shard INTEGER PRIMARY KEY,
+    holder TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL
+);
 "#,
 ];
 
@@ -308,6 +318,19 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Refuses with [`StoreError::Fenced`] unless `fence` is its shard's newest hold.
+    fn check_fence(&self, tx: &rusqlite::Transaction<'_>, fence: &Fence) -> Result<(), StoreError> {
+        let current: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT holder, generation FROM shard_fences WHERE shard = ?1",
+                params![fence.shard],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        super::rows::fence_holds(fence, current)
+    }
+
     fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.display().to_string(),
@@ -414,6 +437,29 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError
 }
 
 /// Migrates the schema to the latest version.
+/// Ends execution `id` with `status` and logs it; `false` when there is no such execution.
+fn finish_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    status: ExecutionStatus,
+    error: Option<&str>,
+) -> rusqlite::Result<bool> {
+    let at = ts(now());
+    let changed = tx.execute(
+        "UPDATE executions SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, status.as_str(), error, at],
+    )?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let message = match error {
+        Some(e) => format!("{status}: {e}"),
+        None => status.to_string(),
+    };
+    append_event(tx, id, None, &message, &at)?;
+    Ok(true)
+}
+
 fn migrate(mut conn: Connection, path: &Path) -> Result<Connection, StoreError> {
     let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
     // Another process opening the same store may migrate it at the same moment; the loser's
@@ -662,11 +708,20 @@ impl Store for SqliteStore {
         self.execution(&id)
     }
 
-    fn claim(&self, id: &str, owner: &str, ttl: Duration) -> Result<Claim, StoreError> {
+    fn claim_fenced(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Claim, StoreError> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
+        if let Some(fence) = fence {
+            self.check_fence(&tx, fence)?;
+        }
         type ClaimRow = (String, Option<String>, Option<String>);
         let row: Option<ClaimRow> = tx
             .query_row(
@@ -686,7 +741,8 @@ impl Store for SqliteStore {
             let until = until.as_deref().map(parse_time).transpose()?;
             let claim = match (&current, until) {
                 (Some(current), _) if current == owner => Claim::Started,
-                (Some(current), Some(until)) if until > now => {
+                // A fenced claim takes over at once: the owner lost the shard.
+                (Some(current), Some(until)) if until > now && fence.is_none() => {
                     return Ok(Claim::Owned {
                         owner: current.clone(),
                         until,
@@ -702,10 +758,7 @@ impl Store for SqliteStore {
             )
             .map_err(|e| self.err(e))?;
             if let Claim::TakenOver { previous } = &claim {
-                let message = match previous {
-                    Some(p) => format!("resumed by {owner} (the heartbeat of {p} expired)"),
-                    None => format!("resumed by {owner}"),
-                };
+                let message = super::rows::resumed_message(owner, previous.as_deref(), fence);
                 append_event(&tx, id, None, &message, &at).map_err(|e| self.err(e))?;
             }
             tx.commit().map_err(|e| self.err(e))?;
@@ -847,6 +900,9 @@ impl Store for SqliteStore {
                 });
             }
         }
+        if let Some(fence) = &update.fence {
+            self.check_fence(&tx, fence)?;
+        }
         let status = update.status.map(|s| s.as_str());
         // Started means started work: waiting for an execution window is not (a stage's
         // timeout counts from here).
@@ -919,22 +975,63 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        let at = ts(now());
-        let changed = tx
-            .execute(
-                "UPDATE executions SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, status.as_str(), error, at],
-            )
-            .map_err(|e| self.err(e))?;
-        if changed == 0 {
+        if !finish_in(&tx, id, status, error).map_err(|e| self.err(e))? {
             return Err(StoreError::NoExecution(id.to_string()));
         }
-        let message = match error {
-            Some(e) => format!("{status}: {e}"),
-            None => status.to_string(),
-        };
-        append_event(&tx, id, None, &message, &at).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn finish_owned(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        error: Option<&str>,
+        owner: &str,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        if let Some(fence) = fence {
+            self.check_fence(&tx, fence)?;
+        }
+        let current: Option<Option<String>> = tx
+            .query_row(
+                "SELECT owner FROM executions WHERE id = ?1 AND status = 'RUNNING'",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if current.flatten().as_deref() != Some(owner) {
+            return Err(StoreError::NotOwner {
+                execution: id.to_string(),
+                owner: owner.to_string(),
+            });
+        }
+        if !finish_in(&tx, id, status, error).map_err(|e| self.err(e))? {
+            return Err(StoreError::NoExecution(id.to_string()));
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn record_fence(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "INSERT INTO shard_fences (shard, holder, generation, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (shard) DO UPDATE SET
+                    holder = excluded.holder, generation = excluded.generation,
+                    recorded_at = excluded.recorded_at
+                 WHERE excluded.generation > shard_fences.generation
+                    OR (excluded.generation = shard_fences.generation
+                        AND excluded.holder = shard_fences.holder)",
+                params![fence.shard, fence.holder, fence.generation, ts(now())],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
     }
 
     fn request_cancel(&self, id: &str, user: &str) -> Result<(), StoreError> {

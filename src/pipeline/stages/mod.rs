@@ -208,6 +208,7 @@ impl StageRun {
     fn commit(&mut self, update: StageUpdate) -> Result<(), StageError> {
         let update = StageUpdate {
             owner: Some(self.engine.services.owner.clone()),
+            fence: self.engine.fence.clone(),
             ..update
         };
         let state = self
