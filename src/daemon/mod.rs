@@ -561,12 +561,16 @@ impl Daemon {
             ..self.services.clone()
         };
         let engine = Engine::new(self.store.clone(), services);
+        let fresh = execution.status == ExecutionStatus::Queued;
         let id = execution.id.clone();
         let app = execution.app.clone();
         let daemon = Arc::downgrade(self);
         let store = self.store.clone();
         let runner = async move {
-            report(CommitState::Pending, format!("execution {id} started"));
+            // A resumed execution said so already.
+            if fresh {
+                report(CommitState::Pending, format!("execution {id} started"));
+            }
             let outcome = engine.run(&id).await;
             let (state, description) = match &outcome {
                 Ok(ExecutionStatus::Succeeded) if removal => (

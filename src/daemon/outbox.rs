@@ -149,6 +149,16 @@ impl Outbox {
             what: "outbox payload".into(),
             message: e.to_string(),
         })?;
+        // A status already recorded as it is (an execution resumed by another process says
+        // "started" again) is not sent twice.
+        if key.kind == OutboxKind::Status
+            && self
+                .store
+                .outbox_entry(&key)?
+                .is_some_and(|e| e.payload == payload)
+        {
+            return Ok(());
+        }
         let entry = self.store.record_outbox(&key, &payload)?;
         tracing::debug!(kind = %key.kind, repo = %key.repo, subject = %key.subject,
             name = %key.name, version = entry.version, "recorded for GitHub");
