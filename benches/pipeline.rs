@@ -69,6 +69,9 @@ impl Store for Timed {
     fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
         self.inner.executions(filter)
     }
+    fn active(&self) -> Result<Vec<bowline::store::ActiveExecution>, StoreError> {
+        self.inner.active()
+    }
     fn stages(&self, id: &str) -> Result<Vec<StageState>, StoreError> {
         self.inner.stages(id)
     }

@@ -5,6 +5,8 @@
 //! ends twice, no status or comment is sent twice, and the takeover times are printed.
 
 mod common;
+#[path = "support/soak_repo.rs"]
+mod soak_repo;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -15,12 +17,13 @@ use std::time::{Duration, Instant};
 use bowline::forge::webhook::sign;
 use bowline::store::{ExecutionFilter, ExecutionStatus, PostgresStore, Store};
 use chrono::{DateTime, Utc};
-use git2::{Repository, Signature};
+use git2::Repository;
 use github_api_test_server::TestServer as GitHubServer;
 use kube_api_test_server::TestServer as KubeServer;
 use serde_json::{Value, json};
 
 use common::postgres::pg;
+use soak_repo::{commit_all, commit_to, write_repo};
 
 const SECRET: &str = "replica test secret";
 const REPO: &str = "acme/shop-config";
@@ -29,64 +32,6 @@ const APPS: usize = 12;
 const SHARDS: &str = "6";
 /// Lease duration of the replicas.
 const LEASE: Duration = Duration::from_secs(2);
-
-/// A config repository of `apps` apps deployed to one cluster, each through a deploy and a
-/// long soak (so executions are in the middle when replicas die).
-fn write_repo(root: &Path, apps: usize, tag: &str, soak: &str) {
-    let write = |rel: &str, text: &str| {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
-        std::fs::write(path, text).expect("write");
-    };
-    write(
-        "bowline.yaml",
-        "apiVersion: bowline/v1\nkind: Repository\nmetadata:\n  name: shop\nspec:\n  environments:\n    - name: staging\n      namespace: shop\n      clusters:\n        - name: staging\n          context: test\n  defaults:\n    syncPolicy: {automated: true, prune: true}\n    pipeline: soak-release\n  forge:\n    github: {owner: acme, repository: shop-config, branch: main}\n",
-    );
-    write(
-        "pipelines/soak-release.yaml",
-        &format!(
-            "apiVersion: bowline/v1\nkind: PipelineTemplate\nmetadata:\n  name: soak-release\nspec:\n  stages:\n    - name: deploy-staging\n      type: deploy\n      environment: staging\n      strategy: rolling\n    - name: soak\n      type: wait\n      environment: staging\n      dependsOn: [deploy-staging]\n      duration: {soak}\n    - name: settle\n      type: wait\n      environment: staging\n      dependsOn: [soak]\n      duration: 1s\n"
-        ),
-    );
-    for i in 0..apps {
-        let name = format!("app-{i:02}");
-        write(
-            &format!("apps/{name}/app.yaml"),
-            &format!(
-                "apiVersion: bowline/v1\nkind: Application\nmetadata:\n  name: {name}\nspec:\n  image:\n    repository: ghcr.io/acme/{name}\n    tag: \"{tag}\"\n  environments:\n    staging: {{}}\n"
-            ),
-        );
-        write(
-            &format!("apps/{name}/manifests/config.yaml"),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ app.name }}\ndata:\n  image: \"{{ image }}\"\n",
-        );
-    }
-}
-
-fn commit_all(repo: &Repository, message: &str) -> String {
-    commit_to(repo, "refs/heads/main", "refs/heads/main", message)
-}
-
-/// Commits the work tree to `reference`, on top of `parent`'s commit.
-fn commit_to(repo: &Repository, reference: &str, parent: &str, message: &str) -> String {
-    let mut index = repo.index().expect("index");
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .expect("add");
-    index.write().expect("index");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("tree");
-    let sig = Signature::now("Test", "test@example.com").expect("signature");
-    let parent = repo
-        .refname_to_id(parent)
-        .ok()
-        .map(|id| repo.find_commit(id).expect("parent"));
-    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    repo.commit(Some(reference), &sig, &sig, message, &tree, &parents)
-        .expect("commit")
-        .to_string()
-}
 
 struct World {
     dir: tempfile::TempDir,
@@ -343,7 +288,7 @@ async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice()
     std::fs::write(dir.path().join("github-token"), "ghs_replica_test\n").expect("token");
     std::fs::write(dir.path().join("webhook-secret"), format!("{SECRET}\n")).expect("secret");
     let repo_dir = dir.path().join("repo");
-    write_repo(&repo_dir, 0, "1.0.0", "30s");
+    write_repo(&repo_dir, 0, "1.0.0", "30s", true);
     let git = Repository::init(&repo_dir).expect("init");
     git.set_head("refs/heads/main").expect("head");
     commit_all(&git, "initial: no apps yet");
@@ -375,7 +320,7 @@ async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice()
 
     // A commit adding every app: the push reaches a replica that is not the leader; it hands
     // the reconcile over through the store and the leader starts every app.
-    write_repo(&w.path("repo"), APPS, "1.0.0", "20s");
+    write_repo(&w.path("repo"), APPS, "1.0.0", "20s", true);
     let first = commit_all(&git, "the apps");
     let (leader, _) = w.holders();
     let leader = leader.expect("leader");
@@ -519,7 +464,7 @@ async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice()
     signal(w.replica(&paused_id).child.as_ref().expect("alive"), "CONT").expect("SIGCONT");
 
     // A second commit while all this settles, through a push to the replica that was paused.
-    write_repo(&w.path("repo"), APPS, "1.0.1", "3s");
+    write_repo(&w.path("repo"), APPS, "1.0.1", "3s", true);
     let second = commit_all(&git, "second");
     push["after"] = second.clone().into();
     let resumed = w.replica(&paused_id);
@@ -577,7 +522,7 @@ async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice()
     }
 
     // A pull request opened at one replica and updated at another: one sticky comment.
-    write_repo(&w.path("repo"), APPS, "1.0.2", "3s");
+    write_repo(&w.path("repo"), APPS, "1.0.2", "3s", true);
     let head = commit_to(
         &git,
         "refs/pull/7/head",

@@ -109,7 +109,7 @@ fn executions_survive_reconnecting() {
     assert_eq!(soak.error, None);
     drop(store);
     let store = PostgresStore::connect(&url, None).expect("reconnect");
-    assert_eq!(store.schema_version().expect("version"), 6);
+    assert_eq!(store.schema_version().expect("version"), 7);
     let e2 = store.execution(&e.id).expect("execution");
     assert_eq!(e2.status, ExecutionStatus::Running);
     assert_eq!(e2.created_at, e.created_at);
@@ -833,7 +833,7 @@ fn replicas_migrating_a_fresh_database_at_once_all_succeed() {
             .expect("thread")
             .expect("connect")
             .expect("version");
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
     }
 }
 
@@ -1102,6 +1102,13 @@ fn fences_refuse_the_replica_that_lost_the_shard(store: &dyn Store) {
     let e = store
         .create_execution(new("web", &["staging"]))
         .expect("create");
+    assert_eq!(
+        store.active().expect("active"),
+        vec![bowline::store::ActiveExecution {
+            id: e.id.clone(),
+            app: "web".into()
+        }]
+    );
     let ttl = Duration::from_secs(60);
     assert_eq!(
         store

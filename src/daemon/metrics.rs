@@ -48,10 +48,18 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Shards of apps this replica holds (0 for a single process, which runs every app).
     pub shards: IntGauge,
+    /// Time of each committed stage transition (claim, stage update, end) in the store.
+    pub transition_seconds: Histogram,
 }
 
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Buckets of stage transitions: a local SQLite commit takes well under a millisecond, a
+/// PostgreSQL one a few.
+const TRANSITION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
 impl Metrics {
@@ -161,9 +169,18 @@ impl Metrics {
             "Shards of apps whose executions this replica runs.",
         )?;
         registry.register(Box::new(shards.clone()))?;
+        let transition_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "bowline_stage_transition_duration_seconds",
+                "Time to commit a stage transition (claim, stage update, end) to the state store.",
+            )
+            .buckets(TRANSITION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(transition_seconds.clone()))?;
         Ok(Metrics {
             leader,
             shards,
+            transition_seconds,
             registry,
             webhooks,
             fetches,

@@ -365,14 +365,16 @@ impl Daemon {
         webhook_secret: Option<Vec<u8>>,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let cursor = store.meta(CURSOR_KEY)?;
-        if let Some(holdings) = &config.replicas {
-            services.owner = holdings.holder().to_string();
-            services.fencing = Some(holdings.clone());
-        }
+
         let max_concurrent_work = config.max_concurrent_work;
         let outbox = outbox::Outbox::new(store.clone(), github.is_some());
         let metrics = Metrics::new()?;
         metrics.leader.set(i64::from(config.replicas.is_none()));
+        if let Some(holdings) = &config.replicas {
+            services.owner = holdings.holder().to_string();
+            services.fencing = Some(holdings.clone());
+        }
+        services.transition_seconds = Some(metrics.transition_seconds.clone());
         let failures = metrics.github_failures.clone();
         let github = github.map(|g| {
             g.with_failure_hook(Arc::new(move |failure: crate::forge::client::Failure| {
@@ -623,6 +625,7 @@ impl Daemon {
         }
         tasks.reap();
         let handle = tasks.set.spawn(runner);
+        tasks.executions.insert(execution.id.clone());
         tasks.ids.insert(
             handle.id(),
             RunningExecution {
@@ -905,6 +908,8 @@ struct ExecutionTasks {
     set: JoinSet<()>,
     /// The execution of each task, and how to stop it alone.
     ids: HashMap<tokio::task::Id, RunningExecution>,
+    /// The executions of those tasks.
+    executions: HashSet<String>,
     /// Set on shutdown: no execution starts any more in this process.
     closed: bool,
 }
@@ -920,7 +925,7 @@ impl ExecutionTasks {
     /// Whether execution `id` runs in this process.
     fn runs(&mut self, id: &str) -> bool {
         self.reap();
-        self.ids.values().any(|r| r.execution == id)
+        self.executions.contains(id)
     }
 
     /// Forgets the tasks that ended.
@@ -936,7 +941,9 @@ impl ExecutionTasks {
             Ok((id, ())) => id,
             Err(e) => e.id(),
         };
-        self.ids.remove(&id);
+        if let Some(running) = self.ids.remove(&id) {
+            self.executions.remove(&running.execution);
+        }
     }
 }
 

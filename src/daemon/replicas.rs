@@ -518,23 +518,25 @@ impl Daemon {
         let Some(holdings) = &self.config.replicas else {
             return;
         };
-        let left = match self.store.executions(&crate::store::ExecutionFilter {
-            statuses: vec![
-                crate::store::ExecutionStatus::Running,
-                crate::store::ExecutionStatus::Queued,
-            ],
-            ..crate::store::ExecutionFilter::default()
-        }) {
-            Ok(left) => left,
+        let active = match self.store.active() {
+            Ok(active) => active,
             Err(e) => {
                 tracing::warn!(error = %e, "could not look for the shards' executions");
                 return;
             }
         };
-        // Oldest first, so the one-running-per-app rule keeps their order.
-        for execution in left.into_iter().rev() {
-            if holdings.runs(&execution.app) {
-                self.spawn_execution(execution);
+        // Oldest first, so the one-running-per-app rule keeps their order; only what this
+        // replica runs and does not run yet is read in full.
+        for active in active {
+            if !holdings.runs(&active.app) || lock(&self.tasks).runs(&active.id) {
+                continue;
+            }
+            match self.store.execution(&active.id) {
+                Ok(execution) if !execution.status.is_final() => self.spawn_execution(execution),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(execution = %active.id, error = %e, "could not read the execution")
+                }
             }
         }
     }
@@ -601,28 +603,52 @@ impl Daemon {
     }
 }
 
+/// How long a wake-up waits for others of the same burst.
+const WAKE_COALESCE: Duration = Duration::from_millis(100);
+
 /// Wakes this replica on notices from the others: queued executions for its shards, and
 /// reconcile requests when it leads.
 pub(super) async fn listen(
     daemon: Weak<Daemon>,
     mut notices: tokio::sync::broadcast::Receiver<crate::store::Notice>,
 ) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut seen = None;
     loop {
-        let notice = notices.recv().await;
+        let first = notices.recv().await;
+        // A burst (a commit queues an execution per app) is one look: take what else came
+        // within a moment, then look once.
+        tokio::time::sleep(WAKE_COALESCE).await;
+        // `None`: some were missed, so look at everything.
+        let mut burst: Vec<Option<String>> = match first {
+            Ok(n) => vec![Some(n.channel)],
+            Err(RecvError::Lagged(_)) => vec![None],
+            Err(RecvError::Closed) => return,
+        };
+        loop {
+            match notices.try_recv() {
+                Ok(n) => burst.push(Some(n.channel)),
+                Err(TryRecvError::Lagged(_)) => burst.push(None),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        let reconcile = burst.iter().any(|c| {
+            c.as_deref()
+                .is_none_or(|c| c == crate::store::WAKE_RECONCILE)
+        });
+        let executions = burst.iter().any(|c| {
+            c.as_deref()
+                .is_none_or(|c| c != crate::store::WAKE_RECONCILE)
+        });
         let Some(daemon) = daemon.upgrade() else {
             return;
         };
-        match notice {
-            Ok(n) if n.channel == crate::store::WAKE_RECONCILE => {
-                daemon.take_reconcile_request(&mut seen);
-            }
-            Ok(_) => daemon.run_shard_work(),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                daemon.run_shard_work();
-                daemon.take_reconcile_request(&mut seen);
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        if reconcile {
+            daemon.take_reconcile_request(&mut seen);
+        }
+        if executions {
+            daemon.run_shard_work();
         }
     }
 }

@@ -143,6 +143,9 @@ pub struct Services {
     /// holder of its app's shard, and every transition carries that hold as a fencing token.
     /// `None`: one process, no shards.
     pub fencing: Option<Arc<dyn Fencing>>,
+    /// Where the time of each committed stage transition (claims, stage updates, ends) is
+    /// observed (`/metrics` of the daemon).
+    pub transition_seconds: Option<prometheus::Histogram>,
 }
 
 /// The shards a replica holds, as the engine asks: the hold on an app's shard, if any.
@@ -193,6 +196,7 @@ impl Services {
             ownership_ttl: OWNERSHIP_TTL,
             declarations: Arc::default(),
             fencing: None,
+            transition_seconds: None,
         }
     }
 }
@@ -252,6 +256,16 @@ impl Engine {
         Ok(self.store.create_execution(new)?)
     }
 
+    /// Runs the store call `f`, observing its time as a stage transition.
+    pub(crate) fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let result = f();
+        if let Some(histogram) = &self.services.transition_seconds {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
     fn progress(&self, p: Progress) {
         (self.services.progress)(&p);
     }
@@ -291,10 +305,10 @@ impl Engine {
             if execution.status.is_final() {
                 return Ok(execution.status);
             }
-            match self
-                .store
-                .claim_fenced(id, &owner, ttl, self.fence.as_ref())?
-            {
+            match self.timed(|| {
+                self.store
+                    .claim_fenced(id, &owner, ttl, self.fence.as_ref())
+            })? {
                 Claim::Started => break,
                 Claim::TakenOver { previous } => {
                     tracing::info!(
@@ -548,21 +562,23 @@ impl Engine {
                     StageStatus::Rejected => ending.reason.clone(),
                     other => format!("{}: {}", other.as_str().to_ascii_lowercase(), ending.reason),
                 };
-                self.store.update_stage(
-                    id,
-                    stage,
-                    StageUpdate {
-                        status: Some(ending.status),
-                        outputs: Some(merged(
-                            &outputs,
-                            serde_json::json!({"reason": ending.reason}),
-                        )),
-                        event: Some(event),
-                        owner: Some(self.services.owner.clone()),
-                        fence: self.fence.clone(),
-                        ..StageUpdate::default()
-                    },
-                )?;
+                self.timed(|| {
+                    self.store.update_stage(
+                        id,
+                        stage,
+                        StageUpdate {
+                            status: Some(ending.status),
+                            outputs: Some(merged(
+                                &outputs,
+                                serde_json::json!({"reason": ending.reason}),
+                            )),
+                            event: Some(event),
+                            owner: Some(self.services.owner.clone()),
+                            fence: self.fence.clone(),
+                            ..StageUpdate::default()
+                        },
+                    )
+                })?;
                 self.progress(Progress::Stage {
                     stage: stage.to_string(),
                     status: ending.status,
@@ -570,18 +586,20 @@ impl Engine {
                 });
             }
             (Ok(outputs), None) => {
-                self.store.update_stage(
-                    id,
-                    stage,
-                    StageUpdate {
-                        status: Some(StageStatus::Succeeded),
-                        outputs: Some(outputs),
-                        event: Some("succeeded".into()),
-                        owner: Some(self.services.owner.clone()),
-                        fence: self.fence.clone(),
-                        ..StageUpdate::default()
-                    },
-                )?;
+                self.timed(|| {
+                    self.store.update_stage(
+                        id,
+                        stage,
+                        StageUpdate {
+                            status: Some(StageStatus::Succeeded),
+                            outputs: Some(outputs),
+                            event: Some("succeeded".into()),
+                            owner: Some(self.services.owner.clone()),
+                            fence: self.fence.clone(),
+                            ..StageUpdate::default()
+                        },
+                    )
+                })?;
                 self.progress(Progress::Stage {
                     stage: stage.to_string(),
                     status: StageStatus::Succeeded,
@@ -609,21 +627,23 @@ impl Engine {
         event: Option<String>,
     ) -> Result<(), EngineError> {
         let message = error.clone().or(event.clone());
-        self.store.update_stage(
-            id,
-            stage,
-            StageUpdate {
-                status: Some(status),
-                error: error.clone().map(Some),
-                event: Some(event.unwrap_or_else(|| match &error {
-                    Some(e) => format!("{}: {e}", status.as_str().to_ascii_lowercase()),
-                    None => status.as_str().to_ascii_lowercase(),
-                })),
-                owner: Some(self.services.owner.clone()),
-                fence: self.fence.clone(),
-                ..StageUpdate::default()
-            },
-        )?;
+        self.timed(|| {
+            self.store.update_stage(
+                id,
+                stage,
+                StageUpdate {
+                    status: Some(status),
+                    error: error.clone().map(Some),
+                    event: Some(event.unwrap_or_else(|| match &error {
+                        Some(e) => format!("{}: {e}", status.as_str().to_ascii_lowercase()),
+                        None => status.as_str().to_ascii_lowercase(),
+                    })),
+                    owner: Some(self.services.owner.clone()),
+                    fence: self.fence.clone(),
+                    ..StageUpdate::default()
+                },
+            )
+        })?;
         self.progress(Progress::Stage {
             stage: stage.to_string(),
             status,

@@ -413,6 +413,15 @@ pub struct Fence {
     pub generation: i64,
 }
 
+/// A queued or running execution, as [`Store::active`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveExecution {
+    /// Execution id.
+    pub id: String,
+    /// Its app.
+    pub app: String,
+}
+
 /// A wake-up sent between replicas through the store (PostgreSQL `NOTIFY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
@@ -662,6 +671,9 @@ pub trait Store: Send + Sync {
     fn execution(&self, id: &str) -> Result<Execution, StoreError>;
     /// Executions, newest first.
     fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError>;
+    /// The queued and running executions, oldest first, without their snapshots: what a
+    /// replica looks through for the work of its shards.
+    fn active(&self) -> Result<Vec<ActiveExecution>, StoreError>;
     /// The stages of an execution, in creation order.
     fn stages(&self, id: &str) -> Result<Vec<StageState>, StoreError>;
     /// Changes a stage (and logs the event) in one transaction.

@@ -1093,23 +1093,42 @@ impl Store for PostgresStore {
                 .query(
                     &format!(
                         "SELECT {EXECUTION_COLUMNS} FROM executions
-                         WHERE ($1::text IS NULL OR app = $1::text) ORDER BY id DESC"
+                         WHERE ($1::text IS NULL OR app = $1::text)
+                           AND ($2::text IS NULL OR status IN
+                                (SELECT jsonb_array_elements_text($2::text::jsonb)))
+                         ORDER BY id DESC LIMIT $3::bigint"
                     ),
-                    &[&filter.app],
+                    &[
+                        &filter.app,
+                        &super::rows::status_list(&filter.statuses),
+                        &filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
+                    ],
                 )
                 .await
                 .map_err(db.pg())?;
-            let mut out = Vec::new();
-            for row in rows {
-                let execution = to_execution(&db, &row)?;
-                if filter.statuses.is_empty() || filter.statuses.contains(&execution.status) {
-                    out.push(execution);
-                    if filter.limit.is_some_and(|l| out.len() >= l) {
-                        break;
-                    }
-                }
-            }
-            Ok(out)
+            rows.iter().map(|row| to_execution(&db, row)).collect()
+        })
+    }
+
+    fn active(&self) -> Result<Vec<super::ActiveExecution>, StoreError> {
+        self.run(|db| async move {
+            let rows = db
+                .client()
+                .await?
+                .query(
+                    "SELECT id, app FROM executions WHERE status IN ('QUEUED', 'RUNNING') ORDER BY id",
+                    &[],
+                )
+                .await
+                .map_err(db.pg())?;
+            rows.iter()
+                .map(|r| {
+                    Ok(super::ActiveExecution {
+                        id: col(&db, r, 0)?,
+                        app: col(&db, r, 1)?,
+                    })
+                })
+                .collect()
         })
     }
 

@@ -91,3 +91,11 @@ pub(super) fn resumed_message(
         (None, _) => format!("resumed by {owner}"),
     }
 }
+
+/// The statuses a filter asks for, as a JSON array for the query (`None`: any status).
+pub(super) fn status_list(statuses: &[super::ExecutionStatus]) -> Option<String> {
+    (!statuses.is_empty()).then(|| {
+        let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        serde_json::Value::from(names).to_string()
+    })
+}

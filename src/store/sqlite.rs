@@ -834,23 +834,41 @@ impl Store for SqliteStore {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM executions
-                 WHERE (?1 IS NULL OR app = ?1) ORDER BY id DESC"
+                 WHERE (?1 IS NULL OR app = ?1)
+                   AND (?2 IS NULL OR status IN (SELECT value FROM json_each(?2)))
+                 ORDER BY id DESC LIMIT ?3"
             ))
             .map_err(|e| self.err(e))?;
+        let statuses = super::rows::status_list(&filter.statuses);
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         let rows = stmt
-            .query_map(params![filter.app], execution_row)
+            .query_map(params![filter.app, statuses, limit], execution_row)
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let execution = to_execution(row.map_err(|e| self.err(e))?)?;
-            if filter.statuses.is_empty() || filter.statuses.contains(&execution.status) {
-                out.push(execution);
-                if filter.limit.is_some_and(|l| out.len() >= l) {
-                    break;
-                }
-            }
+            out.push(to_execution(row.map_err(|e| self.err(e))?)?);
         }
         Ok(out)
+    }
+
+    fn active(&self) -> Result<Vec<super::ActiveExecution>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, app FROM executions WHERE status IN ('QUEUED', 'RUNNING') ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(super::ActiveExecution {
+                    id: r.get(0)?,
+                    app: r.get(1)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     fn stages(&self, id: &str) -> Result<Vec<StageState>, StoreError> {

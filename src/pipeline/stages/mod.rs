@@ -211,10 +211,11 @@ impl StageRun {
             fence: self.engine.fence.clone(),
             ..update
         };
-        let state = self
-            .engine
-            .store
-            .update_stage(&self.execution, &self.stage.name, update)?;
+        let state = self.engine.timed(|| {
+            self.engine
+                .store
+                .update_stage(&self.execution, &self.stage.name, update)
+        })?;
         self.state = state;
         Ok(())
     }
