@@ -314,6 +314,8 @@ fn main() {
         quantile(&buckets, 0.999)
     );
 
+    eprintln!("under load so far: {}", shard_moves(dir.path(), &replicas));
+
     // Failover: kill the replica owning the most running executions.
     let victim = replicas
         .iter()
@@ -335,6 +337,7 @@ fn main() {
         .expect("victim");
     let mut dead = replicas.remove(index);
     let killed_at = Utc::now();
+    let since = killed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     dead.child.kill().expect("SIGKILL");
     dead.child.wait().expect("reaped");
     let owned = victim.0;
@@ -342,14 +345,14 @@ fn main() {
         count(
             &mut db,
             &format!(
-                "SELECT count(*) FROM events WHERE message LIKE 'resumed by % from {}%'",
+                "SELECT count(*) FROM events WHERE message LIKE 'resumed by % from {}%' AND at >= '{since}'",
                 victim.1
             ),
         ) >= 1
     });
     let first_at = db
         .text(&format!(
-            "SELECT min(at) FROM events WHERE message LIKE 'resumed by % from {}%'",
+            "SELECT min(at) FROM events WHERE message LIKE 'resumed by % from {}%' AND at >= '{since}'",
             victim.1
         ))
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
@@ -384,7 +387,25 @@ fn main() {
         quantile(&buckets, 0.99),
         quantile(&buckets, 0.999)
     );
+    eprintln!("since the start: {}", shard_moves(dir.path(), &replicas));
     drop(replicas);
+}
+
+/// How often each replica took a shard and lost one (a lease not renewed in time), from logs.
+fn shard_moves(dir: &Path, replicas: &[Replica]) -> String {
+    replicas
+        .iter()
+        .map(|r| {
+            let log =
+                std::fs::read_to_string(dir.join(format!("{}.log", r.id))).unwrap_or_default();
+            let lost = log
+                .lines()
+                .filter(|l| l.contains("not renewed in time") || l.contains("lost the shard lease"))
+                .count();
+            format!("{} lost {lost} shard hold(s)", r.id)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A gauge from every replica's `/metrics`.

@@ -332,6 +332,8 @@ pub struct Daemon {
     /// Each app's validation, render and policy results by its inputs, so a commit or pull
     /// request costs work for the apps it changes only.
     checker: crate::check::Checker,
+    /// Asks the shard-work task to look for executions of this replica's shards.
+    shard_work: Arc<tokio::sync::Notify>,
     /// The settings of the last good commit, as pull-request plans last read them.
     trusted: Mutex<Option<Arc<pull_request::Trusted>>>,
 }
@@ -407,6 +409,7 @@ impl Daemon {
             outbox,
             outbox_pause: Mutex::new(None),
             checker: crate::check::Checker::default(),
+            shard_work: Arc::new(tokio::sync::Notify::new()),
             trusted: Mutex::new(None),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -415,10 +418,14 @@ impl Daemon {
                 daemon.outbox.wake_handle(),
             ));
             *lock(&daemon.outbox_task) = Some(sender.abort_handle());
-            if daemon.config.replicas.is_some()
-                && let Some(notices) = daemon.store.subscribe()
-            {
-                runtime.spawn(replicas::listen(Arc::downgrade(&daemon), notices));
+            if daemon.config.replicas.is_some() {
+                runtime.spawn(replicas::shard_work_loop(
+                    Arc::downgrade(&daemon),
+                    daemon.shard_work.clone(),
+                ));
+                if let Some(notices) = daemon.store.subscribe() {
+                    runtime.spawn(replicas::listen(Arc::downgrade(&daemon), notices));
+                }
             }
         }
         if let Some(sha) = cursor {

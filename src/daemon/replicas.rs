@@ -244,7 +244,7 @@ impl Coordinator {
             Err(e) => tracing::warn!(error = %e, "could not list the leases"),
         }
         // Wake-ups can be missed (a reconnect, a full buffer): every round looks too.
-        daemon.run_shard_work();
+        daemon.request_shard_work();
         daemon.take_reconcile_request(&mut lock(&self.reconcile_seen));
     }
 
@@ -434,7 +434,7 @@ impl Coordinator {
             .metrics
             .shards
             .set(lock(&self.holdings.held).len() as i64);
-        daemon.run_shard_work();
+        daemon.request_shard_work();
         true
     }
 
@@ -512,9 +512,15 @@ impl Daemon {
         }
     }
 
+    /// Asks for a look at the work of this replica's shards ([`Daemon::run_shard_work`]), on
+    /// its own task: the Lease renewals never wait for it.
+    pub(super) fn request_shard_work(&self) {
+        self.shard_work.notify_one();
+    }
+
     /// Starts every queued or interrupted execution of the apps whose shards this replica
     /// holds and does not run yet (after taking a shard, on a wake-up, on every round).
-    pub(super) fn run_shard_work(self: &Arc<Self>) {
+    fn run_shard_work(self: &Arc<Self>) {
         let Some(holdings) = &self.config.replicas else {
             return;
         };
@@ -603,6 +609,24 @@ impl Daemon {
     }
 }
 
+/// Looks at the work of this replica's shards whenever asked (requests while it looks are
+/// one more look), off the async workers, until the daemon is dropped.
+pub(super) async fn shard_work_loop(daemon: Weak<Daemon>, asked: Arc<tokio::sync::Notify>) {
+    loop {
+        asked.notified().await;
+        let Some(d) = daemon.upgrade() else {
+            return;
+        };
+        // The store calls block: on a blocking thread.
+        let runtime = tokio::runtime::Handle::current();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _entered = runtime.enter();
+            d.run_shard_work();
+        })
+        .await;
+    }
+}
+
 /// How long a wake-up waits for others of the same burst.
 const WAKE_COALESCE: Duration = Duration::from_millis(100);
 
@@ -648,7 +672,7 @@ pub(super) async fn listen(
             daemon.take_reconcile_request(&mut seen);
         }
         if executions {
-            daemon.run_shard_work();
+            daemon.request_shard_work();
         }
     }
 }
