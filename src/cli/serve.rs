@@ -145,8 +145,11 @@ pub struct ReplicaArgs {
 }
 
 /// The coordination of several replicas, when asked for.
+/// The Lease client is made on `leases`, the runtime the coordination runs on: its own thread,
+/// so renewals never wait behind busy executions.
 async fn replicas(
     args: &ServeArgs,
+    leases: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Option<(ReplicaConfig, Arc<replicas::Holdings>)>> {
     let r = &args.replicas;
     let Some(namespace) = &r.lease_namespace else {
@@ -161,22 +164,25 @@ async fn replicas(
         "--lease-duration {}: at least 2s",
         humantime::format_duration(r.lease_duration)
     );
-    let client = match &r.lease_context {
-        Some(context) => {
-            let options = bowline::cluster::ConnectOptions {
-                context: None,
-                ..super::live::connect_options(&args.clusters)
-            };
-            bowline::cluster::Cluster::connect("leases", context, &options)
-                .await
-                .with_context(|| format!("the Lease API (context {context})"))?
-                .client()
-                .clone()
-        }
-        None => kube::Client::try_default()
-            .await
-            .context("the Lease API (in-cluster service account or default kubeconfig)")?,
+    let options = bowline::cluster::ConnectOptions {
+        context: None,
+        ..super::live::connect_options(&args.clusters)
     };
+    let context = r.lease_context.clone();
+    let client = leases
+        .spawn(async move {
+            match context {
+                Some(context) => bowline::cluster::Cluster::connect("leases", &context, &options)
+                    .await
+                    .map(|c| c.client().clone())
+                    .with_context(|| format!("the Lease API (context {context})")),
+                None => kube::Client::try_default()
+                    .await
+                    .context("the Lease API (in-cluster service account or default kubeconfig)"),
+            }
+        })
+        .await
+        .context("the Lease API")??;
     let holder = r
         .replica_id
         .clone()
@@ -214,7 +220,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 
 async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.state.open()?;
-    let replicas = replicas(&args).await?;
+    let leases = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bowline-leases")
+        .enable_all()
+        .build()
+        .context("starting the Lease runtime")?;
+    let replicas = replicas(&args, &leases).await?;
     let connect = super::live::connect_options(&args.clusters);
     let mut services =
         Services::new(connect.clone()).with_link_local_egress(args.allow_link_local_egress);
@@ -289,7 +301,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     };
     let coordination = coordinator
         .clone()
-        .map(|c| tokio::spawn(c.run(Arc::downgrade(&daemon))));
+        .map(|c| leases.spawn(c.run(Arc::downgrade(&daemon))));
     let _watcher = match &args.watch {
         Some(path) => Some(bowline::daemon::watch::watch(path, &daemon)?),
         None => None,
@@ -323,13 +335,17 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<()> {
     poll.abort();
     drift.abort();
     let stopped = daemon.shutdown(args.shutdown_grace).await;
-    if let Some(coordinator) = &coordinator {
+    if let Some(coordinator) = coordinator {
         // After the executions stopped: the next holders resume them at once.
-        coordinator.release_all().await;
+        let _ = leases
+            .spawn(async move { coordinator.release_all().await })
+            .await;
     }
     if let Some(task) = coordination {
         task.abort();
     }
+    // Dropping a runtime inside another would block it.
+    leases.shutdown_background();
     tracing::info!(stopped, "bowline stopped");
     if !bowline::telemetry::json() {
         eprintln!("bowline: stopped ({stopped} execution(s) left to resume)");

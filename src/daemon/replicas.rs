@@ -148,6 +148,9 @@ pub struct Coordinator {
     leader: LeaseLock,
     member: LeaseLock,
     shards: Vec<LeaseLock>,
+    /// The daemon's runtime: what the coordination starts there (a reconcile) runs there,
+    /// while the coordination itself may run on a runtime of its own.
+    main: tokio::runtime::Handle,
     /// The last reconcile request the leader saw.
     reconcile_seen: Mutex<Option<String>>,
 }
@@ -172,7 +175,8 @@ fn fair_share(shards: u32, members: usize) -> usize {
 }
 
 impl Coordinator {
-    /// A coordinator for `holdings` (whose holder is this replica) with `config`.
+    /// A coordinator for `holdings` (whose holder is this replica) with `config`, made on the
+    /// daemon's runtime.
     pub fn new(config: ReplicaConfig, holdings: Arc<Holdings>) -> Coordinator {
         let lock_named = |name: String| {
             LeaseLock::new(
@@ -195,6 +199,7 @@ impl Coordinator {
             member,
             shards,
             reconcile_seen: Mutex::new(None),
+            main: tokio::runtime::Handle::current(),
         }
     }
 
@@ -245,6 +250,7 @@ impl Coordinator {
         }
         // Wake-ups can be missed (a reconnect, a full buffer): every round looks too.
         daemon.request_shard_work();
+        let _main = self.main.enter();
         daemon.take_reconcile_request(&mut lock(&self.reconcile_seen));
     }
 
@@ -288,6 +294,7 @@ impl Coordinator {
             (false, true) => {
                 tracing::info!("became the leader: following the branch and sending the outbox");
                 daemon.metrics.leader.set(1);
+                let _main = self.main.enter();
                 daemon.became_leader();
             }
             (true, false) => {
