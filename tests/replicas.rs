@@ -28,7 +28,8 @@ use soak_repo::{commit_all, commit_to, write_repo};
 const SECRET: &str = "replica test secret";
 const REPO: &str = "acme/shop-config";
 const REPO_ID: u64 = 27_182_818;
-const APPS: usize = 12;
+/// Apps: 18 names put at least one app in each of the six shards, so every replica runs some.
+const APPS: usize = 18;
 const SHARDS: &str = "6";
 /// Lease duration of the replicas.
 const LEASE: Duration = Duration::from_secs(2);
@@ -273,6 +274,31 @@ fn first_resume_after(
         .min()
 }
 
+/// Waits until `dead` owns no unfinished execution any more; then the time from `since` to the
+/// first takeover of one of `ids` from it.
+async fn taken_over(
+    w: &World,
+    store: &PostgresStore,
+    ids: &[String],
+    dead: &str,
+    since: DateTime<Utc>,
+) -> Option<Duration> {
+    eventually(
+        w,
+        &format!("the executions of {dead} taken over"),
+        Duration::from_secs(30),
+        || {
+            store
+                .executions(&ExecutionFilter::default())
+                .unwrap_or_default()
+                .iter()
+                .all(|e| e.status.is_final() || e.owner.as_deref() != Some(dead))
+        },
+    )
+    .await;
+    first_resume_after(store, ids, dead, since)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -385,20 +411,9 @@ async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice()
         .expect("victim");
     let killed = w.kill(&victim);
     w.start("r3");
-    eventually(
-        &w,
-        "the killed replica's executions resumed",
-        Duration::from_secs(30),
-        || {
-            store
-                .executions(&ExecutionFilter::default())
-                .unwrap_or_default()
-                .iter()
-                .all(|e| e.owner.as_deref() != Some(victim.as_str()))
-        },
-    )
-    .await;
-    let shard_takeover = first_resume_after(&store, &ids, &victim, killed).expect("resumed");
+    let shard_takeover = taken_over(&w, &store, &ids, &victim, killed)
+        .await
+        .expect("resumed");
     eprintln!(
         "shard owner killed: first execution resumed after {shard_takeover:?} (lease {LEASE:?})"
     );
@@ -415,20 +430,9 @@ async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice()
         "leader killed: a new leader after at most {:?}",
         before.elapsed()
     );
-    eventually(
-        &w,
-        "the leader's executions resumed",
-        Duration::from_secs(30),
-        || {
-            store
-                .executions(&ExecutionFilter::default())
-                .unwrap_or_default()
-                .iter()
-                .all(|e| e.owner.as_deref() != Some(leader.as_str()))
-        },
-    )
-    .await;
-    let leader_takeover = first_resume_after(&store, &ids, &leader, killed).expect("resumed");
+    let leader_takeover = taken_over(&w, &store, &ids, &leader, killed)
+        .await
+        .expect("resumed");
     eprintln!("leader killed: first execution resumed after {leader_takeover:?}");
 
     // SIGSTOP a replica that runs executions past its lease; the others take its shards; once
@@ -445,20 +449,7 @@ async fn three_replicas_survive_kills_and_a_pause_without_doing_anything_twice()
     let paused = w.replica(&paused_id).child.as_ref().expect("alive");
     signal(paused, "STOP").expect("SIGSTOP");
     let stopped_at = Utc::now();
-    eventually(
-        &w,
-        "the paused replica's executions taken over",
-        Duration::from_secs(30),
-        || {
-            store
-                .executions(&ExecutionFilter::default())
-                .unwrap_or_default()
-                .iter()
-                .all(|e| e.status.is_final() || e.owner.as_deref() != Some(paused_id.as_str()))
-        },
-    )
-    .await;
-    let pause_takeover = first_resume_after(&store, &ids, &paused_id, stopped_at);
+    let pause_takeover = taken_over(&w, &store, &ids, &paused_id, stopped_at).await;
     eprintln!("replica paused: first execution resumed after {pause_takeover:?}");
     tokio::time::sleep(LEASE).await;
     signal(w.replica(&paused_id).child.as_ref().expect("alive"), "CONT").expect("SIGCONT");
