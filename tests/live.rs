@@ -548,10 +548,13 @@ fn server_errors_are_retried_then_reported() {
 #[test]
 fn an_unreachable_cluster_gives_a_clear_error() {
     let world = World::new();
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = closed.local_addr().expect("addr").port();
-    drop(closed);
+    // A port nothing listens on: a privileged one, so no test server binds it (a free port
+    // picked and released here could be taken by another test's server meanwhile).
+    let port = 1;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on port {port}"
+    );
     let kubeconfig = fs::read_to_string(&world.kubeconfig).expect("kubeconfig");
     let url = world.staging.url();
     fs::write(
